@@ -1,0 +1,117 @@
+"""Presets: one dataclass shared by the notebooks, the CLI and the tests.
+
+``get_config("toy")`` is the offline default (the project's own tiny base model, CPU, minutes);
+``get_config("sd14")`` is the paper's recipe for Stable Diffusion 1.4 (the authors' ``train.sh``:
+lr 5e-6 constant, batch 1 x 4 accumulation, 24k steps, lambda = 1e-3, gamma = 5e-5, supervised
+groups mid_8 + up_16/32/64); ``get_config("sd21")`` is SD 2.1 at 768 px with v-prediction, whose
+attention resolutions are SD 1.4's times 1.5 (12/24/48/96).
+
+Every notebook parameter maps to a field here; ``get_config(preset, **overrides)`` rejects unknown
+fields and bad values with a message that names the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PRESETS = ("toy", "sd14", "sd21")
+
+#: Where the shipped toy base model lives (inside the package, so ``pip install`` carries it).
+TOY_BASE_DIR = Path(__file__).resolve().parent / "assets" / "toy_base"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a run needs. Field names follow the authors' ``train.py`` flags where one exists."""
+
+    preset: str = "toy"
+    #: hub id or local folder of the base model (diffusers layout); for ``toy`` the shipped base
+    pretrained: str = str(TOY_BASE_DIR)
+    resolution: int = 32
+    #: ``epsilon`` (SD 1.4, toy) or ``v_prediction`` (SD 2.1)
+    prediction_type: str = "epsilon"
+    #: toy models work in pixel space; SD in the VAE's latent space (1/8 of the resolution)
+    pixel_space: bool = True
+    #: range of image values fed to the model: toy [0, 1] (black = 0 is easy), SD [-1, 1]
+    value_range: tuple[float, float] = (0.0, 1.0)
+    #: supervised cross-attention groups, keyed "<place>_<resolution>" (attention.py)
+    groups: tuple[str, ...] = ("mid_8", "up_16", "up_32")
+    #: lambda (L_token) and gamma (L_pixel) of Eq. (5)
+    token_weight: float = 1e-3
+    pixel_weight: float = 5e-5
+    learning_rate: float = 5e-6
+    train_batch_size: int = 1
+    gradient_accumulation_steps: int = 4
+    max_train_steps: int = 24_000
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    use_8bit_adam: bool = False
+    use_ema: bool = False
+    checkpointing_steps: int = 1_000
+    checkpoints_total_limit: int = 2
+    num_inference_steps: int = 50
+    guidance_scale: float = 7.5
+    seed: int = 0
+    device: str = "auto"
+    train_data_dir: str = ""
+    output_dir: str = "outputs"
+    extra: dict = field(default_factory=dict)
+
+    def replace(self, **overrides) -> Config:
+        """A copy with ``overrides`` applied and validated (unknown fields raise ``ValueError``)."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown config field(s) {unknown}; known fields: {sorted(known)}")
+        new = dataclasses.replace(self, **overrides)
+        new.validate()
+        return new
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad field."""
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {PRESETS}, got {self.preset!r}")
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {self.prediction_type!r}")
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
+        for name in ("resolution", "train_batch_size", "gradient_accumulation_steps", "max_train_steps",
+                     "checkpointing_steps", "num_inference_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("token_weight", "pixel_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        low, high = self.value_range
+        if not low < high:
+            raise ValueError(f"value_range must be (low, high) with low < high, got {self.value_range!r}")
+        for group in self.groups:
+            place, _, res = group.partition("_")
+            if place not in ("down", "mid", "up") or not res.isdigit():
+                raise ValueError(f"groups entries look like 'mid_8' or 'up_64', got {group!r}")
+
+
+_PRESET_FIELDS: dict[str, dict] = {
+    "toy": {},
+    "sd14": dict(
+        preset="sd14", pretrained="CompVis/stable-diffusion-v1-4", resolution=512, pixel_space=False,
+        value_range=(-1.0, 1.0), groups=("mid_8", "up_16", "up_32", "up_64"),
+    ),
+    "sd21": dict(
+        preset="sd21", pretrained="stabilityai/stable-diffusion-2-1", resolution=768, pixel_space=False,
+        value_range=(-1.0, 1.0), prediction_type="v_prediction", groups=("mid_12", "up_24", "up_48", "up_96"),
+    ),
+}
+
+
+def get_config(preset: str = "toy", **overrides) -> Config:
+    """The preset's config with ``overrides`` applied, e.g. ``get_config("sd14", mixed_precision="fp16")``."""
+    if preset not in _PRESET_FIELDS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
+    return Config().replace(**_PRESET_FIELDS[preset]).replace(**overrides)
