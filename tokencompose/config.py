@@ -37,7 +37,7 @@ class Config:
     #: range of image values fed to the model: toy [0, 1] (black = 0 is easy), SD [-1, 1]
     value_range: tuple[float, float] = (0.0, 1.0)
     #: supervised cross-attention groups, keyed "<place>_<resolution>" (attention.py)
-    groups: tuple[str, ...] = ("mid_8", "up_16", "up_32")
+    groups: tuple[str, ...] = ("mid_8", "up_16")
     #: lambda (L_token) and gamma (L_pixel) of Eq. (5)
     token_weight: float = 1e-3
     pixel_weight: float = 5e-5

@@ -1,0 +1,46 @@
+# tokencompose: `make demo` and `make test` are the whole quick start (README).
+# Torch is installed only when `import torch` fails (Colab keeps its own); override with TORCH_SPEC=...
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.tokencompose-installed
+
+.PHONY: setup demo test test-main test-flair notebooks bench lint clean
+
+setup: $(STAMP)
+
+# --system-site-packages: a preinstalled torch (Colab, a CUDA machine) is seen and kept
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m tokencompose setup-tokenizer
+	touch $(STAMP)
+
+demo: setup
+	$(PY) -m tokencompose demo
+
+test: test-main test-flair
+
+test-main: setup
+	$(PY) -m ruff check tokencompose tests benchmarks
+	$(PY) -m pytest -q tests
+
+# flair needs transformers<5: its adapter is tested in its own small venv (.venv-flair)
+test-flair:
+	bash scripts/test_flair.sh -q
+
+notebooks: setup
+	$(PY) -m tokencompose.notebooks
+
+bench: setup
+	$(PY) benchmarks/attention_overhead.py
+	$(PY) benchmarks/noun_agreement.py
+
+lint: setup
+	$(PY) -m ruff check tokencompose tests benchmarks
+
+clean:
+	rm -rf $(VENV) .venv-flair outputs .pytest_cache

@@ -1,0 +1,577 @@
+"""Grounded-SAM: one binary mask per noun of a caption (paper Sec. 3.2, "token-level grounding data").
+
+TokenCompose supervises each noun token's cross-attention with a segmentation mask of that noun. The
+authors obtain the masks with Grounded-SAM (their ``preprocess_data/gen_mask.py``): Grounding DINO detects
+boxes for a text prompt made of the caption's nouns, SAM turns each box into a mask, masks of the same
+detected phrase are united, and each detected phrase is matched back to a noun of the caption. A noun
+nobody detected gets ``null`` in ``metadata.jsonl`` and is simply not supervised.
+
+The steps, each a function a notebook can show on its own::
+
+    prompt  = grounding_prompt(["cat", "kite"])            # "cat . kite ."
+    found   = gsam.detect(image, ["cat", "kite"])          # [Detection(phrase, score, box), ...]
+    masks   = gsam.segment(image, [d.box for d in found])  # bool [boxes, H, W]
+    noun    = match_phrase(found[0].phrase, nouns)         # the authors' fallback rules
+    per_noun = gsam.masks_for_nouns(image, nouns)          # all of the above: {noun: bool [H, W] | None}
+
+Backend: ``transformers`` instead of the original packages
+------------------------------------------------------------
+The ``groundingdino`` and ``segment_anything`` packages the authors used import only beside torchvision;
+this module runs the same two models through ``transformers``. The correspondence:
+
+=====================================================  ======================================================
+authors' code (Grounded-Segment-Anything)               here
+=====================================================  ======================================================
+``load_model(GroundingDINO_SwinT_OGC.py, .pth)``        ``GroundingDinoForObjectDetection.from_pretrained(id)``
+``T.RandomResize([800], max_size=1333)`` + Normalize    the hub processor's image processor (shortest edge 800,
+                                                        longest 1333, same ImageNet mean/std)
+``caption.lower().strip()`` + ``"."``                   ``grounding_prompt(nouns)``
+``outputs["pred_logits"].sigmoid()`` / ``pred_boxes``   ``outputs.logits.sigmoid()`` / ``outputs.pred_boxes``
+                                                        (``[queries, max_text_len]``; boxes cx, cy, w, h in 0-1)
+``logits.max(dim=1) > box_threshold``                   ``detections_from_outputs(box_threshold=...)``
+``get_phrases_from_posmap(logit > text_threshold)``     ``detections_from_outputs(text_threshold=...)``
+``SamPredictor(sam_model_registry["vit_h"](ckpt))``     ``SamModel.from_pretrained("facebook/sam-vit-huge")``
+                                                        (SAM-HQ: ``syscv-community/sam-hq-vit-huge``)
+``predictor.set_image`` + ``transform.apply_boxes``     ``SamProcessor(images, input_boxes=[[boxes]])``
+                                                        (longest side 1024, boxes rescaled alike)
+``predict_torch(boxes=..., multimask_output=False)``    ``SamModel(**inputs, multimask_output=False)``
+mask logits ``> model.mask_threshold`` (0.0)             ``processor.post_process_masks(..., mask_threshold=0.0)``
+``aggregate_masks`` (union per detected phrase)          ``union_masks`` per phrase, then per noun
+the matching ``if/elif`` chain                          ``match_phrase``
+``plt.imsave(path, mask, cmap=gray)``                   ``save_mask`` (8-bit PNG, 0 / 255)
+=====================================================  ======================================================
+
+Where this differs from the authors' run (``preprocess_data/run_pipeline.sh``): they used the Swin-T
+Grounding DINO (``IDEA-Research/grounding-dino-tiny`` on the hub), SAM-HQ ViT-H and ``--box_threshold
+0.25``; the defaults here are the script's own defaults (box 0.3, text 0.25) with Grounding DINO base and
+SAM ViT-H, and every one is a parameter. When two detected phrases match the same noun, the authors' code
+overwrote the first mask file with the second; here the two masks are united. A detected phrase left
+empty by the text threshold matches nothing (in the authors' code ``"" in word`` matched the first noun).
+
+Real weights come from the Hugging Face Hub (``GroundedSAM.from_pretrained()``); offline tests and
+demonstrations use ``GroundedSAM.random_tiny(words)``, the same architectures with tiny configs and
+random weights (the masks are meaningless; shapes, plumbing and file format are real).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DETECTOR_ID = "IDEA-Research/grounding-dino-base"
+DEFAULT_SEGMENTER_ID = "facebook/sam-vit-huge"
+#: the authors' gen_mask.py defaults
+BOX_THRESHOLD = 0.3
+TEXT_THRESHOLD = 0.25
+#: segmenter architectures whose outputs and processor this module knows (SAM and SAM-HQ)
+SEGMENTER_TYPES = ("sam", "sam_hq")
+
+
+class ModelLoadError(OSError):
+    """Grounding DINO or SAM weights could not be loaded (message says what was tried and what to do)."""
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One Grounding DINO box kept by the thresholds.
+
+    ``phrase`` is the decoded text of the prompt tokens whose probability beat the text threshold,
+    ``score`` the box's highest token probability, ``box`` ``(x0, y0, x1, y1)`` in image pixels.
+    """
+
+    phrase: str
+    score: float
+    box: tuple[float, float, float, float]
+
+
+# --------------------------------------------------------------------------------------------------
+# pure helpers
+# --------------------------------------------------------------------------------------------------
+
+def grounding_prompt(nouns: Sequence[str]) -> str:
+    """The Grounding DINO text prompt for ``nouns``: lower case, joined by ``" . "``, ending in ``" ."``.
+
+    ``["Cat", "kite"] -> "cat . kite ."`` (the authors join with ``" . "``, lower-case and add a final
+    dot; Grounding DINO reads ``"."`` as the separator between phrases, so a noun may not contain one).
+    """
+    if isinstance(nouns, str):
+        raise TypeError(f"nouns must be a list of strings, got the string {nouns!r}; wrap it in a list")
+    cleaned = []
+    for noun in nouns:
+        if not isinstance(noun, str) or not noun.strip():
+            raise ValueError(f"every noun must be a non-empty string, got {noun!r} in {list(nouns)!r}")
+        if "." in noun:
+            raise ValueError(
+                f"noun {noun!r} contains '.', which Grounding DINO reads as a phrase separator; "
+                "remove the dot from the noun (e.g. 'st. bernard' -> 'st bernard')"
+            )
+        cleaned.append(" ".join(noun.lower().split()))
+    if not cleaned:
+        raise ValueError("no nouns to ground: the prompt would be empty")
+    return " . ".join(cleaned) + " ."
+
+
+def match_phrase(detected_phrase: str, nouns: Sequence[str]) -> str | None:
+    """The noun of ``nouns`` that a Grounding DINO phrase stands for, or ``None``.
+
+    The authors' rules (``gen_mask.py``), in order; the first that finds a noun wins:
+
+    1. the phrase is one of the nouns;
+    2. case: its upper-case, then its lower-case form is one of the nouns (``"tv"`` -> ``"TV"``);
+    3. hyphen: the tokenizer decodes ``"dump-truck"`` as ``"dump - truck"``; undo that;
+    4. containment: the first noun (caption order) that contains the phrase or is contained in it,
+       compared in lower case as substrings (``"top horse"`` -> ``"horse"``, ``"horse"`` -> ``"top
+       horse"``, ``"birthday cake"`` -> ``"tank birthday cake"``). The authors first try whole-word
+       containment, but their substring loop runs afterwards unconditionally and overrides it, so the
+       substring rule is what decides; it is reproduced as such (``"catalog"`` -> ``"cat"`` too);
+    5. token subset: the first noun that contains every space-separated token of the phrase
+       (``"red dump truck"`` -> ``"a red and blue dump truck"``).
+
+    An empty phrase matches nothing.
+    """
+    phrase = " ".join(detected_phrase.split())
+    if not phrase:
+        return None
+    noun_set = set(nouns)
+    for candidate in (phrase, phrase.upper(), phrase.lower(), phrase.replace(" - ", "-")):
+        if candidate in noun_set:
+            return candidate
+    lowered = phrase.lower()
+    for noun in nouns:
+        if noun.lower() in lowered or lowered in noun.lower():
+            return noun
+    tokens = lowered.split(" ")
+    for noun in nouns:
+        if all(token in noun.lower() for token in tokens):
+            return noun
+    return None
+
+
+def union_masks(masks: Iterable[np.ndarray]) -> np.ndarray:
+    """Pixel-wise OR of binary masks of one shape: bool ``[H, W]`` (the authors' ``aggregate_masks``)."""
+    result: np.ndarray | None = None
+    for index, mask in enumerate(masks):
+        mask = np.asarray(mask)
+        if mask.ndim != 2:
+            raise ValueError(f"mask {index} has shape {mask.shape}; expected a 2-D [H, W] mask")
+        if result is None:
+            result = mask.astype(bool).copy()
+        elif mask.shape != result.shape:
+            raise ValueError(f"mask {index} has shape {mask.shape}, the first had {result.shape}: "
+                             "masks of one noun must share the image's resolution")
+        else:
+            result |= mask.astype(bool)
+    if result is None:
+        raise ValueError("union_masks needs at least one mask")
+    return result
+
+
+def safe_noun_name(noun: str) -> str:
+    """``noun`` made safe as a file-name part: whitespace -> ``_``, anything not a letter/digit/-/_ -> ``_``.
+
+    ``"teddy bear" -> "teddy_bear"``, ``"a/c unit" -> "a_c_unit"``.
+    """
+    name = "".join(ch if (ch.isalnum() or ch in "-_") else "_" for ch in "_".join(noun.split()))
+    return name or "_"
+
+
+def mask_file_name(noun: str) -> str:
+    """``mask_<noun>.png`` with the noun made file-system safe (``safe_noun_name``)."""
+    return f"mask_{safe_noun_name(noun)}.png"
+
+
+def save_mask(mask: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write a binary mask ``[H, W]`` as an 8-bit grey PNG with values 0 and 255; returns the path.
+
+    Parent folders are created; the file is written to a temporary name first and renamed, so an
+    interrupted run never leaves a truncated PNG under the final name.
+    """
+    array = np.asarray(mask)
+    if array.ndim != 2:
+        raise ValueError(f"a mask must be 2-D [H, W], got shape {array.shape} for {path}")
+    if array.dtype != bool:
+        values = np.unique(array)
+        if not np.isin(values, (0, 1)).all() and not np.isin(values, (0, 255)).all():
+            raise ValueError(f"mask for {path} is not binary (values {values[:5]}...): "
+                             "pass a bool array or one of 0/1 or 0/255")
+        array = array > 0
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(np.where(array, 255, 0).astype(np.uint8), mode="L")
+    handle, temporary = tempfile.mkstemp(suffix=".png", dir=path.parent)
+    os.close(handle)
+    try:
+        image.save(temporary, format="PNG")
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
+
+
+def detections_from_outputs(
+    logits: Any,
+    pred_boxes: Any,
+    input_ids: Sequence[int],
+    tokenizer: Any,
+    image_size: tuple[int, int],
+    box_threshold: float = BOX_THRESHOLD,
+    text_threshold: float = TEXT_THRESHOLD,
+) -> list[Detection]:
+    """Grounding DINO's raw outputs for one image -> the boxes kept and their phrases.
+
+    ``logits``: ``[queries, text_positions]`` (pre-sigmoid); ``pred_boxes``: ``[queries, 4]``
+    as (cx, cy, w, h) in 0-1; ``input_ids``: the prompt's token ids; ``image_size``: ``(width,
+    height)`` as PIL gives it. A query is kept when its highest token probability exceeds
+    ``box_threshold``; its phrase is the decoded prompt tokens whose probability exceeds
+    ``text_threshold`` (special tokens such as ``[CLS]``/``[SEP]`` left out), as in the authors'
+    ``get_grounding_output``.
+    """
+    import torch
+
+    probabilities = torch.as_tensor(logits).detach().float().sigmoid().cpu()  # [queries, text]
+    boxes = torch.as_tensor(pred_boxes).detach().float().cpu()  # [queries, 4]
+    if probabilities.ndim != 2 or boxes.ndim != 2 or boxes.shape != (probabilities.shape[0], 4):
+        raise ValueError(f"expected logits [queries, text] and boxes [queries, 4] for one image, "
+                         f"got {tuple(probabilities.shape)} and {tuple(boxes.shape)}")
+    ids = [int(i) for i in input_ids]
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    width, height = image_size
+    detections = []
+    for query in range(probabilities.shape[0]):
+        score = float(probabilities[query].max())
+        if not score > box_threshold:
+            continue
+        positions = torch.nonzero(probabilities[query, : len(ids)] > text_threshold).flatten().tolist()
+        phrase_ids = [ids[p] for p in positions if ids[p] not in special]
+        phrase = " ".join(tokenizer.decode(phrase_ids).split()) if phrase_ids else ""
+        cx, cy, w, h = boxes[query].tolist()
+        box = ((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height)
+        detections.append(Detection(phrase=phrase, score=score, box=box))
+    return detections
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``"auto"`` -> ``"cuda"`` when available, else ``"mps"`` when available, else ``"cpu"``."""
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+# --------------------------------------------------------------------------------------------------
+# the model pair
+# --------------------------------------------------------------------------------------------------
+
+def _load_error(what: str, model_id: str, error: Exception) -> ModelLoadError:
+    tried = f"Tried: transformers from_pretrained({model_id!r}), {{}}."
+    path = Path(model_id).expanduser()
+    if path.is_dir():
+        tried = tried.format("a local folder")
+        fix = ("The folder must hold what save_pretrained / `huggingface-cli download` writes: config.json, "
+               "model.safetensors (or pytorch_model.bin) and the processor files; download it again if it is "
+               "incomplete.")
+    else:
+        looks_local = model_id.startswith((".", "/", "~")) or model_id.count("/") > 1 or "\\" in model_id
+        tried = tried.format("no such folder exists" if looks_local else "a Hugging Face Hub id")
+        fix = ("To get the weights: on a machine with internet, run `huggingface-cli login` (or `hf auth login`) "
+               "if the repository needs it, and either let from_pretrained download them or run `huggingface-cli "
+               f"download {model_id if not looks_local else 'REPO_ID'} --local-dir FOLDER` and pass FOLDER instead (--detector / --segmenter on the "
+               "command line, detector_id= / segmenter_id= in Python). Default ids: "
+               f"{DEFAULT_DETECTOR_ID}, {DEFAULT_SEGMENTER_ID}.")
+    return ModelLoadError(f"could not load the {what} from {model_id!r} ({type(error).__name__}: {error}).\n"
+                          f"{tried}\n{fix}\nOffline demonstrations without weights: GroundedSAM.random_tiny(words).")
+
+
+class GroundedSAM:
+    """Grounding DINO (boxes for the nouns) + SAM (a mask per box) -> one union mask per noun.
+
+    Build it from already-loaded parts (``GroundedSAM(detector=..., detector_processor=...,
+    segmenter=..., segmenter_processor=...)``, used by the tests), or load weights with
+    ``GroundedSAM(detector_id=..., segmenter_id=...)`` / ``GroundedSAM.from_pretrained(...)``.
+    """
+
+    def __init__(
+        self,
+        detector_id: str = DEFAULT_DETECTOR_ID,
+        segmenter_id: str = DEFAULT_SEGMENTER_ID,
+        device: str = "auto",
+        box_threshold: float = BOX_THRESHOLD,
+        text_threshold: float = TEXT_THRESHOLD,
+        *,
+        detector: Any = None,
+        detector_processor: Any = None,
+        segmenter: Any = None,
+        segmenter_processor: Any = None,
+        **load_kwargs: Any,
+    ) -> None:
+        for name, value in (("box_threshold", box_threshold), ("text_threshold", text_threshold)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1] (a probability), got {value}")
+        parts = (detector, detector_processor, segmenter, segmenter_processor)
+        if any(part is None for part in parts) and any(part is not None for part in parts):
+            raise ValueError("pass all four of detector, detector_processor, segmenter, segmenter_processor, "
+                             "or none of them (then they are loaded from detector_id / segmenter_id)")
+        self.device = resolve_device(device)
+        self.box_threshold = box_threshold
+        self.text_threshold = text_threshold
+        if detector is None:
+            detector, detector_processor = _load_detector(detector_id, **load_kwargs)
+            segmenter, segmenter_processor = _load_segmenter(segmenter_id, **load_kwargs)
+        model_type = getattr(getattr(segmenter, "config", None), "model_type", None)
+        if model_type not in SEGMENTER_TYPES:
+            raise ValueError(f"segmenter must be a SAM or SAM-HQ model (model_type in {SEGMENTER_TYPES}), "
+                             f"got model_type {model_type!r}")
+        self.detector = detector.to(self.device).eval()
+        self.detector_processor = detector_processor
+        self.segmenter = segmenter.to(self.device).eval()
+        self.segmenter_processor = segmenter_processor
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        detector_id: str = DEFAULT_DETECTOR_ID,
+        segmenter_id: str = DEFAULT_SEGMENTER_ID,
+        device: str = "auto",
+        box_threshold: float = BOX_THRESHOLD,
+        text_threshold: float = TEXT_THRESHOLD,
+        **load_kwargs: Any,
+    ) -> GroundedSAM:
+        """Load Grounding DINO and SAM (hub ids or local folders); ``load_kwargs`` go to every
+        ``from_pretrained`` (``cache_dir``, ``revision``, ``local_files_only``, ``token``).
+
+        Raises ``ModelLoadError`` saying what was tried and how to get the weights.
+        """
+        return cls(detector_id, segmenter_id, device, box_threshold, text_threshold, **load_kwargs)
+
+    @classmethod
+    def random_tiny(
+        cls,
+        words: Iterable[str],
+        seed: int = 0,
+        device: str = "cpu",
+        box_threshold: float = BOX_THRESHOLD,
+        text_threshold: float = TEXT_THRESHOLD,
+        image_size: int = 64,
+    ) -> GroundedSAM:
+        """The real Grounding DINO and SAM architectures from tiny configs with random weights.
+
+        For offline tests and demonstrations only: the boxes and masks are meaningless, the code path
+        (processors, models, post-processing, file format) is the one real weights take. ``words`` is
+        the vocabulary of the tiny BERT tokenizer (lower-case words; others become ``[UNK]``).
+        """
+        detector, detector_processor, segmenter, segmenter_processor = build_random_tiny_models(
+            words, seed=seed, image_size=image_size)
+        return cls(device=device, box_threshold=box_threshold, text_threshold=text_threshold,
+                   detector=detector, detector_processor=detector_processor,
+                   segmenter=segmenter, segmenter_processor=segmenter_processor)
+
+    # ---- the steps -------------------------------------------------------------------------------
+
+    def detect(self, image: Image.Image, nouns: Sequence[str]) -> list[Detection]:
+        """Grounding DINO on ``image`` with the prompt ``grounding_prompt(nouns)``; boxes in pixels."""
+        import torch
+
+        image = _rgb(image)
+        prompt = grounding_prompt(nouns)
+        max_text_len = int(getattr(self.detector.config, "max_text_len", 256))
+        inputs = self.detector_processor(images=image, text=prompt, return_tensors="pt")
+        if inputs["input_ids"].shape[-1] > max_text_len:
+            raise ValueError(f"the prompt {prompt!r} is {inputs['input_ids'].shape[-1]} tokens long; Grounding "
+                             f"DINO reads at most {max_text_len}: pass fewer nouns")
+        inputs = inputs.to(self.device)
+        with torch.inference_mode():
+            outputs = self.detector(**inputs)
+        return detections_from_outputs(
+            outputs.logits[0], outputs.pred_boxes[0], inputs["input_ids"][0].tolist(),
+            self.detector_processor.tokenizer, image.size, self.box_threshold, self.text_threshold)
+
+    def segment(self, image: Image.Image, boxes: Sequence[Sequence[float]]) -> np.ndarray:
+        """SAM prompted with each box (one mask a box, ``multimask_output=False``): bool ``[boxes, H, W]``."""
+        import torch
+
+        image = _rgb(image)
+        width, height = image.size
+        if len(boxes) == 0:
+            return np.zeros((0, height, width), dtype=bool)
+        box_list = [[float(v) for v in box] for box in boxes]
+        if any(len(box) != 4 for box in box_list):
+            raise ValueError(f"each box must be (x0, y0, x1, y1), got {boxes!r}")
+        inputs = self.segmenter_processor(images=image, input_boxes=[box_list], return_tensors="pt")
+        original_sizes = inputs["original_sizes"]
+        reshaped_sizes = inputs["reshaped_input_sizes"]
+        inputs = inputs.to(self.device)
+        with torch.inference_mode():
+            outputs = self.segmenter(
+                pixel_values=inputs["pixel_values"], input_boxes=inputs["input_boxes"], multimask_output=False)
+        masks = self.segmenter_processor.image_processor.post_process_masks(
+            outputs.pred_masks.float().cpu(), original_sizes.cpu(), reshaped_sizes.cpu(), mask_threshold=0.0)
+        return masks[0][:, 0].numpy().astype(bool)  # [boxes, H, W]
+
+    def masks_for_nouns(self, image: Image.Image, nouns: Sequence[str]) -> dict[str, np.ndarray | None]:
+        """``{noun: bool [H, W] mask at image resolution, or None}`` for every noun, in ``nouns`` order.
+
+        Detect with the nouns as prompt, segment every kept box, unite the masks of one detected phrase,
+        match each phrase to a noun (``match_phrase``) and unite again per noun.
+        """
+        result: dict[str, np.ndarray | None] = {noun: None for noun in nouns}
+        if not nouns:
+            return result
+        image = _rgb(image)
+        detections = self.detect(image, list(result))
+        if not detections:
+            return result
+        box_masks = self.segment(image, [d.box for d in detections])  # [boxes, H, W]
+        per_phrase: dict[str, list[np.ndarray]] = {}
+        for detection, mask in zip(detections, box_masks, strict=True):
+            per_phrase.setdefault(detection.phrase, []).append(mask)
+        per_noun: dict[str, list[np.ndarray]] = {}
+        for phrase, masks in per_phrase.items():
+            noun = match_phrase(phrase, list(result))
+            if noun is None:
+                logger.info("detected phrase %r matches none of the nouns %s; its mask is dropped", phrase,
+                            list(result))
+                continue
+            per_noun.setdefault(noun, []).append(union_masks(masks))
+        for noun, masks in per_noun.items():
+            result[noun] = union_masks(masks)
+        return result
+
+    __call__ = masks_for_nouns
+
+
+def _rgb(image: Image.Image) -> Image.Image:
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"expected a PIL.Image, got {type(image).__name__}; open the file with PIL.Image.open")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _load_pair(what: str, model_id: str, model_class: Any, model_types: tuple[str, ...],
+               **load_kwargs: Any) -> tuple[Any, Any]:
+    """Config first (to refuse a wrong architecture before its weights load at random), then model, processor."""
+    from transformers import AutoConfig, AutoProcessor
+
+    try:
+        config = AutoConfig.from_pretrained(model_id, **load_kwargs)
+    except (OSError, ValueError) as error:
+        raise _load_error(what, model_id, error) from error
+    if config.model_type not in model_types:
+        raise ModelLoadError(f"{model_id!r} holds a {config.model_type!r} model, not a {what} "
+                             f"(model_type {' or '.join(map(repr, model_types))}); check the order of the ids")
+    try:
+        model = model_class.from_pretrained(model_id, **load_kwargs)
+        processor = AutoProcessor.from_pretrained(model_id, **load_kwargs)
+    except (OSError, ValueError) as error:
+        raise _load_error(what, model_id, error) from error
+    return model, processor
+
+
+def _load_detector(model_id: str, **load_kwargs: Any) -> tuple[Any, Any]:
+    from transformers import GroundingDinoForObjectDetection
+
+    return _load_pair("Grounding DINO detector", model_id, GroundingDinoForObjectDetection, ("grounding-dino",),
+                      **load_kwargs)
+
+
+def _load_segmenter(model_id: str, **load_kwargs: Any) -> tuple[Any, Any]:
+    from transformers import AutoModelForMaskGeneration
+
+    return _load_pair("SAM segmenter", model_id, AutoModelForMaskGeneration, SEGMENTER_TYPES, **load_kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# tiny random models (offline tests, demonstrations)
+# --------------------------------------------------------------------------------------------------
+
+_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def build_random_tiny_models(words: Iterable[str], seed: int = 0, image_size: int = 64) -> tuple[Any, ...]:
+    """``(detector, detector_processor, segmenter, segmenter_processor)``: Grounding DINO and SAM from
+    tiny configs with random weights, with a BERT tokenizer over ``words`` + ``.`` and ``-``.
+
+    Sizes: Grounding DINO d_model 32 (a multiple of 32), a 3-stage Swin backbone (one feature level a
+    stage), 2 decoder layers, 10 queries, 32 text positions; SAM ViT with 16 channels on a
+    ``image_size`` input. Builds in well under a second on a CPU.
+    """
+    import torch
+    from transformers import (
+        BertConfig,
+        BertTokenizerFast,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoProcessor,
+        SamConfig,
+        SamModel,
+        SamProcessor,
+        SwinConfig,
+    )
+
+    vocab = list(_SPECIAL_TOKENS) + [".", "-", ","]
+    for word in words:
+        for piece in re.findall(r"[a-z0-9]+", word.lower()):
+            if piece not in vocab:
+                vocab.append(piece)
+    with tempfile.TemporaryDirectory() as folder:
+        Path(folder, "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+        tokenizer = BertTokenizerFast.from_pretrained(folder, do_lower_case=True)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        backbone = SwinConfig(image_size=image_size, patch_size=4, embed_dim=8, depths=[1, 1, 1, 1],
+                              num_heads=[1, 1, 1, 1], window_size=2,
+                              out_features=["stage2", "stage3", "stage4"])
+        text = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=37, max_position_embeddings=64)
+        detector = GroundingDinoForObjectDetection(GroundingDinoConfig(
+            backbone_config=backbone, text_config=text, d_model=32, encoder_layers=1, decoder_layers=2,
+            encoder_ffn_dim=32, decoder_ffn_dim=32, encoder_attention_heads=2, decoder_attention_heads=2,
+            num_queries=10, num_feature_levels=3, max_text_len=32, encoder_n_points=1, decoder_n_points=1))
+        patch = 8
+        segmenter = SamModel(SamConfig(
+            vision_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, image_size=image_size,
+                               patch_size=patch, output_channels=16, mlp_dim=32, global_attn_indexes=[0],
+                               window_size=2, num_pos_feats=8),
+            prompt_encoder_config=dict(hidden_size=16, image_size=image_size, patch_size=patch,
+                                       mask_input_channels=4),
+            mask_decoder_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, mlp_dim=32,
+                                     iou_head_hidden_dim=16)))
+    detector_processor = GroundingDinoProcessor(
+        image_processor=_image_processor("grounding_dino", "GroundingDinoImageProcessor",
+                                         size={"shortest_edge": image_size, "longest_edge": image_size}),
+        tokenizer=tokenizer)
+    mask_side = image_size // patch * 4  # SAM's low-resolution masks: 4x the image-embedding side
+    segmenter_processor = SamProcessor(image_processor=_image_processor(
+        "sam", "SamImageProcessor", size={"longest_edge": image_size},
+        pad_size={"height": image_size, "width": image_size}, mask_size={"longest_edge": mask_side},
+        mask_pad_size={"height": mask_side, "width": mask_side}))
+    return detector.eval(), detector_processor, segmenter.eval(), segmenter_processor
+
+
+def _image_processor(module: str, class_name: str, **kwargs: Any) -> Any:
+    """The PIL image processor where transformers has one (5.x, no torchvision needed), else the plain one."""
+    import importlib
+
+    try:
+        pil_module = importlib.import_module(f"transformers.models.{module}.image_processing_pil_{module}")
+        return getattr(pil_module, f"{class_name}Pil")(**kwargs)
+    except (ImportError, AttributeError):
+        import transformers
+
+        return getattr(transformers, class_name)(**kwargs)

@@ -1,0 +1,807 @@
+"""The toy world: synthetic scenes with exact masks, MultiGen-style captions and an exact detector.
+
+A world small enough to train a text-to-image model on a CPU in minutes, where every mask is exact and
+every detection can be checked (DESIGN.md "The toy world"):
+
+- K object categories (default 10, ``TOY_CATEGORIES``), each a distinct shape in a distinct saturated
+  colour on a black background (black = 0, so an undertrained model gets the background right);
+- scenes of 1-4 objects of distinct categories, random size and position, never overlapping (at least one
+  black pixel between the boxes of two objects);
+- captions in MultiGen's template: "a photo of a circle, a star and a ring.";
+- exact binary masks from the renderer, written in the authors' dataset format (``make_toy_dataset``);
+- ``EXCLUDED_PAIRS``: pairs of categories that never appear together in generated training scenes, the
+  held-out "uncommon combinations" of the evaluation (MultiGen measures composition of objects the model
+  rarely saw together);
+- ``ToyDetector``: a colour-and-shape detector (the toy world's stand-in for OWLv2) that finds every
+  rendered object and reports objects nobody asked for; ``colour_segmentation`` gives reference masks.
+
+Every category name is a common English noun that CLIP's BPE tokenizer encodes as one token
+(``"circle</w>"``), so one noun = one cross-attention column, as for most COCO nouns in the paper.
+
+Usage::
+
+    python -m tokencompose toy-data --out data/toy -n 2000 --seed 0 --max-objects 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from tokencompose.evaluate.detectors import Box, Detection
+
+logger = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------------------------------------
+# Categories
+# ----------------------------------------------------------------------------------------------------------
+
+#: shapes the renderer can draw (each fills its box exactly: its mask touches all four sides)
+SHAPES = ("circle", "square", "triangle", "cross", "ring", "bar", "diamond", "star", "heart", "arrow")
+
+#: long side / short side of a bar (every other shape is drawn in a square box)
+BAR_ASPECT = 1 / 0.35
+
+
+@dataclass(frozen=True)
+class Category:
+    """One object category: its ``name`` (the caption noun), colour ``rgb`` (0-255) and ``shape`` (``SHAPES``)."""
+
+    name: str
+    rgb: tuple[int, int, int]
+    shape: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name or not self.name.isalpha() or not self.name.islower():
+            raise ValueError(f"category name must be a lowercase word (a caption noun), got {self.name!r}")
+        if (len(self.rgb) != 3 or not all(isinstance(c, (int, np.integer)) and 0 <= c <= 255 for c in self.rgb)):
+            raise ValueError(f"category {self.name!r}: rgb must be 3 integers in 0-255, got {self.rgb!r}")
+        if max(self.rgb) < 128:
+            raise ValueError(f"category {self.name!r}: colour {self.rgb} is too dark to tell from the black "
+                             "background; use a colour with a channel >= 128")
+        if self.shape not in SHAPES:
+            raise ValueError(f"category {self.name!r}: unknown shape {self.shape!r}; choose one of {SHAPES}")
+
+
+#: The default world: 10 shapes, 10 saturated colours at least 128 apart in RGB (0.5 apart in chromaticity).
+#: Every name is one CLIP BPE token followed by ``</w>`` (checked in tests/test_toyworld.py).
+TOY_CATEGORIES: tuple[Category, ...] = (
+    Category("circle", (255, 0, 0), "circle"),      # red
+    Category("square", (0, 255, 0), "square"),      # green
+    Category("triangle", (0, 0, 255), "triangle"),  # blue
+    Category("cross", (255, 255, 0), "cross"),      # yellow
+    Category("ring", (255, 0, 255), "ring"),        # magenta
+    Category("bar", (0, 255, 255), "bar"),          # cyan
+    Category("diamond", (255, 128, 0), "diamond"),  # orange
+    Category("star", (255, 255, 255), "star"),      # white
+    Category("heart", (128, 0, 255), "heart"),      # violet
+    Category("arrow", (128, 255, 0), "arrow"),      # lime
+)
+
+#: Pairs that never co-occur in a generated training scene: the held-out "uncommon combinations" of the
+#: evaluation. Every default category is in exactly one pair; the first 6 categories (a K = 6 world) keep
+#: two pairs, (circle, triangle) and (square, ring). Pairs naming a category outside the world are ignored.
+EXCLUDED_PAIRS: tuple[tuple[str, str], ...] = (
+    ("circle", "triangle"),
+    ("square", "ring"),
+    ("cross", "star"),
+    ("bar", "heart"),
+    ("diamond", "arrow"),
+)
+
+
+def _check_world(categories: Sequence[Category]) -> tuple[Category, ...]:
+    """The categories as a tuple, after checking they are Category objects with distinct names and colours."""
+    categories = tuple(categories)
+    if not categories:
+        raise ValueError("the toy world needs at least one category; got an empty list")
+    for category in categories:
+        if not isinstance(category, Category):
+            raise TypeError(f"categories must be Category objects, got {category!r}")
+    names = [c.name for c in categories]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"category names must be distinct; repeated: {duplicates}")
+    chroma = _chromaticity(categories)
+    for i in range(len(categories)):
+        for j in range(i + 1, len(categories)):
+            if np.linalg.norm(chroma[i] - chroma[j]) < 0.3:
+                raise ValueError(
+                    f"categories {categories[i].name!r} {categories[i].rgb} and {categories[j].name!r} "
+                    f"{categories[j].rgb} have colours too close for the colour detector; make their "
+                    "colours differ by >= 0.3 in chromaticity (rgb / max channel)")
+    return categories
+
+
+def get_category(name: str, categories: Sequence[Category] = TOY_CATEGORIES) -> Category:
+    """The category called ``name``; ``KeyError`` naming the known categories if there is none."""
+    for category in categories:
+        if category.name == name:
+            return category
+    raise KeyError(f"unknown toy category {name!r}; this world has {[c.name for c in categories]}")
+
+
+def _chromaticity(categories: Sequence[Category]) -> np.ndarray:
+    """[K, 3] colours divided by their brightest channel (what ``ToyDetector`` compares pixels with)."""
+    rgb = np.array([c.rgb for c in categories], dtype=np.float64) / 255.0
+    return rgb / rgb.max(axis=1, keepdims=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Captions and category sampling
+# ----------------------------------------------------------------------------------------------------------
+
+
+def caption_for(names: Sequence[str | Category]) -> str:
+    """MultiGen's template: "a photo of a circle.", "... of a circle and a ring.", "... a, b and c." .
+
+    ``names`` are nouns or ``Category`` objects (their names are used), in caption order.
+    """
+    names = [n.name if isinstance(n, Category) else n for n in names]
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"caption_for needs one or more non-empty nouns, got {names!r}")
+    phrases = [("an " if n[0].lower() in "aeiou" else "a ") + n for n in names]
+    listed = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+    return f"a photo of {listed}."
+
+
+def _pairs_in_world(exclude_pairs: Sequence[Sequence[str]], names: Sequence[str]) -> list[frozenset[str]]:
+    """The excluded pairs as sets, keeping those inside the world; unknown names raise ``ValueError``."""
+    known = set(names) | {c.name for c in TOY_CATEGORIES}
+    pairs = []
+    for pair in exclude_pairs:
+        pair = tuple(pair)
+        if len(pair) != 2 or pair[0] == pair[1]:
+            raise ValueError(f"an excluded pair must be two different category names, got {pair!r}")
+        unknown = [n for n in pair if n not in known]
+        if unknown:
+            raise ValueError(f"excluded pair {pair!r} names unknown categor{'y' if len(unknown) == 1 else 'ies'} "
+                             f"{unknown}; this world has {list(names)}")
+        if pair[0] in names and pair[1] in names:
+            pairs.append(frozenset(pair))
+    return pairs
+
+
+def _allowed(chosen: Sequence[str], pairs: Sequence[frozenset[str]]) -> bool:
+    chosen = set(chosen)
+    return not any(pair <= chosen for pair in pairs)
+
+
+def sample_categories(rng: np.random.Generator, k: int, categories: Sequence[Category] = TOY_CATEGORIES,
+                      exclude_pairs: Sequence[Sequence[str]] = EXCLUDED_PAIRS) -> list[Category]:
+    """``k`` distinct categories, uniformly among the sets that contain no excluded pair, in random order.
+
+    Rejection sampling (exactly uniform over the allowed sets); if 1000 draws all hit an excluded pair, a
+    randomized search finds an allowed set, and ``ValueError`` says so when none exists.
+    """
+    categories = _check_world(categories)
+    names = [c.name for c in categories]
+    if not isinstance(k, (int, np.integer)) or not 1 <= k <= len(categories):
+        raise ValueError(f"cannot draw k={k!r} distinct categories from a world of {len(categories)}: "
+                         f"use 1 <= k <= {len(categories)}")
+    pairs = _pairs_in_world(exclude_pairs, names)
+    for _ in range(1000):
+        order = rng.permutation(len(categories))[:k]
+        if _allowed([names[i] for i in order], pairs):
+            return [categories[i] for i in order]
+    # The allowed sets are rare (or absent): depth-first search in a random order.
+    order = [int(i) for i in rng.permutation(len(categories))]
+
+    def extend(chosen: list[int], start: int) -> list[int] | None:
+        if len(chosen) == k:
+            return chosen
+        for position in range(start, len(order)):
+            candidate = chosen + [order[position]]
+            if _allowed([names[i] for i in candidate], pairs):
+                found = extend(candidate, position + 1)
+                if found is not None:
+                    return found
+        return None
+
+    found = extend([], 0)
+    if found is None:
+        raise ValueError(f"no {k} categories of {names} avoid the excluded pairs "
+                         f"{[tuple(sorted(p)) for p in pairs]}; lower the number of objects or exclude fewer pairs")
+    return [categories[i] for i in found]
+
+
+def _count_probabilities(objects: tuple[int, int], object_weights: Sequence[float] | None,
+                         n_categories: int) -> tuple[np.ndarray, np.ndarray]:
+    """(counts, probabilities) for the number of objects in a scene."""
+    low, high = objects
+    if not 1 <= low <= high:
+        raise ValueError(f"objects must be (min, max) with 1 <= min <= max, got {objects!r}")
+    if high > n_categories:
+        raise ValueError(f"a scene of up to {high} objects needs {high} distinct categories; the world has "
+                         f"{n_categories}: lower max objects or add categories")
+    counts = np.arange(low, high + 1)
+    if object_weights is None:
+        return counts, np.full(len(counts), 1.0 / len(counts))
+    weights = np.asarray(object_weights, dtype=np.float64)
+    if weights.shape != counts.shape or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"object_weights must be {len(counts)} non-negative numbers (probabilities of "
+                         f"{counts.tolist()} objects), got {object_weights!r}")
+    return counts, weights / weights.sum()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Shapes
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _polygon_sdf(x: np.ndarray, y: np.ndarray, vertices: Sequence[tuple[float, float]]) -> np.ndarray:
+    """Signed distance from points (x, y) to a polygon (negative inside; even-odd rule)."""
+    v = np.asarray(vertices, dtype=np.float64)
+    distance = np.full(x.shape, np.inf)
+    inside = np.zeros(x.shape, dtype=bool)
+    for (ax, ay), (bx, by) in zip(v, np.roll(v, -1, axis=0), strict=True):
+        ex, ey = bx - ax, by - ay
+        wx, wy = x - ax, y - ay
+        t = np.clip((wx * ex + wy * ey) / (ex * ex + ey * ey), 0.0, 1.0)
+        distance = np.minimum(distance, np.hypot(wx - t * ex, wy - t * ey))
+        if ey != 0:
+            crosses = (ay > y) != (by > y)
+            inside ^= crosses & (x < ax + (y - ay) * ex / ey)
+    return np.where(inside, -distance, distance)
+
+
+def _fit_to_box(vertices: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Vertices mapped affinely so that their bounding box is exactly [-1, 1] x [-1, 1]."""
+    v = np.asarray(vertices, dtype=np.float64)
+    low, high = v.min(axis=0), v.max(axis=0)
+    return [tuple(p) for p in 2 * (v - low) / (high - low) - 1]
+
+
+def _star_vertices(points: int = 5, inner: float = 0.5) -> list[tuple[float, float]]:
+    angles = -np.pi / 2 + np.arange(2 * points) * np.pi / points
+    radii = np.where(np.arange(2 * points) % 2 == 0, 1.0, inner)
+    return _fit_to_box(list(zip(radii * np.cos(angles), radii * np.sin(angles), strict=True)))
+
+
+_ARM = 0.34  # half-width of the cross's arms
+_POLYGONS: dict[str, list[tuple[float, float]]] = {
+    "triangle": [(0, -1), (1, 1), (-1, 1)],
+    "diamond": [(0, -1), (1, 0), (0, 1), (-1, 0)],
+    "cross": [(-_ARM, -1), (_ARM, -1), (_ARM, -_ARM), (1, -_ARM), (1, _ARM), (_ARM, _ARM), (_ARM, 1),
+              (-_ARM, 1), (-_ARM, _ARM), (-1, _ARM), (-1, -_ARM), (-_ARM, -_ARM)],
+    "star": _star_vertices(),
+    "arrow": [(-1, -0.3), (0, -0.3), (0, -1), (1, 0), (0, 1), (0, 0.3), (-1, 0.3)],
+}
+_RING_INNER = 0.6  # inner radius of the ring, as a fraction of the outer one
+
+
+def _shape_sdf(shape: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Signed distance to ``shape`` drawn in the box [-1, 1]^2 (y points down, as image rows do)."""
+    if shape in ("square", "bar"):
+        return np.maximum(np.abs(x), np.abs(y)) - 1
+    if shape == "circle":
+        return np.hypot(x, y) - 1
+    if shape == "ring":
+        r = np.hypot(x, y)
+        return np.maximum(r - 1, _RING_INNER - r)
+    if shape == "heart":  # two lobes on top of a downward triangle
+        lobes = np.minimum(np.hypot(x + 0.5, y + 0.5), np.hypot(x - 0.5, y + 0.5)) - 0.5
+        return np.minimum(lobes, _polygon_sdf(x, y, [(-1, -0.5), (1, -0.5), (0, 1)]))
+    if shape in _POLYGONS:
+        return _polygon_sdf(x, y, _POLYGONS[shape])
+    raise ValueError(f"unknown shape {shape!r}; choose one of {SHAPES}")
+
+
+def shape_mask(shape: str, height: int, width: int) -> np.ndarray:
+    """[height, width] bool mask of ``shape`` stretched to fill the box: it touches all four sides.
+
+    Pixel centres are placed on [-1, 1] (the outermost rows and columns sit on the box's edges) and a pixel
+    is inside when it is within half a pixel of the shape, so every extreme point of the shape lights a
+    pixel on the box's border: the mask's tight bounding box is the box, whatever its size.
+    """
+    if height < 2 or width < 2:
+        raise ValueError(f"shape_mask needs a box of at least 2 x 2 pixels, got {height} x {width}")
+    y, x = np.meshgrid(np.linspace(-1, 1, height), np.linspace(-1, 1, width), indexing="ij")
+    half_pixel = max(1.0 / (height - 1), 1.0 / (width - 1))
+    return _shape_sdf(shape, x, y) <= half_pixel + 1e-9
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Rendering
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Scene:
+    """A rendered scene: ``image`` [H, W, 3] uint8, exact ``masks`` [H, W] bool and ``boxes`` per name.
+
+    ``names`` are in caption order; ``boxes[name]`` is (x0, y0, x1, y1) in pixels (detectors.py convention).
+    """
+
+    image: np.ndarray
+    names: tuple[str, ...]
+    masks: dict[str, np.ndarray]
+    boxes: dict[str, Box]
+
+    @property
+    def caption(self) -> str:
+        """The MultiGen-style caption, nouns in ``names`` order."""
+        return caption_for(self.names)
+
+
+def default_object_size(size: int) -> tuple[int, int]:
+    """(min, max) object side in pixels for an image of ``size``: 8-14 px at 32, 16-28 px at 64."""
+    return max(4, round(size / 4)), max(5, round(size * 0.44))
+
+
+def _box_dims(shape: str, side: int, vertical: bool) -> tuple[int, int]:
+    """(height, width) of an object of ``shape`` whose long side is ``side``."""
+    if shape != "bar":
+        return side, side
+    short = max(2, round(side / BAR_ASPECT))
+    return (side, short) if vertical else (short, side)
+
+
+def _free_positions(occupied: np.ndarray, height: int, width: int) -> np.ndarray:
+    """[N, 2] top-left (row, col) where a height x width box overlaps no occupied pixel."""
+    rows, cols = occupied.shape
+    if height > rows or width > cols:
+        return np.zeros((0, 2), dtype=int)
+    integral = np.zeros((rows + 1, cols + 1), dtype=np.int64)
+    integral[1:, 1:] = occupied.cumsum(0).cumsum(1)
+    sums = (integral[height:, width:] - integral[:-height, width:]
+            - integral[height:, :-width] + integral[:-height, :-width])
+    return np.argwhere(sums == 0)
+
+
+def render_scene(categories: Sequence[Category], rng: np.random.Generator, size: int = 32,
+                 object_size: tuple[int, int] | None = None) -> Scene:
+    """Draw one object of each of ``categories`` (caption order) at random sizes and places on black.
+
+    Sizes are uniform in ``object_size`` (default ``default_object_size(size)``); bars are drawn
+    horizontally or vertically. Objects are placed largest first at a uniformly random free position whose
+    box keeps at least one black pixel from every other box; an object with no room shrinks one pixel at a
+    time, and a scene that still does not fit is drawn again (``RuntimeError`` after 100 tries).
+    """
+    categories = tuple(categories)
+    names = [c.name for c in categories]
+    if not categories or len(set(names)) != len(names):
+        raise ValueError(f"render_scene needs one or more distinct categories, got {names}")
+    if not isinstance(size, (int, np.integer)) or size < 16:
+        raise ValueError(f"image size must be an integer >= 16, got {size!r}")
+    low, high = default_object_size(size) if object_size is None else object_size
+    if not 2 <= low <= high <= size:
+        raise ValueError(f"object_size must be (min, max) with 2 <= min <= max <= size={size}, got {(low, high)}")
+    for _ in range(100):
+        sides = [int(s) for s in rng.integers(low, high + 1, size=len(categories))]
+        vertical = [bool(v) for v in rng.integers(0, 2, size=len(categories))]
+        occupied = np.zeros((size, size), dtype=bool)
+        placed: dict[int, tuple[int, int, int, int]] = {}
+        for i in sorted(range(len(categories)), key=lambda i: -sides[i]):
+            for side in range(sides[i], low - 1, -1):
+                height, width = _box_dims(categories[i].shape, side, vertical[i])
+                free = _free_positions(occupied, height, width)
+                if len(free):
+                    top, left = (int(v) for v in free[rng.integers(len(free))])
+                    placed[i] = (top, left, height, width)
+                    occupied[max(0, top - 1):top + height + 1, max(0, left - 1):left + width + 1] = True
+                    break
+            else:
+                break
+        if len(placed) == len(categories):
+            break
+    else:
+        raise RuntimeError(f"could not place {len(categories)} objects of {low}-{high} px in a {size} x {size} "
+                           "image in 100 tries; use fewer objects, smaller objects or a larger image")
+    image = np.zeros((size, size, 3), dtype=np.uint8)
+    masks: dict[str, np.ndarray] = {}
+    boxes: dict[str, Box] = {}
+    for i, category in enumerate(categories):
+        top, left, height, width = placed[i]
+        mask = np.zeros((size, size), dtype=bool)
+        mask[top:top + height, left:left + width] = shape_mask(category.shape, height, width)
+        image[mask] = category.rgb
+        masks[category.name] = mask
+        boxes[category.name] = (float(left), float(top), float(left + width), float(top + height))
+    return Scene(image=image, names=tuple(names), masks=masks, boxes=boxes)
+
+
+def random_scene(rng: np.random.Generator, categories: Sequence[Category] = TOY_CATEGORIES,
+                 objects: tuple[int, int] = (1, 4), object_weights: Sequence[float] | None = None,
+                 exclude_pairs: Sequence[Sequence[str]] = EXCLUDED_PAIRS, size: int = 32) -> Scene:
+    """A scene with a random number of objects (``object_weights`` = probabilities of min..max objects)."""
+    categories = _check_world(categories)
+    counts, probabilities = _count_probabilities(tuple(objects), object_weights, len(categories))
+    k = int(rng.choice(counts, p=probabilities))
+    return render_scene(sample_categories(rng, k, categories, exclude_pairs), rng, size=size)
+
+
+@dataclass
+class SceneBatch:
+    """A batch for a training loop: ``images`` [B, H, W, 3] float32 in [0, 1], captions, (name, mask) lists."""
+
+    images: np.ndarray
+    captions: list[str]
+    masks: list[list[tuple[str, np.ndarray]]]
+
+
+def scene_batch(rng: np.random.Generator, batch: int, categories: Sequence[Category] = TOY_CATEGORIES,
+                objects: tuple[int, int] = (1, 4), object_weights: Sequence[float] | None = None,
+                exclude_pairs: Sequence[Sequence[str]] = EXCLUDED_PAIRS, size: int = 32) -> SceneBatch:
+    """``batch`` fresh random scenes in memory (no disk): cheap enough to draw new ones every step."""
+    if not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise ValueError(f"batch must be a positive integer, got {batch!r}")
+    scenes = [random_scene(rng, categories, objects, object_weights, exclude_pairs, size) for _ in range(batch)]
+    return SceneBatch(
+        images=np.stack([s.image for s in scenes]).astype(np.float32) / 255.0,
+        captions=[s.caption for s in scenes],
+        masks=[[(name, s.masks[name]) for name in s.names] for s in scenes],
+    )
+
+
+@dataclass
+class ToyScenes:
+    """An endless, seeded iterable of ``SceneBatch`` (each ``iter`` starts again from ``seed``)."""
+
+    batch_size: int = 8
+    seed: int = 0
+    categories: Sequence[Category] = TOY_CATEGORIES
+    objects: tuple[int, int] = (1, 4)
+    object_weights: Sequence[float] | None = None
+    exclude_pairs: Sequence[Sequence[str]] = EXCLUDED_PAIRS
+    size: int = 32
+
+    def __iter__(self) -> Iterator[SceneBatch]:
+        rng = np.random.default_rng(self.seed)
+        while True:
+            yield scene_batch(rng, self.batch_size, self.categories, self.objects, self.object_weights,
+                              self.exclude_pairs, self.size)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The dataset on disk (the authors' format: metadata.jsonl + images + seg/<id>/mask_<noun>.png)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def make_toy_dataset(out_dir: str | Path, n: int, objects: tuple[int, int] = (1, 4), seed: int = 0,
+                     categories: Sequence[Category] = TOY_CATEGORIES,
+                     exclude_pairs: Sequence[Sequence[str]] = EXCLUDED_PAIRS,
+                     object_weights: Sequence[float] | None = None, size: int = 32,
+                     overwrite: bool = False) -> Path:
+    """Write ``n`` random scenes to ``out_dir`` in the authors' format and return ``out_dir``.
+
+    ``images/00000.png`` (RGB), ``seg/00000/mask_<noun>.png`` (L, 0/255, the image's resolution) and
+    ``metadata.jsonl``: one ``{"file_name", "text", "attn_list": [[noun, mask path], ...]}`` a line, nouns
+    in caption order, paths relative to ``out_dir``. Scene ``i`` is drawn from
+    ``numpy.random.default_rng([seed, i])``: the same seed gives the same bytes, and a dataset of ``n``
+    scenes is the first ``n`` of a larger one. An existing dataset is replaced only with ``overwrite=True``.
+    """
+    from tqdm.auto import tqdm
+
+    categories = _check_world(categories)
+    counts, probabilities = _count_probabilities(tuple(objects), object_weights, len(categories))
+    _pairs_in_world(exclude_pairs, [c.name for c in categories])  # fail before writing anything
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive number of scenes, got {n!r}")
+    out_dir = Path(out_dir)
+    metadata_path = out_dir / "metadata.jsonl"
+    if metadata_path.exists():
+        if not overwrite:
+            raise FileExistsError(f"{metadata_path} already exists; pass overwrite=True (CLI: --overwrite) "
+                                  "or choose another folder")
+        for sub in ("images", "seg"):
+            shutil.rmtree(out_dir / sub, ignore_errors=True)
+        metadata_path.unlink()
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    digits = max(5, len(str(n - 1)))
+    lines = []
+    for i in tqdm(range(n), desc="toy scenes", disable=n < 500):
+        rng = np.random.default_rng([seed, i])
+        k = int(rng.choice(counts, p=probabilities))
+        scene = render_scene(sample_categories(rng, k, categories, exclude_pairs), rng, size=size)
+        stem = f"{i:0{digits}d}"
+        file_name = f"images/{stem}.png"
+        Image.fromarray(scene.image, mode="RGB").save(out_dir / file_name)
+        (out_dir / "seg" / stem).mkdir(parents=True, exist_ok=True)
+        attn_list = []
+        for name in scene.names:
+            mask_name = f"seg/{stem}/mask_{name}.png"
+            Image.fromarray(scene.masks[name].astype(np.uint8) * 255, mode="L").save(out_dir / mask_name)
+            attn_list.append([name, mask_name])
+        lines.append(json.dumps({"file_name": file_name, "text": scene.caption, "attn_list": attn_list}))
+    tmp = metadata_path.with_suffix(".jsonl.tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(metadata_path)  # the metadata appears only once every file it names is written
+    logger.info("wrote %d toy scenes to %s", n, out_dir)
+    return out_dir
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Image degradations (what generated images look like): for tests and the robustness figure
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _as_float_image(image: Any) -> np.ndarray:
+    """An RGB image (numpy uint8 / float in [0, 1], or PIL) as [H, W, 3] float64 in [0, 1]."""
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"expected an H x W x 3 RGB image, got an array of shape {array.shape}")
+    if array.dtype == np.uint8:
+        return array.astype(np.float64) / 255.0
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"expected a uint8 image (0-255) or a float image in [0, 1], got dtype {array.dtype}")
+    return np.clip(np.nan_to_num(array.astype(np.float64)), 0.0, 1.0)
+
+
+def degrade(image: Any, rng: np.random.Generator | None = None, noise: float = 0.0,
+            tint: Sequence[float] = (1.0, 1.0, 1.0), blur: float = 0.0) -> np.ndarray:
+    """``image`` blurred (gaussian, ``blur`` = sigma in px), tinted (per-channel gain) and noised (sigma).
+
+    Returns [H, W, 3] float64 in [0, 1]. Used to check the detector against generated-image artefacts.
+    """
+    out = _as_float_image(image)
+    if blur > 0:
+        radius = max(1, math.ceil(3 * blur))
+        offsets = np.arange(-radius, radius + 1)
+        kernel = np.exp(-0.5 * (offsets / blur) ** 2)
+        kernel /= kernel.sum()
+        for axis in (0, 1):
+            padded = np.pad(out, [(radius, radius) if a == axis else (0, 0) for a in range(3)])
+            out = sum(w * np.take(padded, np.arange(out.shape[axis]) + radius + o, axis=axis)
+                      for w, o in zip(kernel, offsets, strict=True))
+    out = out * np.asarray(tint, dtype=np.float64)
+    if noise > 0:
+        if rng is None:
+            raise ValueError("degrade(noise > 0) needs an rng (numpy Generator)")
+        out = out + rng.normal(0.0, noise, size=out.shape)
+    return np.clip(out, 0.0, 1.0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The colour-and-shape detector
+# ----------------------------------------------------------------------------------------------------------
+
+_NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+
+
+def _shifted(array: np.ndarray, dy: int, dx: int, fill: Any) -> np.ndarray:
+    """``array`` moved so that out[y, x] = array[y + dy, x + dx] (``fill`` outside)."""
+    height, width = array.shape
+    out = np.full_like(array, fill)
+    out[max(0, -dy):height - max(0, dy), max(0, -dx):width - max(0, dx)] = \
+        array[max(0, dy):height - max(0, -dy), max(0, dx):width - max(0, -dx)]
+    return out
+
+
+def _connected_components(labels: np.ndarray) -> np.ndarray:
+    """[H, W] component id (the smallest flat index in it) of 8-connected same-label pixels; -1 = background.
+
+    Min-label propagation with pointer jumping: each pixel takes the smallest id among its same-label
+    neighbours, then the id of the pixel its id points to, until nothing changes (a few iterations).
+    """
+    height, width = labels.shape
+    foreground = labels >= 0
+    ids = np.where(foreground, np.arange(height * width).reshape(height, width), height * width)
+    same = [(dy, dx, foreground & (_shifted(labels, dy, dx, -1) == labels)) for dy, dx in _NEIGHBOURS]
+    while True:
+        new = ids.copy()
+        for dy, dx, link in same:
+            np.minimum(new, np.where(link, _shifted(ids, dy, dx, height * width), height * width), out=new)
+        flat = np.append(new.ravel(), height * width)
+        new = np.where(foreground, flat[flat[new]], height * width)
+        if np.array_equal(new, ids):
+            break
+        ids = new
+    return np.where(foreground, ids, -1)
+
+
+@dataclass
+class _Component:
+    label: int
+    mask: np.ndarray  # [h, w] bool crop at its tight box
+    top: int
+    left: int
+
+
+class ToyDetector:
+    """Colour-and-shape detector of the toy world; implements ``evaluate.detectors.Detector``.
+
+    Steps, for an RGB image (numpy uint8 or float in [0, 1], or PIL):
+
+    1. classify each pixel: background if its brightest channel is below ``dark`` (the black background,
+       dark noise); otherwise the category whose chromaticity (rgb / brightest channel) is nearest, or
+       background if none is within ``max_colour_distance``. Dividing by the brightest channel makes a
+       blurred, half-bright edge pixel keep its category (colours are 0.5 apart, so a tint or noise that
+       moves a colour by < 0.25 does not change the class);
+    2. majority filter (3 x 3): a pixel whose class has fewer than 3 of the 9 pixels around it (itself
+       included) takes the most common class there (removes salt noise, keeps one-pixel tips);
+    3. 8-connected components of same-class pixels; each keeps only its pixels at least ``edge_level``
+       (half) as bright as the component's bright pixels (90th percentile): the half-maximum edge of a
+       blurred object, which undoes the blur's dilation and follows a globally dimmed image. Fragments are
+       dropped: smaller than ``min_area`` (fraction of the image), longer side under ``min_side`` (fraction
+       of the image side), or not isolated (fewer than ``min_isolation`` of the pixels around it are darker
+       than that edge level: objects sit on black, blobs of colour noise do not);
+    4. shape check: a component's score is its IoU with its category's shape drawn to fill its box
+       (``shape_mask``), times an aspect-ratio factor (``min(1, 1.15 * r_small / r_large)`` of the box's
+       and the shape's long/short ratios). A rendered object scores 1.0. A component is reported when its
+       score is >= ``min_score`` and no other shape fits its pixels better by more than ``shape_margin``
+       (a red square is not a circle).
+
+    It reports ALL objects it finds, of every category: ``names`` in ``detect`` only labels the query (an
+    unknown name raises ``ValueError``); it does not filter, so a caller can see objects nobody asked for
+    and counts only the named ones itself. Several objects of one category give several detections.
+    """
+
+    def __init__(self, categories: Sequence[Category] = TOY_CATEGORIES, dark: float = 0.3,
+                 max_colour_distance: float = 0.4, min_area: float = 0.02, min_side: float = 0.2,
+                 min_score: float = 0.5, shape_margin: float = 0.05, edge_level: float = 0.5,
+                 min_isolation: float = 0.5) -> None:
+        self.categories = _check_world(categories)
+        self.dark = dark
+        self.max_colour_distance = max_colour_distance
+        self.min_area = min_area
+        self.min_side = min_side
+        self.min_score = min_score
+        self.shape_margin = shape_margin
+        self.edge_level = edge_level
+        self.min_isolation = min_isolation
+        self._chroma = _chromaticity(self.categories)  # [K, 3]
+        self._templates: dict[tuple[str, int, int], np.ndarray] = {}
+
+    # -- pixels -> classes -> components --------------------------------------------------------------
+    def classify_pixels(self, image: Any) -> np.ndarray:
+        """[H, W] int: index into ``categories`` of each pixel's colour class, -1 for background (step 1)."""
+        rgb = _as_float_image(image)
+        brightness = rgb.max(axis=2)
+        chroma = rgb / np.maximum(brightness, 1e-6)[..., None]
+        distances = np.linalg.norm(chroma[:, :, None, :] - self._chroma[None, None], axis=3)  # [H, W, K]
+        labels = distances.argmin(axis=2)
+        background = (brightness < self.dark) | (distances.min(axis=2) > self.max_colour_distance)
+        return np.where(background, -1, labels)
+
+    def _majority_filter(self, labels: np.ndarray) -> np.ndarray:
+        classes = len(self.categories) + 1  # class 0 = background
+        shifted = labels + 1
+        counts = np.zeros((classes,) + labels.shape, dtype=np.int32)  # [K + 1, H, W]
+        for dy, dx in _NEIGHBOURS + [(0, 0)]:
+            neighbour = _shifted(shifted, dy, dx, 0)
+            for c in range(classes):
+                counts[c] += neighbour == c
+        own = np.take_along_axis(counts, shifted[None], axis=0)[0]
+        return np.where(own >= 3, labels, counts.argmax(axis=0) - 1)
+
+    def _components(self, image: Any) -> tuple[np.ndarray, list[_Component]]:
+        brightness = _as_float_image(image).max(axis=2)
+        labels = self._majority_filter(self.classify_pixels(image))
+        height, width = labels.shape
+        ids = _connected_components(labels)
+        min_area = self.min_area * height * width
+        min_side = self.min_side * min(height, width)
+        components = []
+        for component_id in np.unique(ids[ids >= 0]):
+            mask = ids == component_id
+            # half maximum: a blurred edge is at half the object's brightness (undoes blur's dilation)
+            level = self.edge_level * np.percentile(brightness[mask], 90)
+            mask &= brightness >= level
+            rows, cols = np.nonzero(mask)
+            if len(rows) == 0:
+                continue
+            # isolation: an object sits on a dark background; a blob of colour noise does not
+            border = np.zeros_like(mask)
+            for dy, dx in _NEIGHBOURS:
+                border |= _shifted(mask, dy, dx, False)
+            border &= ~mask
+            if border.any() and (brightness[border] < level).mean() < self.min_isolation:
+                continue
+            top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+            if len(rows) < min_area or max(bottom - top, right - left) < min_side or min(bottom - top,
+                                                                                            right - left) < 2:
+                continue
+            label = int(labels.flat[component_id])
+            components.append(_Component(label, mask[top:bottom, left:right], int(top), int(left)))
+        return labels, components
+
+    # -- shape check ------------------------------------------------------------------------------------
+    def _template(self, shape: str, height: int, width: int) -> np.ndarray:
+        key = (shape, height, width)
+        if key not in self._templates:
+            self._templates[key] = shape_mask(shape, height, width)
+        return self._templates[key]
+
+    def shape_score(self, crop: np.ndarray, shape: str) -> float:
+        """How well a [h, w] bool crop (tight box) matches ``shape``: IoU with the template x aspect factor."""
+        height, width = crop.shape
+        template = self._template(shape, height, width)
+        iou = float((crop & template).sum() / (crop | template).sum())
+        observed = max(height, width) / min(height, width)
+        natural = BAR_ASPECT if shape == "bar" else 1.0
+        return iou * min(1.0, 1.15 * min(observed, natural) / max(observed, natural))
+
+    # -- public API -------------------------------------------------------------------------------------
+    def detect(self, image: Any, names: Sequence[str] | None = None) -> list[Detection]:
+        """Every object found in ``image``, best score first (``names`` is checked, never used to filter)."""
+        if names is not None:
+            known = [c.name for c in self.categories]
+            if isinstance(names, str):
+                raise TypeError(f"names must be a sequence of category names, not the string {names!r}")
+            unknown = [n for n in names if n not in known]
+            if unknown:
+                raise ValueError(f"ToyDetector cannot look for {unknown}: not categories of this toy world "
+                                 f"({known})")
+        detections = []
+        for component in self._components(image)[1]:
+            category = self.categories[component.label]
+            score = self.shape_score(component.mask, category.shape)
+            best_other = max(self.shape_score(component.mask, s) for s in SHAPES if s != category.shape)
+            if score < self.min_score or best_other > score + self.shape_margin:
+                continue
+            height, width = component.mask.shape
+            box = (float(component.left), float(component.top), float(component.left + width),
+                   float(component.top + height))
+            detections.append(Detection(name=category.name, score=score, box=box))
+        return sorted(detections, key=lambda d: -d.score)
+
+    def segment(self, image: Any) -> dict[str, np.ndarray]:
+        """[H, W] bool mask per category: its colour's pixels in components that are not fragments.
+
+        Colour only (steps 1-3, no shape check): the reference masks of a generated image for the
+        segmentation-transfer check; a category absent from the image gets an all-False mask.
+        """
+        labels, components = self._components(image)
+        masks = {c.name: np.zeros(labels.shape, dtype=bool) for c in self.categories}
+        for component in components:
+            height, width = component.mask.shape
+            region = masks[self.categories[component.label].name][component.top:component.top + height,
+                                                                  component.left:component.left + width]
+            region |= component.mask
+        return masks
+
+
+def colour_segmentation(image: Any, categories: Sequence[Category] = TOY_CATEGORIES) -> dict[str, np.ndarray]:
+    """Reference masks of a (generated) toy image: ``{name: [H, W] bool}`` (``ToyDetector.segment``)."""
+    return ToyDetector(categories).segment(image)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------------------
+
+
+def cli(argv: list[str]) -> int:
+    """``python -m tokencompose toy-data --out DIR -n N``: write a toy-world dataset (authors' format)."""
+    parser = argparse.ArgumentParser(prog="tokencompose toy-data", description=cli.__doc__)
+    parser.add_argument("--out", required=True, help="dataset folder to write")
+    parser.add_argument("-n", type=int, required=True, help="number of scenes")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--min-objects", type=int, default=1)
+    parser.add_argument("--max-objects", type=int, default=4)
+    parser.add_argument("--object-weights", type=str, default=None,
+                        help="comma-separated probabilities of min..max objects, e.g. 0.5,0.3,0.1,0.1")
+    parser.add_argument("--size", type=int, default=32, help="image side in pixels")
+    parser.add_argument("--num-categories", type=int, default=len(TOY_CATEGORIES),
+                        help=f"use the first K of the {len(TOY_CATEGORIES)} default categories")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
+    args = parser.parse_args(argv)
+    if not 1 <= args.num_categories <= len(TOY_CATEGORIES):
+        parser.error(f"--num-categories must be in 1..{len(TOY_CATEGORIES)}, got {args.num_categories}")
+    weights = None
+    if args.object_weights:
+        try:
+            weights = [float(w) for w in args.object_weights.split(",")]
+        except ValueError:
+            parser.error(f"--object-weights must be comma-separated numbers, got {args.object_weights!r}")
+    try:
+        out = make_toy_dataset(args.out, args.n, objects=(args.min_objects, args.max_objects), seed=args.seed,
+                               categories=TOY_CATEGORIES[:args.num_categories], object_weights=weights,
+                               size=args.size, overwrite=args.overwrite)
+    except (ValueError, FileExistsError, RuntimeError) as error:
+        parser.error(str(error))
+    logger.info("toy dataset ready: %s (%d scenes)", out / "metadata.jsonl", args.n)
+    return 0
