@@ -1,0 +1,218 @@
+"""``python -m tokencompose evaluate multigen|visor|latency|segmentation [options]``.
+
+Each subcommand writes a JSON file, a markdown table and a figure into ``--out``:
+
+- ``multigen``: ``multigen.json``, ``multigen.md`` (the authors' table: Model, MG_1.., Num_Imgs,
+  det_threshold), ``multigen.png`` (MG bars with std error bars; ``--compare`` adds earlier runs side by
+  side) and ``examples.png`` (images with their detections drawn);
+- ``visor``: ``visor.json``, ``visor.md``, ``examples.png``;
+- ``latency`` and ``segmentation``: see ``tokencompose.evaluate.latency`` / ``.segmentation``.
+
+Examples::
+
+    python -m tokencompose evaluate multigen --prompts coco_obj_comp_5_1k.json --model sd14 --out runs/mg_sd14
+    python -m tokencompose evaluate multigen --prompts toy --num-prompts 60 --model toy --out runs/mg_toy
+    python -m tokencompose evaluate multigen --prompts coco_obj_comp_5_1k.json --images sample_imgs/ --name SD14 --out runs/mg
+    python -m tokencompose evaluate visor --model sd14 --limit 500 --out runs/visor_sd14
+    accelerate launch -m tokencompose evaluate multigen ...   # prompts split across GPUs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+SUBCOMMANDS = ("multigen", "visor", "latency", "segmentation")
+
+
+def _add_common(parser: argparse.ArgumentParser, detector: str, images_per_prompt: int) -> None:
+    parser.add_argument("--out", required=True, help="output folder (images/, detections/, results)")
+    parser.add_argument("--model", help="model to sample from: toy, sd14, sd21, a folder or hub id")
+    parser.add_argument("--base", help="for a fine-tuned UNet folder: the model it was fine-tuned from")
+    parser.add_argument("--images", help="evaluate images already generated ({index}_{seed}.png) instead")
+    parser.add_argument("--name", help="model name in the tables (default: --model or the images folder)")
+    parser.add_argument("--detector", default=detector,
+                        help=f"owlv2, owlvit, toy, a hub id or a folder (default {detector})")
+    parser.add_argument("--threshold", type=float, default=0.1, help="detection score threshold (0.1)")
+    parser.add_argument("--n-images", type=int, default=images_per_prompt,
+                        help=f"images a prompt, seeds 0..N-1 (default {images_per_prompt})")
+    parser.add_argument("--steps", type=int, default=50, help="sampling steps (50)")
+    parser.add_argument("--guidance", type=float, default=None, help="guidance scale (toy 3.0, SD 7.5)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images a generation batch")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (under accelerate: its device)")
+    parser.add_argument("--num-categories", type=int, default=None,
+                        help="toy world: use the first K categories (as the toy model was trained)")
+    parser.add_argument("--examples", type=int, default=8, help="images drawn in examples.png (0: none)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _device(state: Any, requested: str) -> str:
+    if requested != "auto":
+        return requested
+    return str(getattr(state, "device", "cpu"))
+
+
+def _toy_categories(num_categories: int | None) -> list:
+    from tokencompose.toyworld import TOY_CATEGORIES
+
+    return list(TOY_CATEGORIES[:num_categories] if num_categories else TOY_CATEGORIES)
+
+
+def make_detector(name: str, device: str, num_categories: int | None = None) -> Any:
+    """``ToyDetector`` for "toy", else ``OwlDetector.from_pretrained(name)`` on ``device``."""
+    if name == "toy":
+        from tokencompose.toyworld import ToyDetector
+
+        return ToyDetector(_toy_categories(num_categories))
+    from tokencompose.evaluate.detectors import OwlDetector
+
+    return OwlDetector.from_pretrained(name, device=device)
+
+
+def make_generate_fn(args: argparse.Namespace, device: str) -> Any:
+    """``generate_fn(prompts, seeds) -> images`` for ``--model`` (via ``tokencompose.sample``), or None."""
+    if not args.model:
+        return None
+    from tokencompose import sample
+
+    model = sample.load_model(args.model, base=args.base, device=device)
+
+    def generate_fn(prompts: list[str], seeds: list[int]) -> Any:
+        return sample.generate_batch(model, prompts, seeds, steps=args.steps, guidance=args.guidance)
+
+    return generate_fn
+
+
+def _check_source(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if bool(args.model) == bool(args.images):
+        parser.error("pass either --model (generate images) or --images (a folder of generated images)")
+
+
+def _examples(args: argparse.Namespace, out: Path, images_dir: Path, keys: list[str]) -> None:
+    from tokencompose.evaluate.multigen import example_figure, load_detections
+
+    if args.examples <= 0 or not keys:
+        return
+    detections = load_detections(out / "detections")
+    keys = [k for k in keys if k in detections][:args.examples]
+    if keys:
+        example_figure(images_dir, detections, keys, out / "examples.png", threshold=args.threshold)
+
+
+def multigen_cli(argv: list[str]) -> int:
+    """``evaluate multigen``: MultiGen MG1-5 (authors' prompt file, or prompts generated from a category list)."""
+    from tokencompose.evaluate import multigen
+
+    parser = argparse.ArgumentParser(prog="tokencompose evaluate multigen", description=multigen_cli.__doc__)
+    parser.add_argument("--prompts", required=True,
+                        help="a MultiGen prompt file (authors' JSON), or 'coco' / 'toy' / a category list "
+                             "file to generate --num-prompts prompts from")
+    parser.add_argument("--num-prompts", type=int, default=100, help="prompts to generate (default 100)")
+    parser.add_argument("--num-objects", default=None,
+                        help="objects a generated prompt: '5', or a cycled list '2,3,4' (default: 5; toy: 2,3,4)")
+    parser.add_argument("--prompt-seed", type=int, default=0, help="seed of the prompt generator")
+    parser.add_argument("--limit", type=int, default=None, help="score only the first N prompts (quick run)")
+    parser.add_argument("--compare", nargs="*", default=[], help="earlier multigen.json files for the figure")
+    _add_common(parser, detector="owlv2", images_per_prompt=10)
+    args = parser.parse_args(argv)
+    _check_source(parser, args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    source = Path(args.prompts)
+    if source.suffix == ".json" and not source.is_file():
+        parser.error(f"prompt file {source} not found (the authors' files: coco_obj_comp_5_1k.json, "
+                     "ade20k_obj_comp_5_1k.json from mlpc-ucsd/TokenCompose, folder multigen/)")
+    if source.suffix == ".json":
+        prompts = multigen.load_prompts(source)
+    else:
+        toy = args.prompts == "toy"
+        categories = ([c.name for c in _toy_categories(args.num_categories)] if toy
+                      else multigen.load_categories(args.prompts))
+        counts = [int(k) for k in (args.num_objects or ("2,3,4" if toy else "5")).split(",")]
+        prompts = multigen.make_prompts(categories, args.num_prompts, counts, seed=args.prompt_seed,
+                                        template="toy" if toy else "authors")
+        prompt_file = out / "prompts.json"
+        if prompt_file.is_file() and multigen.load_prompts(prompt_file) != prompts:
+            parser.error(f"{prompt_file} holds other prompts than this command makes; use another --out or "
+                         "pass --prompts with that file to resume it")
+        multigen.save_prompts(prompts, prompt_file)
+    if args.limit:
+        prompts = prompts[:args.limit]
+    state = multigen.process_state()
+    device = _device(state, args.device)
+    detector = make_detector(args.detector, device, args.num_categories)
+    name = args.name or args.model or Path(args.images).name
+    result = multigen.run_multigen(prompts, detector, out, generate_fn=make_generate_fn(args, device),
+                                   images_dir=args.images, images_per_prompt=args.n_images, model_name=name,
+                                   threshold=args.threshold, generate_batch_size=args.batch_size,
+                                   progress=not args.quiet, state=state)
+    if state.is_main_process:
+        results = [json.loads(Path(p).read_text(encoding="utf-8")) for p in args.compare] + [result]
+        (out / "multigen.md").write_text(multigen.multigen_table(results) + "\n", encoding="utf-8")
+        multigen.plot_multigen(results, out / "multigen.png")
+        images_dir = Path(args.images) if args.images else out / "images"
+        _examples(args, out, images_dir, [f"{i}_0" for i in range(len(prompts))])
+        print(multigen.multigen_table(results))
+    return 0
+
+
+def visor_cli(argv: list[str]) -> int:
+    """``evaluate visor``: VISOR object accuracy (both objects of "a A <relation> a B" detected)."""
+    from tokencompose.evaluate import multigen, visor
+
+    parser = argparse.ArgumentParser(prog="tokencompose evaluate visor", description=visor_cli.__doc__)
+    parser.add_argument("--categories", default="coco", help="coco (VISOR's), toy, or a file of names")
+    parser.add_argument("--limit", type=int, default=None, help="score a random subset of N prompts")
+    parser.add_argument("--sample-seed", type=int, default=0, help="seed of the --limit subset")
+    _add_common(parser, detector="owlvit", images_per_prompt=4)
+    args = parser.parse_args(argv)
+    _check_source(parser, args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    categories = ([c.name for c in _toy_categories(args.num_categories)] if args.categories == "toy"
+                  else multigen.load_categories(args.categories))
+    full = len(visor.visor_prompts(categories))
+    prompts = visor.visor_prompts(categories, limit=args.limit, seed=args.sample_seed)
+    note = (f"random {len(prompts)} of {full} prompts (seed {args.sample_seed})" if len(prompts) < full
+            else f"all {full} prompts")
+    state = multigen.process_state()
+    device = _device(state, args.device)
+    detector = make_detector(args.detector, device, args.num_categories)
+    name = args.name or args.model or Path(args.images).name
+    result = visor.run_visor(prompts, detector, out, generate_fn=make_generate_fn(args, device),
+                             images_dir=args.images, images_per_prompt=args.n_images, model_name=name,
+                             threshold=args.threshold, subset_note=note, generate_batch_size=args.batch_size,
+                             progress=not args.quiet, state=state)
+    if state.is_main_process:
+        images_dir = Path(args.images) if args.images else out / "images"
+        _examples(args, out, images_dir, [f"{p['unique_id']}_0" for p in prompts])
+        print(visor.visor_table([result]))
+    return 0
+
+
+def cli(argv: list[str]) -> int:
+    """Dispatch ``evaluate SUBCOMMAND [options]``."""
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: python -m tokencompose evaluate {{{','.join(SUBCOMMANDS)}}} [options]\n\n{__doc__}")
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name == "multigen":
+        return multigen_cli(rest)
+    if name == "visor":
+        return visor_cli(rest)
+    if name == "latency":
+        from tokencompose.evaluate import latency
+
+        return int(latency.cli(rest) or 0)
+    if name == "segmentation":
+        from tokencompose.evaluate import segmentation
+
+        return int(segmentation.cli(rest) or 0)
+    print(f"unknown evaluation {name!r}; choose one of {', '.join(SUBCOMMANDS)}", file=sys.stderr)
+    return 2
