@@ -1,0 +1,496 @@
+"""Generating images: DDIM for the toy model (pixel space), a plain diffusers pipeline for Stable Diffusion.
+
+TokenCompose changes only the UNet's weights, so a fine-tuned model samples exactly like its base: same
+scheduler, same steps, no extra cost at inference (the paper's latency claim; ``evaluate/latency.py``
+measures it). For SD presets ``load_pipeline(base, unet_dir)`` is ``StableDiffusionPipeline.from_pretrained``
+with the fine-tuned ``UNet2DConditionModel`` swapped in: nothing else changes.
+
+Toy sampler (DDIM, eta = 0, Song et al. 2021, Eq. 12) with classifier-free guidance: at each step
+``eps = eps_u + w (eps_c - eps_u)``, ``x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t)``, then ``x0`` is clamped to
+the data range and ``eps`` re-derived from it, and ``x_{t-1} = sqrt(a_{t-1}) x0 + sqrt(1 - a_{t-1}) eps``.
+The clamp matters: without it an undertrained toy model drifts off the data range (issue 4: 2% vs 96%).
+Each image's starting noise comes from its own seed, so an image does not depend on its batch (SD: one
+``torch.Generator`` a seed, on the CPU, so a seed gives the same starting latents on every device).
+
+``generate(model, prompts, seeds)`` makes one image per (prompt, seed), named ``{prompt_index}_{seed}.png``
+as in the authors' ``multigen/gen_image_dist.py``; files already in ``out_dir`` are skipped (resumable).
+The authors' script draws its noise from the pipeline's unseeded generator; here seed ``s`` is explicit.
+
+Usage::
+
+    python -m tokencompose sample --model toy --prompts "a photo of a circle and a star." --seeds 0-3 --out out/
+    python -m tokencompose sample --model outputs/unet --base sd14 --prompts prompts.json --seeds 0-9 --out out/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .models import HUB_IDS, Components, WeightsNotFoundError, encode_prompts
+
+logger = logging.getLogger(__name__)
+
+#: classifier-free guidance scale by model kind: the toy base model is trained and scored at 3.0
+#: (pretrain.object_accuracy); 7.5 is diffusers' and the authors' default for Stable Diffusion
+TOY_GUIDANCE = 3.0
+SD_GUIDANCE = 7.5
+
+#: a step callback of the toy sampler: ``callback(step_index, timestep)``, called after each UNet call
+StepCallback = Callable[[int, int], None]
+
+
+# --------------------------------------------------------------------------------------------------
+# the toy sampler (pixel space DDIM)
+# --------------------------------------------------------------------------------------------------
+
+def initial_noise(seeds: Sequence[int], shape: tuple[int, ...]) -> torch.Tensor:
+    """``[len(seeds), *shape]`` standard normal noise, one generator per seed (batch-independent)."""
+    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+
+
+@torch.no_grad()
+def ddim_sample(unet, scheduler, cond: torch.Tensor, uncond: torch.Tensor, noise: torch.Tensor, steps: int = 50,
+                guidance: float = 3.0, value_range: tuple[float, float] = (0.0, 1.0),
+                callback: StepCallback | None = None) -> torch.Tensor:
+    """DDIM (eta = 0) with classifier-free guidance and x0 clamped to ``value_range`` at every step.
+
+    Args:
+        cond, uncond: text embeddings ``[B, 77, dim]`` of the prompts and of the empty prompt.
+        noise: ``[B, C, H, W]`` starting noise.
+        callback: called as ``callback(i, t)`` right after the UNet's call of step ``i`` (timestep ``t``),
+            e.g. to read and sum an attention recorder's maps (``evaluate.segmentation.AttentionSum``).
+            With guidance != 1 the UNet sees the batch ``[uncond; cond]`` (a recorder keeps the second half
+            with ``keep="cond"``); with guidance == 1 only ``cond``.
+    Returns:
+        ``[B, C, H, W]`` samples in ``value_range``.
+    """
+    alphas = scheduler.alphas_cumprod.to(noise.device, torch.float32)
+    timesteps = np.linspace(len(alphas) - 1, 0, steps).round().astype(int)
+    x = noise
+    low, high = value_range
+    x0 = x
+    for i, t in enumerate(timesteps):
+        a_t = alphas[t]
+        a_prev = alphas[timesteps[i + 1]] if i + 1 < len(timesteps) else torch.tensor(1.0, device=x.device)
+        t_batch = torch.full((x.shape[0],), int(t), device=x.device)
+        if guidance == 1.0:
+            eps = unet(x, t_batch, cond).sample
+        else:
+            both = unet(torch.cat([x, x]), torch.cat([t_batch, t_batch]), torch.cat([uncond, cond])).sample
+            eps_u, eps_c = both.chunk(2)
+            eps = eps_u + guidance * (eps_c - eps_u)
+        if callback is not None:
+            callback(i, int(t))
+        eps = eps.float()
+        x0 = ((x - (1 - a_t).sqrt() * eps) / a_t.sqrt()).clamp(low, high)
+        eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()
+        x = (a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps).to(noise.dtype)
+    return x0
+
+
+def generate_toy(components: Components, prompts: Sequence[str], seeds: Sequence[int], steps: int = 50,
+                 guidance: float = 3.0, batch_size: int = 64, value_range: tuple[float, float] = (0.0, 1.0),
+                 progress: bool = True, callback: StepCallback | None = None) -> np.ndarray:
+    """Images ``[N, H, W, 3]`` uint8 for ``prompts[i]`` with ``seeds[i]`` from a pixel-space toy model.
+
+    ``callback`` is passed to ``ddim_sample`` for every batch (see there).
+    """
+    if len(prompts) != len(seeds):
+        raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; pass one seed per prompt")
+    unet = components.unet
+    size = unet.config.sample_size
+    shape = (unet.config.in_channels, size, size)
+    uncond_one = encode_prompts(components, [""]).to(unet.device, unet.dtype)
+    images = []
+    starts = range(0, len(prompts), batch_size)
+    for start in tqdm(starts, desc="sampling", disable=not progress or len(starts) < 2):
+        chunk = list(prompts[start:start + batch_size])
+        cond = encode_prompts(components, chunk).to(unet.device, unet.dtype)
+        noise = initial_noise(seeds[start:start + batch_size], shape).to(unet.device, unet.dtype)
+        x = ddim_sample(unet, components.scheduler, cond, uncond_one.expand(len(chunk), -1, -1), noise,
+                        steps=steps, guidance=guidance, value_range=value_range, callback=callback)
+        low, high = value_range
+        x = (x.float() - low) / (high - low)
+        images.append((x.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
+    return np.concatenate(images)
+
+
+# --------------------------------------------------------------------------------------------------
+# Stable Diffusion: a plain diffusers pipeline
+# --------------------------------------------------------------------------------------------------
+
+def resolve_device(device: str = "auto") -> str:
+    """``"auto"`` -> ``"cuda"`` when available, else ``"cpu"``; anything else is returned unchanged."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _unet_folder(unet_dir: Path) -> tuple[Path, str | None]:
+    """A fine-tuned UNet is either a UNet folder (``config.json``) or a run folder holding ``unet/``."""
+    if (unet_dir / "config.json").is_file():
+        return unet_dir, None
+    if (unet_dir / "unet" / "config.json").is_file():
+        return unet_dir, "unet"
+    raise WeightsNotFoundError(
+        f"no UNet in {str(unet_dir)!r}: expected {str(unet_dir / 'config.json')!r} (a folder written by "
+        "UNet2DConditionModel.save_pretrained, as `python -m tokencompose train` does) or a 'unet/' subfolder"
+    )
+
+
+def load_pipeline(base: str = "sd14", unet_dir: str | Path | None = None, dtype: torch.dtype = torch.float32,
+                  device: str = "auto", scheduler: str | None = None):
+    """``StableDiffusionPipeline.from_pretrained(base, unet=UNet2DConditionModel.from_pretrained(unet_dir))``.
+
+    Args:
+        base: preset ("sd14", "sd21"), hub id or local folder of the base model (diffusers layout).
+        unet_dir: the fine-tuned UNet (a UNet folder or a folder with ``unet/``); ``None`` = the base's own.
+        dtype: weights' dtype (``torch.float16`` on a GPU halves memory and time).
+        device: "auto", "cuda", "cpu", ...
+        scheduler: ``None`` keeps the base model's scheduler (what the authors' evaluation used: PNDM for
+            SD 1.4); ``"ddim"`` swaps in ``DDIMScheduler`` with the same configuration.
+
+    Raises:
+        WeightsNotFoundError: the base model or the UNet cannot be loaded (the message says how to get them).
+    """
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    source = HUB_IDS.get(base, base)
+    kwargs: dict[str, Any] = {}
+    if unet_dir is not None:
+        folder, subfolder = _unet_folder(Path(unet_dir))
+        try:
+            kwargs["unet"] = UNet2DConditionModel.from_pretrained(folder, subfolder=subfolder, torch_dtype=dtype)
+        except Exception as error:  # noqa: BLE001 - one actionable message
+            raise WeightsNotFoundError(f"could not load the fine-tuned UNet from {str(unet_dir)!r}: {error}") from error
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(source, torch_dtype=dtype, **kwargs)
+    except Exception as error:  # noqa: BLE001
+        raise WeightsNotFoundError(
+            f"could not load the Stable Diffusion pipeline {source!r} ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:200] if str(error) else ''}).\n"
+            "To get the weights: accept the model licence on huggingface.co and run `huggingface-cli login`, or "
+            f"download once (`huggingface-cli download {source} --local-dir DIR`) and pass DIR as the base.\n"
+            "Offline, use the toy preset (`--model toy`)."
+        ) from error
+    text_width = pipe.text_encoder.config.hidden_size
+    if pipe.unet.config.cross_attention_dim != text_width:
+        raise ValueError(
+            f"the UNet from {str(unet_dir)!r} expects text embeddings of width {pipe.unet.config.cross_attention_dim} "
+            f"but the text encoder of {source!r} gives {text_width}: was it fine-tuned from another base? "
+            "(SD 1.4: 768, SD 2.1: 1024)"
+        )
+    if scheduler == "ddim":
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    elif scheduler not in (None, "default"):
+        raise ValueError(f"scheduler must be None/'default' (the base's own) or 'ddim', got {scheduler!r}")
+    return pipe.to(resolve_device(device))
+
+
+def pipeline_from_components(components: Components):
+    """A ``StableDiffusionPipeline`` around latent-space ``Components`` (DDIM with the training schedule)."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    if components.vae is None:
+        raise ValueError("these components are a pixel-space (toy) model: sample them with generate_toy")
+    return StableDiffusionPipeline(
+        vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
+        unet=components.unet, scheduler=DDIMScheduler.from_config(components.scheduler.config),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+
+
+def is_pipeline(model: Any) -> bool:
+    """True for a diffusers text-to-image pipeline (anything with a UNet, a text encoder and ``__call__``)."""
+    return callable(model) and hasattr(model, "unet") and hasattr(model, "text_encoder") and hasattr(model, "vae")
+
+
+def load_model(model: Any, base: str | None = None, dtype: torch.dtype = torch.float32, device: str = "auto",
+               scheduler: str | None = None) -> Any:
+    """``Components`` (pixel-space toy model) or a ``StableDiffusionPipeline`` from what a user names.
+
+    ``model``: "toy", "sd14", "sd21", a hub id, a pipeline folder (``model_index.json``), a toy-layout folder
+    (``unet/`` + ``text_encoder/``), or a fine-tuned UNet folder (then ``base`` names the model it was
+    fine-tuned from). Objects already loaded (``Components``, a pipeline) are returned as they are.
+    """
+    from .models import load_components
+
+    if isinstance(model, Components):
+        return model
+    if is_pipeline(model):
+        return model
+    if not isinstance(model, (str, Path)):
+        raise TypeError(
+            f"cannot sample from a {type(model).__name__}: pass toy Components (models.load_components), a "
+            "diffusers pipeline (sample.load_pipeline(base, unet_dir) for a fine-tuned UNet), or a model name"
+        )
+    name = str(model)
+    folder = Path(name)
+    device = resolve_device(device)
+    if name in HUB_IDS:
+        return load_pipeline(name, dtype=dtype, device=device, scheduler=scheduler)
+    if name == "toy":
+        return _to(load_components("toy", dtype=dtype), device)
+    if folder.is_dir():
+        if (folder / "model_index.json").is_file():
+            return load_pipeline(name, dtype=dtype, device=device, scheduler=scheduler)
+        if (folder / "unet").is_dir() and (folder / "text_encoder").is_dir():
+            components = load_components(name, dtype=dtype)
+            return _to(components, device) if components.vae is None else pipeline_from_components(
+                components).to(device)
+        _unet_folder(folder)  # raises when there is no UNet at all
+        if base is None:
+            raise ValueError(
+                f"{name!r} holds only a UNet: say which model it was fine-tuned from with base= (--base toy, "
+                "sd14, sd21, a hub id or a folder)"
+            )
+        if base == "toy" or _is_toy_layout(base):
+            from diffusers import UNet2DConditionModel
+
+            components = load_components(base, dtype=dtype)
+            unet_folder, subfolder = _unet_folder(folder)
+            components.unet = UNet2DConditionModel.from_pretrained(unet_folder, subfolder=subfolder,
+                                                                   torch_dtype=dtype)
+            return _to(components, device)
+        return load_pipeline(base, unet_dir=folder, dtype=dtype, device=device, scheduler=scheduler)
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", name):  # looks like a hub id
+        return load_pipeline(name, dtype=dtype, device=device, scheduler=scheduler)
+    raise FileNotFoundError(
+        f"model {name!r} is neither a preset (toy, sd14, sd21), nor a folder, nor a hub id (owner/name)"
+    )
+
+
+def _is_toy_layout(name: str) -> bool:
+    folder = Path(name)
+    return folder.is_dir() and (folder / "unet").is_dir() and not (folder / "vae").is_dir()
+
+
+def _to(components: Components, device: str) -> Components:
+    components.unet.to(device)
+    components.text_encoder.to(device)
+    if components.vae is not None:
+        components.vae.to(device)
+    return components
+
+
+# --------------------------------------------------------------------------------------------------
+# one entry point for every model
+# --------------------------------------------------------------------------------------------------
+
+def image_name(prompt_index: int, seed: int) -> str:
+    """``{prompt_index}_{seed}.png``: the authors' naming of generated images."""
+    return f"{prompt_index}_{seed}.png"
+
+
+def default_guidance(model: Any) -> float:
+    """3.0 for a pixel-space toy model, 7.5 for Stable Diffusion."""
+    return TOY_GUIDANCE if isinstance(model, Components) and model.vae is None else SD_GUIDANCE
+
+
+def generate_batch(model: Any, prompts: Sequence[str], seeds: Sequence[int], steps: int = 50,
+                   guidance: float | None = None, height: int | None = None, width: int | None = None,
+                   callback: Callable[..., Any] | None = None) -> np.ndarray:
+    """Images ``[N, H, W, 3]`` uint8 for ``prompts[i]`` with ``seeds[i]``, in one batch.
+
+    ``model``: toy ``Components`` (DDIM, ``callback(i, t)`` as in ``ddim_sample``) or a pipeline (its own
+    scheduler; ``callback(i, t)`` is called from the pipeline's ``callback_on_step_end``). Latent-space
+    ``Components`` are wrapped in a pipeline (``pipeline_from_components``).
+    """
+    if len(prompts) != len(seeds):
+        raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; pass one seed per prompt")
+    guidance = default_guidance(model) if guidance is None else guidance
+    if isinstance(model, Components) and model.vae is None:
+        size = model.unet.config.sample_size
+        if (height or size) != size or (width or size) != size:
+            raise ValueError(f"the toy model samples {size} x {size} images; got height={height}, width={width}")
+        return generate_toy(model, list(prompts), list(seeds), steps=steps, guidance=guidance,
+                            batch_size=max(1, len(prompts)), progress=False, callback=callback)
+    if isinstance(model, Components):
+        model = pipeline_from_components(model)
+    if not is_pipeline(model):
+        raise TypeError(
+            f"cannot sample from a {type(model).__name__}: pass toy Components (models.load_components) or a "
+            "diffusers pipeline (sample.load_pipeline(base, unet_dir) for a fine-tuned UNet)"
+        )
+    model.set_progress_bar_config(disable=True)
+    generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+    step_end = None
+    if callback is not None:
+        def step_end(pipe, i, t, kwargs):  # diffusers' callback_on_step_end signature
+            callback(i, int(t))
+            return {}
+    output = model(prompt=list(prompts), height=height, width=width, num_inference_steps=steps,
+                   guidance_scale=guidance, generator=generators, output_type="np", callback_on_step_end=step_end)
+    images = np.asarray(output.images, dtype=np.float32)  # [N, H, W, 3] in [0, 1]
+    return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
+
+
+def _check_prompt_record(out_dir: Path, prompts: Sequence[str]) -> None:
+    """``out_dir/prompts.json`` keeps the prompts behind the indices of the file names; a resumed run must match."""
+    record = out_dir / "prompts.json"
+    if record.is_file():
+        old = json.loads(record.read_text()).get("prompts", [])
+        common = min(len(old), len(prompts))
+        for index in range(common):
+            if old[index] != prompts[index]:
+                raise ValueError(
+                    f"{record} says image {index}_*.png is of prompt {old[index]!r}, but prompt {index} is now "
+                    f"{prompts[index]!r}; write to another --out folder (or delete it) to sample a different list"
+                )
+        if len(prompts) <= len(old):
+            return
+    record.write_text(json.dumps({"prompts": list(prompts)}, indent=1))
+
+
+def generate(model: Any, prompts: Sequence[str], seeds: Sequence[int], steps: int = 50,
+             guidance: float | None = None, out_dir: str | Path | None = None, batch_size: int = 8,
+             height: int | None = None, width: int | None = None, progress: bool = True) -> list[Path] | np.ndarray:
+    """One image per (prompt, seed): ``len(prompts) * len(seeds)`` images, prompt-major.
+
+    Args:
+        model: toy ``Components``, a diffusers pipeline (``load_pipeline``), or anything ``load_model`` takes
+            (a preset name, folder or hub id).
+        seeds: the seeds of every prompt (the paper: 10 images a prompt, seeds 0-9).
+        guidance: classifier-free guidance scale; ``None``: 3.0 for the toy model, 7.5 for SD.
+        out_dir: where to write ``{prompt_index}_{seed}.png``; existing files are skipped (resume), and
+            ``prompts.json`` there records the prompt list (a resumed run with other prompts is refused).
+        batch_size: images a forward pass.
+
+    Returns:
+        With ``out_dir``: the paths of all images in (prompt, seed) order. Without: ``[N, H, W, 3]`` uint8.
+    """
+    if isinstance(prompts, str):
+        raise TypeError(f"prompts must be a list of prompts, not the string {prompts!r}")
+    if not prompts or not seeds:
+        raise ValueError(f"nothing to generate: {len(prompts)} prompts, {len(seeds)} seeds")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    model = load_model(model)
+    jobs = [(index, int(seed)) for index in range(len(prompts)) for seed in seeds]
+    todo = jobs
+    folder = None
+    if out_dir is not None:
+        folder = Path(out_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        _check_prompt_record(folder, list(prompts))
+        todo = [job for job in jobs if not (folder / image_name(*job)).is_file()]
+        if len(todo) < len(jobs):
+            logger.info("%d of %d images already in %s: skipped", len(jobs) - len(todo), len(jobs), folder)
+    images = []
+    with tqdm(total=len(todo), desc="generating", unit="img", disable=not progress or not todo) as bar:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start:start + batch_size]
+            array = generate_batch(model, [prompts[i] for i, _ in batch], [s for _, s in batch], steps=steps,
+                                   guidance=guidance, height=height, width=width)
+            if folder is None:
+                images.append(array)
+            else:
+                from PIL import Image
+
+                for (index, seed), image in zip(batch, array, strict=True):
+                    path = folder / image_name(index, seed)
+                    partial = path.with_name(path.stem + ".partial.png")
+                    Image.fromarray(image).save(partial)
+                    partial.replace(path)  # an interrupted run never leaves a truncated image under its name
+            bar.update(len(batch))
+    if folder is None:
+        return np.concatenate(images)
+    return [folder / image_name(*job) for job in jobs]
+
+
+# --------------------------------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------------------------------
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-9"`` -> 0..9, ``"0,3,5"`` -> [0, 3, 5], ``"0-2,7"`` -> [0, 1, 2, 7] (duplicates dropped)."""
+    seeds: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        match = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
+        if match:
+            low, high = int(match.group(1)), int(match.group(2))
+            if high < low:
+                raise ValueError(f"seed range {part!r} runs backwards; write LOW-HIGH, e.g. 0-9")
+            seeds.extend(range(low, high + 1))
+        elif re.fullmatch(r"\d+", part):
+            seeds.append(int(part))
+        else:
+            raise ValueError(f"cannot read seeds {text!r}: use a range '0-9', a list '0,3,5', or both '0-2,7'")
+    return list(dict.fromkeys(seeds))
+
+
+def read_prompts(source: str | Path) -> list[str]:
+    """Prompts from a file or the text itself.
+
+    ``.json``: a list of strings or of objects with ``"text"`` (the authors' MultiGen prompt sets);
+    ``.jsonl``: one object a line with ``"text"`` (the dataset's ``metadata.jsonl``); any other existing
+    file: one prompt a line (blank lines skipped). A string that is not a file is the prompt.
+    """
+    path = Path(str(source))
+    if not path.is_file():
+        if str(source).endswith((".json", ".jsonl", ".txt")):
+            raise FileNotFoundError(f"prompt file {str(source)!r} does not exist")
+        return [str(source)]
+    if path.suffix == ".json":
+        data = json.loads(path.read_text())
+        if not isinstance(data, list):
+            raise ValueError(f"{path}: expected a JSON list of prompts or of objects with 'text'")
+        items = data
+    elif path.suffix == ".jsonl":
+        items = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    else:
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    prompts = []
+    for number, item in enumerate(items):
+        text = item if isinstance(item, str) else item.get("text") if isinstance(item, dict) else None
+        if not isinstance(text, str):
+            raise ValueError(f"{path}: entry {number} has no 'text' prompt: {str(item)[:100]}")
+        prompts.append(text)
+    return prompts
+
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def cli(argv: list[str]) -> int:
+    """``python -m tokencompose sample --model DIR_OR_PRESET --prompts FILE_OR_TEXT --seeds 0-9 --out DIR``."""
+    parser = argparse.ArgumentParser(prog="tokencompose sample", description=cli.__doc__)
+    parser.add_argument("--model", default="toy", help="toy, sd14, sd21, a hub id, a pipeline/toy folder, or a "
+                        "fine-tuned UNet folder (with --base)")
+    parser.add_argument("--base", default=None, help="the model a bare UNet folder was fine-tuned from")
+    parser.add_argument("--prompts", required=True, help="a .json/.jsonl/.txt file of prompts, or one prompt")
+    parser.add_argument("--seeds", default="0-9", help="seeds of every prompt: '0-9', '0,3,5' (default 0-9)")
+    parser.add_argument("--out", required=True, help="folder for {prompt_index}_{seed}.png (resumable)")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--guidance", type=float, default=None, help="default: 3.0 toy, 7.5 SD")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--height", type=int, default=None)
+    parser.add_argument("--width", type=int, default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument("--scheduler", choices=["default", "ddim"], default="default",
+                        help="SD only: the base's own scheduler (the authors') or DDIM")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N prompts")
+    args = parser.parse_args(argv)
+    try:
+        seeds = parse_seeds(args.seeds)
+        prompts = read_prompts(args.prompts)[: args.limit]
+        model = load_model(args.model, base=args.base, dtype=DTYPES[args.dtype], device=args.device,
+                           scheduler=args.scheduler)
+    except (ValueError, FileNotFoundError, WeightsNotFoundError) as error:
+        parser.error(str(error))
+    paths = generate(model, prompts, seeds, steps=args.steps, guidance=args.guidance, out_dir=args.out,
+                     batch_size=args.batch_size, height=args.height, width=args.width)
+    logger.info("%d images in %s", len(paths), args.out)
+    return 0
