@@ -126,6 +126,7 @@ def test_paused_and_detach(toy_unet):
         toy_unet(sample, t, context)
     assert recorder.maps() == {}
     recorder.detach()
+    recorder.detach()  # a second call is harmless
     with torch.no_grad():
         toy_unet(sample, t, context)
     assert recorder.maps() == {}

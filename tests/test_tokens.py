@@ -93,6 +93,16 @@ def test_offline_fallback_when_model_has_no_tokenizer(tmp_path, caplog):
     assert "offline" in caplog.text
 
 
+def test_model_folder_without_tokenizer_files_falls_back(tmp_path, caplog):
+    # a toy-layout model folder (unet/, text_encoder/) has no tokenizer: transformers 5 would build an
+    # empty tokenizer from it; clip_tokenizer must notice and use the offline one
+    (tmp_path / "unet").mkdir()
+    caplog.set_level("INFO", logger="tokencompose.tokens")
+    tokenizer = clip_tokenizer(str(tmp_path))
+    assert tokenizer("a photo of a cat.")["input_ids"] == [49406, 320, 1125, 539, 320, 2368, 269, 49407]
+    assert "offline" in caplog.text
+
+
 def test_model_folder_tokenizer_is_preferred(tokenizer, tmp_path, caplog):
     folder = tmp_path / "model" / "tokenizer"
     tokenizer.save_pretrained(folder)

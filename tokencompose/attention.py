@@ -185,8 +185,14 @@ class AttentionRecorder:
             self._store.enabled = before
 
     def detach(self) -> None:
-        """Restore the original processors and remove the hooks; the recorder records nothing afterwards."""
-        self.unet.set_attn_processor(self._original)
+        """Restore the original processors and remove the hooks; the recorder records nothing afterwards.
+
+        Calling it again does nothing (diffusers' ``set_attn_processor`` consumes the dict it is given, so it
+        gets a copy).
+        """
+        if not self._hooks:
+            return
+        self.unet.set_attn_processor(dict(self._original))
         for hook in self._hooks:
             hook.remove()
         self._hooks = []

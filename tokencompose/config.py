@@ -3,7 +3,7 @@
 ``get_config("toy")`` is the offline default (the project's own tiny base model, CPU, minutes);
 ``get_config("sd14")`` is the paper's recipe for Stable Diffusion 1.4 (the authors' ``train.sh``:
 lr 5e-6 constant, batch 1 x 4 accumulation, 24k steps, lambda = 1e-3, gamma = 5e-5, supervised
-groups mid_8 + up_16/32/64); ``get_config("sd21")`` is SD 2.1 at 768 px with v-prediction, whose
+groups mid_8 + up_16/32/64, gradient checkpointing, a checkpoint every 8000 steps, at most 10); ``get_config("sd21")`` is SD 2.1 at 768 px with v-prediction, whose
 attention resolutions are SD 1.4's times 1.5 (12/24/48/96).
 
 Every notebook parameter maps to a field here; ``get_config(preset, **overrides)`` rejects unknown
@@ -98,14 +98,18 @@ class Config:
 
 
 _PRESET_FIELDS: dict[str, dict] = {
-    "toy": {},
+    # the toy model is tiny and trains on fresh scenes: larger batches, a larger learning rate, few steps
+    "toy": dict(learning_rate=1e-4, train_batch_size=16, gradient_accumulation_steps=1, max_train_steps=300,
+                checkpointing_steps=100, num_inference_steps=50, guidance_scale=3.0),
     "sd14": dict(
         preset="sd14", pretrained="CompVis/stable-diffusion-v1-4", resolution=512, pixel_space=False,
         value_range=(-1.0, 1.0), groups=("mid_8", "up_16", "up_32", "up_64"),
+        gradient_checkpointing=True, checkpointing_steps=8000, checkpoints_total_limit=10,
     ),
     "sd21": dict(
         preset="sd21", pretrained="stabilityai/stable-diffusion-2-1", resolution=768, pixel_space=False,
         value_range=(-1.0, 1.0), prediction_type="v_prediction", groups=("mid_12", "up_24", "up_48", "up_96"),
+        gradient_checkpointing=True, checkpointing_steps=8000, checkpoints_total_limit=10,
     ),
 }
 

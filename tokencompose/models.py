@@ -134,7 +134,8 @@ def save_toy_model(components: Components, folder: str | Path, dtype: torch.dtyp
     unet = components.unet
     copy = type(unet).from_config(unet.config)
     copy.load_state_dict({k: v.to(dtype).to(torch.float32) for k, v in unet.state_dict().items()})
-    copy.to(dtype).save_pretrained(folder / "unet", safe_serialization=True)
+    torch.nn.Module.to(copy, dtype)  # (diffusers' own .to warns about keeping modules in float32: none here)
+    copy.save_pretrained(folder / "unet", safe_serialization=True)
     components.text_encoder.to(dtype).save_pretrained(folder / "text_encoder", safe_serialization=True)
     components.text_encoder.to(torch.float32)
     components.scheduler.save_pretrained(folder / "scheduler")

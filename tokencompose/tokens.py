@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 #: CLIP's context length: <|startoftext|>, at most 75 content tokens, <|endoftext|>
 MAX_LENGTH = 77
 BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
+#: a loaded tokenizer with fewer tokens than this is not a CLIP tokenizer (CLIP's has 49408)
+MIN_VOCAB = 49_000
 #: the PyPI distribution whose wheel carries CLIP's BPE file (MIT licence, OpenAI's vocabulary)
 BPE_WHEEL = "clip-anytorch==2.6.0"
 #: CLIP keeps the first 49152 - 256 - 2 merges of the file (its first line is a version header)
@@ -231,6 +233,10 @@ def clip_tokenizer(model: str | None = None):
                 tokenizer = CLIPTokenizer.from_pretrained(model, **kwargs)
             except Exception as error:  # noqa: BLE001 - any failure means "not available here"
                 last_error = error
+                continue
+            if len(tokenizer) < MIN_VOCAB:
+                # transformers 5 builds an empty tokenizer from a folder without vocabulary files
+                last_error = FileNotFoundError(f"no tokenizer files in {model} {kwargs.get('subfolder', '')}")
                 continue
             logger.info("CLIP tokenizer: the model's own, from %s %s", model, kwargs.get("subfolder", ""))
             return tokenizer

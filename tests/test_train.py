@@ -1,0 +1,281 @@
+"""train.py: the loop trains the UNet only, resumes exactly, stops on NaN, saves loadable models, runs SD 1.4."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tokencompose.config import get_config
+from tokencompose.models import build_toy_model, save_toy_model
+from tokencompose.train import NonFiniteLossError, TrainOptions, cli, compute_losses, train
+
+SCENES = TrainOptions(toy_scenes=True, progress=False, tensorboard=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models train faster on one thread, and much faster when other jobs share the 2 cores (OpenMP
+    threads spin while they wait for each other: 24 s instead of 0.8 s a toy step, measured). Restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    """A random toy base model on disk (the shipped one may not exist yet)."""
+    folder = tmp_path_factory.mktemp("toy_base")
+    save_toy_model(build_toy_model(seed=0), folder)
+    return folder
+
+
+def toy_config(base_dir, out, **overrides):
+    fields = dict(pretrained=str(base_dir), output_dir=str(out), learning_rate=1e-3, train_batch_size=1,
+                  gradient_accumulation_steps=1, max_train_steps=2, checkpointing_steps=100)
+    return get_config("toy", **{**fields, **overrides})
+
+
+def snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def read_log(out):
+    with open(out / "log.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_two_steps_train_unet_only(tmp_path):
+    components = build_toy_model(seed=1)
+    unet_before, text_before = snapshot(components.unet), snapshot(components.text_encoder)
+    config = get_config("toy", output_dir=str(tmp_path), learning_rate=1e-3, train_batch_size=2,
+                        gradient_accumulation_steps=2, max_train_steps=2, checkpointing_steps=1)
+    result = train(config, SCENES, components=components)
+
+    assert [row["step"] for row in result.history] == [1, 2]
+    for row in result.history:
+        for key in ("ldm", "token", "pixel", "total", "token/mid_8", "pixel/up_16"):
+            assert math.isfinite(row[key]), (key, row)
+        # Eq. (5) by hand from the logged parts (each a mean over the 2 micro-batches, so is the total)
+        assert row["total"] == pytest.approx(row["ldm"] + 1e-3 * row["token"] + 5e-5 * row["pixel"], rel=1e-5)
+        assert row["token"] == pytest.approx(row["token/mid_8"] + row["token/up_16"], rel=1e-5)
+    unet_after = components.unet.state_dict()
+    changed = [k for k in unet_before if not torch.equal(unet_before[k], unet_after[k])]
+    assert len(changed) > 0.9 * len(unet_before), f"only {len(changed)} of {len(unet_before)} UNet tensors changed"
+    text_after = components.text_encoder.state_dict()
+    assert all(torch.equal(text_before[k], text_after[k]) for k in text_before), "the text encoder changed"
+
+    rows = read_log(tmp_path)
+    assert list(rows[0]) == ["step", "ldm", "token", "pixel", "total", "lr", "seconds"]
+    assert [int(r["step"]) for r in rows] == [1, 2] and float(rows[0]["lr"]) == 1e-3
+    # checkpoint limit 2 (the preset's): both kept, no temporary folder left behind
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint-1", "checkpoint-2"]
+
+
+def test_ldm_only_baseline_still_logs_grounding(tmp_path):
+    components = build_toy_model(seed=2)
+    config = get_config("toy", output_dir=str(tmp_path), token_weight=0.0, pixel_weight=0.0,
+                        max_train_steps=1, gradient_accumulation_steps=1)
+    row = train(config, SCENES, components=components).history[0]
+    assert row["token"] > 0 and row["pixel"] > 0  # a random model's attention is not grounded
+    assert row["total"] == pytest.approx(row["ldm"], rel=1e-6)
+
+
+def test_resume_is_exact(tmp_path, base_dir):
+    from tokencompose.toyworld import make_toy_dataset
+
+    data = make_toy_dataset(tmp_path / "data", n=3, objects=(2, 3), seed=5)  # 3 images: epochs wrap in 4 steps
+    common = dict(train_data_dir=str(data), use_ema=True, max_train_steps=4, checkpointing_steps=2)
+    options = TrainOptions(progress=False, tensorboard=False)
+    straight = train(toy_config(base_dir, tmp_path / "straight", **common), options)
+    train(toy_config(base_dir, tmp_path / "resumed", **{**common, "max_train_steps": 2}), options)
+    resumed = train(toy_config(base_dir, tmp_path / "resumed", **common), options.replace(resume="latest"))
+
+    assert resumed.resumed_from == tmp_path / "resumed" / "checkpoints" / "checkpoint-2"
+    assert [row["step"] for row in resumed.history] == [3, 4]
+    for a, b in zip(straight.history[2:], resumed.history, strict=True):
+        assert a["ldm"] == pytest.approx(b["ldm"], abs=1e-6)
+    raw_a = load_file(tmp_path / "straight" / "checkpoints" / "checkpoint-4" / "unet.safetensors")
+    raw_b = load_file(tmp_path / "resumed" / "checkpoints" / "checkpoint-4" / "unet.safetensors")
+    ema_a = load_file(tmp_path / "straight" / "unet" / "diffusion_pytorch_model.safetensors")
+    ema_b = load_file(tmp_path / "resumed" / "unet" / "diffusion_pytorch_model.safetensors")
+    for a, b in ((raw_a, raw_b), (ema_a, ema_b)):
+        assert a.keys() == b.keys()
+        assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    assert not all(torch.equal(raw_a[k], ema_a[k]) for k in raw_a), "EMA weights should differ from raw ones"
+    assert [int(r["step"]) for r in read_log(tmp_path / "resumed")] == [1, 2, 3, 4]
+
+
+def test_nan_stops_with_step_and_keeps_checkpoint(tmp_path):
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+    components = build_toy_model(seed=3)
+    calls = []
+
+    def poison_third_forward(module, args, output):
+        calls.append(1)
+        return UNet2DConditionOutput(sample=output.sample * float("nan")) if len(calls) == 3 else output
+
+    components.unet.register_forward_hook(poison_third_forward)
+    config = get_config("toy", output_dir=str(tmp_path), learning_rate=1e-3, max_train_steps=4,
+                        gradient_accumulation_steps=1, checkpointing_steps=2)
+    with pytest.raises(NonFiniteLossError, match=r"step 3 \(micro-batch 1 of 1\)") as caught:
+        train(config, SCENES, components=components)
+    error = caught.value
+    assert error.step == 3 and error.captions and error.captions[0].startswith("a photo of")
+    assert error.captions[0] in str(error)
+    checkpoint = tmp_path / "checkpoints" / "checkpoint-2"
+    assert error.checkpoint == checkpoint
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint-2"]
+    assert json.loads((checkpoint / "state.json").read_text())["step"] == 2
+    saved = load_file(checkpoint / "unet.safetensors")
+    assert all(torch.isfinite(v).all() for v in saved.values())
+    # the failing step changed no weight: the UNet in memory is still the checkpoint's
+    current = components.unet.state_dict()
+    assert all(torch.equal(saved[k], current[k]) for k in saved)
+
+
+def test_cli_output_folder_loads(tmp_path, base_dir):
+    from diffusers import UNet2DConditionModel
+
+    from tokencompose.models import load_components
+
+    out = tmp_path / "out"
+    status = cli(["--preset", "toy", "--pretrained", str(base_dir), "--toy-scenes", "--max-train-steps", "1",
+                  "--gradient-accumulation-steps", "1", "--learning-rate", "1e-3", "--output-dir", str(out),
+                  "--lambda", "0.01", "--no-progress"])
+    assert status == 0
+    unet = UNet2DConditionModel.from_pretrained(out, subfolder="unet")
+    trained = load_file(out / "checkpoints" / "checkpoint-1" / "unet.safetensors")
+    assert all(torch.equal(trained[k], v) for k, v in unet.state_dict().items())
+    components = load_components(str(out))  # a whole toy model: unet + text encoder + scheduler
+    assert components.vae is None and components.unet.config.sample_size == 32
+    saved = json.loads((out / "training_config.json").read_text())
+    assert saved["token_weight"] == 0.01 and saved["max_train_steps"] == 1
+    assert not any(p.suffix == ".bin" or p.suffix == ".pt" for p in out.rglob("*")), "pickle files written"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "options", "message"),
+    [
+        (dict(max_grad_norm=0.0), SCENES, "max_grad_norm"),
+        (dict(groups=("mid_8", "up_64")), SCENES, r"group 'up_64' does not exist at resolution 32"),
+        (dict(), TrainOptions(), "no training data: set train_data_dir"),
+        (dict(train_data_dir="/no/such/folder"), TrainOptions(), "is not a folder"),
+        (dict(), SCENES.replace(resume="/no/such/checkpoint"), "not a checkpoint folder"),
+        (dict(), SCENES.replace(toy_objects=(3, 2)), "toy_objects"),
+        (dict(mixed_precision="fp16", device="cpu"), SCENES, "fp16.*needs a CUDA GPU"),
+        (dict(prediction_type="v_prediction"), SCENES, "does not match the base model's scheduler"),
+    ],
+)
+def test_bad_values_rejected(tmp_path, overrides, options, message):
+    config = get_config("toy", output_dir=str(tmp_path), **overrides)
+    with pytest.raises(ValueError, match=message):
+        train(config, options, components=build_toy_model(sample_size=16) if "prediction_type" in overrides else None)
+
+
+def test_sd_preset_refuses_toy_scenes_and_bad_dataset(tmp_path):
+    with pytest.raises(ValueError, match="toy_scenes=True trains on toy-world images"):
+        train(get_config("sd14", output_dir=str(tmp_path)), SCENES)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "metadata.jsonl").write_text('{"file_name": "missing.png", "text": "a cat", "attn_list": []}\n')
+    config = get_config("toy", output_dir=str(tmp_path / "o"), train_data_dir=str(bad))
+    with pytest.raises(ValueError, match="missing.png"):
+        train(config, TrainOptions(progress=False), components=build_toy_model(sample_size=16))
+
+
+def test_8bit_adam_without_bitsandbytes_says_what_to_install(tmp_path):
+    try:
+        import bitsandbytes  # noqa: F401
+        pytest.skip("bitsandbytes is installed")
+    except ImportError:
+        pass
+    config = get_config("toy", output_dir=str(tmp_path), use_8bit_adam=True, max_train_steps=1)
+    with pytest.raises(ImportError, match="pip install bitsandbytes"):
+        train(config, SCENES, components=build_toy_model(sample_size=16))
+
+
+def test_v_prediction_target_by_hand():
+    """SD 2.1's target v = sqrt(abar_t) noise - sqrt(1 - abar_t) x_0, checked on the toy model."""
+    from diffusers import DDPMScheduler
+
+    from tokencompose.attention import attach_recorder
+    from tokencompose.data import collate, encode_example
+    from tokencompose.models import TOY_SCHEDULER
+
+    components = build_toy_model(sample_size=16, seed=4)
+    components.scheduler = DDPMScheduler(**{**TOY_SCHEDULER, "prediction_type": "v_prediction"})
+    image = np.zeros((16, 16, 3), dtype=np.uint8)
+    image[2:8, 2:8] = 255
+    mask = np.zeros((16, 16), dtype=bool)
+    mask[2:8, 2:8] = True
+    batch = collate([encode_example(image, "a photo of a square.", ["square"], [mask], components.tokenizer, 16,
+                                    (0.0, 1.0))])
+    config = get_config("toy", resolution=16, prediction_type="v_prediction", groups=("mid_4", "up_8"))
+    predictions = []
+    components.unet.register_forward_hook(lambda module, args, output: predictions.append(output.sample.detach()))
+    recorder = attach_recorder(components.unet, groups=("mid", "up"))
+    losses = compute_losses(components, recorder, batch, config, torch.Generator().manual_seed(11))
+
+    generator = torch.Generator().manual_seed(11)  # the documented draws: noise, then the timestep
+    noise = torch.randn(1, 3, 16, 16, generator=generator)
+    t = int(torch.randint(0, 1000, (1,), generator=generator))
+    abar = float(components.scheduler.alphas_cumprod[t])
+    x0 = batch["pixel_values"]
+    velocity = math.sqrt(abar) * noise - math.sqrt(1 - abar) * x0
+    expected = ((predictions[0] - velocity) ** 2).mean()
+    assert float(losses["ldm"].detach()) == pytest.approx(float(expected), rel=1e-5)
+    assert set(losses) >= {"token/mid_4", "token/up_8", "pixel/mid_4", "pixel/up_8"}
+
+
+def test_sd14_architecture_one_step_on_cpu(tokenizer, sd14_unet):
+    """SD 1.4's UNet (random weights, shared with test_attention), a small CLIP text encoder of SD 1.4's width
+    and a tiny random VAE: one forward + backward at 64 px through the loop's SD path."""
+    from diffusers import AutoencoderKL, DDPMScheduler
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from tokencompose.attention import attach_recorder
+    from tokencompose.data import collate, encode_example
+    from tokencompose.models import Components, sd_text_config
+
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**{**sd_text_config("sd14"), "num_hidden_layers": 1,
+                                                   "intermediate_size": 64}))
+    vae = AutoencoderKL(block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, latent_channels=4,
+                        norm_num_groups=4, sample_size=64)
+    assert vae.config.scaling_factor == pytest.approx(0.18215)
+    unet = sd14_unet
+    components = Components(tokenizer, text_encoder.requires_grad_(False), vae.requires_grad_(False), unet,
+                            DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012))
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    cat, kite = np.zeros((64, 64), bool), np.zeros((64, 64), bool)
+    cat[8:40, 8:40], kite[40:60, 30:60] = True, True
+    batch = collate([encode_example(image, "a photo of a cat and a kite.", ["cat", "kite"], [cat, kite], tokenizer,
+                                    64, (-1.0, 1.0))])
+    # 64 px -> 8 x 8 latents: SD 1.4's mid_8/up_16/32/64 at 512 px become mid_1/up_2/4/8
+    config = get_config("sd14", resolution=64, groups=("mid_1", "up_2", "up_4", "up_8"))
+    supervised = unet.up_blocks[3].attentions[0]  # the first up_8 transformer: the only weights given a gradient
+    unet.requires_grad_(False)
+    supervised.requires_grad_(True)
+    recorder = attach_recorder(unet, groups=("mid", "up"))
+    try:
+        losses = compute_losses(components, recorder, batch, config, torch.Generator().manual_seed(0))
+        assert {f"token/{g}" for g in config.groups} <= set(losses)
+        assert all(math.isfinite(float(v.detach())) for v in losses.values())
+        assert float(losses["token"].detach()) > 0
+        losses["total"].backward()
+        grad = supervised.transformer_blocks[0].attn2.to_k.weight.grad
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+        assert all(p.grad is None for p in text_encoder.parameters()) and all(p.grad is None for p in vae.parameters())
+    finally:  # the UNet is shared with other test modules: leave it as it was
+        recorder.detach()
+        supervised.zero_grad(set_to_none=True)
+        unet.requires_grad_(True)
+        unet.eval()

@@ -1,0 +1,704 @@
+r"""Fine-tuning a text-to-image UNet with TokenCompose's objective (paper Sec. 3.2, Eq. 5).
+
+.. math::
+
+    \mathcal{L} = \mathcal{L}_{LDM} + \lambda \mathcal{L}_{token} + \gamma \mathcal{L}_{pixel}
+
+Usage::
+
+    python -m tokencompose train --preset toy --toy-scenes --max-train-steps 500 --output-dir outputs/toy_tc
+    python -m tokencompose train --preset sd14 --train-data-dir data/coco_gsam_img --output-dir outputs/sd14
+    python -m tokencompose train --preset sd14 --profile t4 --train-data-dir ...      # 16 GB Colab T4
+    accelerate launch -m tokencompose train --preset sd14 ...                         # several GPUs
+    python -m tokencompose train ... --resume latest                                  # continue a run
+
+or from Python / a notebook: ``train(get_config("toy", max_train_steps=200), TrainOptions(toy_scenes=True))``.
+
+One training step, as in the authors' ``train/src/train_token_compose.py`` (mlpc-ucsd/TokenCompose):
+encode the image (VAE latents times ``scaling_factor`` = 0.18215 for SD 1.4, the image itself for the toy
+model), sample Gaussian noise (no noise offset) and a timestep uniformly in [0, 1000), noise the latents
+with the scheduler (Eq. 1), predict noise (SD 1.4, toy) or velocity (SD 2.1, ``scheduler.get_velocity``),
+L_LDM = mean squared error in float32, read the recorded cross-attention maps, L_token and L_pixel of the
+supervised groups (losses.py), total of Eq. (5), backward, clip the gradient norm to 1, AdamW step
+(betas 0.9 / 0.999, weight decay 1e-2, eps 1e-8), constant learning rate. The text encoder and the VAE are
+frozen; only the UNet trains. The authors' defaults (``train.sh``) are the ``sd14`` preset: lr 5e-6, batch
+1 x 4 gradient accumulation, 24k optimizer steps (their script runs 24.5k "to be safe"), lambda 1e-3,
+gamma 5e-5, groups mid_8 + up_16/32/64, gradient checkpointing, full float32 (no mixed precision).
+
+Where this loop differs from the authors' script:
+
+* batches larger than 1 (theirs asserts batch 1): nouns per sample vary, losses.py handles it;
+* data order and noise depend only on (seed, optimizer step, micro-step, process), so a resumed run
+  continues exactly (theirs reshuffles with the dataloader's RNG and skips batches);
+* checkpoints are safetensors + JSON (no pickle), written to a temporary folder and renamed;
+* optional mixed precision, 8-bit Adam and EMA (the authors' script has EMA and gradient checkpointing);
+  with EMA the final ``unet/`` holds the EMA weights (as diffusers' ``train_text_to_image.py``), with the
+  decay ``min(ema_decay, (1 + n) / (10 + n))`` after n updates (diffusers' ``EMAModel`` default).
+
+Which GPU each profile needs (memory at batch 1). Measured (``benchmarks/results/gpu_train_step.md``, H200):
+the UNet's training step alone, float32 AdamW + gradient checkpointing, peaks at 16.2 GiB allocated with
+fp32 or bf16 autocast alike (weights 3.2 + gradients 3.2 + Adam states 6.4 GiB dominate); the grounding
+losses add ~7% time and no measurable memory. Everything else below is an **estimate**:
+
+| profile | settings | memory | runs on |
+|---|---|---|---|
+| ``toy`` | float32, CPU | < 1 GB RAM (estimate) | any CPU |
+| ``sd14`` (authors') | float32, gradient checkpointing, AdamW | ~17 GB: 16.2 GiB measured for the UNet + VAE and text encoder in fp32 (~0.8 GB) + CUDA context | A100 40/80 GB, H100, RTX 3090/4090/A5000 24 GB |
+| ``sd14 --profile t4`` | fp16 autocast, gradient checkpointing, 8-bit AdamW, no EMA | ~12 GB (estimate: 16.2 minus 4.8 GiB saved by 8-bit Adam states, + VAE/CLIP in fp16 + CUDA context) | Colab T4 16 GB, any 16 GB GPU |
+| ``sd21`` | float32, gradient checkpointing, 768 px | ~18-20 GB (estimate: same parameter count, 2.25x the activations) | A100 40/80 GB, H100, 24 GB cards (tight) |
+| ``sd21 --profile t4`` | as the ``t4`` row, 768 px | ~12-13 GB (estimate) | 16 GB GPU (tight) |
+
+A T4 has no bfloat16: use fp16 there (the ``t4`` profile does). At batch 1 mixed precision saves little memory
+(the optimizer state dominates) and bf16 autocast measured slower than float32 on an H200 (benchmark above).
+``--use-ema`` adds a float32 copy of the UNet (3.4 GB). 8-bit Adam needs ``pip install bitsandbytes``.
+
+Outputs in ``output_dir``: ``unet/`` (diffusers format: ``UNet2DConditionModel.from_pretrained(out,
+subfolder="unet")``, or ``StableDiffusionPipeline.from_pretrained(base, unet=...)``), for pixel-space (toy)
+models also ``text_encoder/`` and ``scheduler/`` so that ``models.load_components(out)`` loads it;
+``checkpoints/checkpoint-<step>/``, ``log.csv`` (one row an optimizer step: step, ldm, token, pixel, total,
+lr, seconds of that step), ``training_config.json``, and ``tensorboard/`` when TensorBoard is installed.
+A non-finite loss stops the run (``NonFiniteLossError``) naming the step and the batch's captions; the last
+good checkpoint is left as it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .config import PRESETS, Config, get_config
+from .losses import grounding_losses, total_loss
+from .models import Components, WeightsNotFoundError
+from .pretrain import _flatten_optimizer, _load_optimizer
+
+logger = logging.getLogger(__name__)
+
+#: columns of ``log.csv``
+CSV_COLUMNS = ("step", "ldm", "token", "pixel", "total", "lr", "seconds")
+CHECKPOINT_PREFIX = "checkpoint-"
+
+#: memory-lean settings, applied on top of a preset by ``--profile`` (see the module docstring's table)
+PROFILES: dict[str, dict[str, Any]] = {
+    "t4": dict(mixed_precision="fp16", gradient_checkpointing=True, use_8bit_adam=True, use_ema=False),
+}
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; ``step``, ``captions`` and ``checkpoint`` (last good one or None)."""
+
+    def __init__(self, message: str, step: int, captions: list[str], checkpoint: Path | None) -> None:
+        super().__init__(message)
+        self.step = step
+        self.captions = captions
+        self.checkpoint = checkpoint
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Knobs of the loop that are not fields of ``Config`` (the authors' script has flags for most)."""
+
+    #: toy preset only: train on fresh in-memory toy scenes instead of ``config.train_data_dir``
+    toy_scenes: bool = False
+    #: (min, max) objects in a toy scene; pairs in ``toyworld.EXCLUDED_PAIRS`` never co-occur
+    toy_objects: tuple[int, int] = (2, 4)
+    #: train on the good records of a dataset that fails validation (else it is refused)
+    skip_bad: bool = False
+    #: ``None`` (start afresh), ``"latest"`` (newest checkpoint of ``output_dir``, if any) or a checkpoint folder
+    resume: str | None = None
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_weight_decay: float = 1e-2
+    adam_epsilon: float = 1e-8
+    #: linear warm-up steps, then constant (the authors: 0)
+    lr_warmup_steps: int = 0
+    ema_decay: float = 0.9999
+    #: write TensorBoard logs when ``torch.utils.tensorboard`` can be imported
+    tensorboard: bool = True
+    progress: bool = True
+
+    def replace(self, **changes: Any) -> TrainOptions:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class TrainResult:
+    """What a run returns: where things are and the loss history (one dict an optimizer step)."""
+
+    output_dir: Path
+    unet_dir: Path
+    history: list[dict[str, float]] = field(default_factory=list)
+    final_step: int = 0
+    resumed_from: Path | None = None
+    checkpoints: list[Path] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------------
+# checks
+# --------------------------------------------------------------------------------------------------
+
+def _model_input_size(config: Config) -> int:
+    """Side of the UNet's input: the image for pixel-space models, the VAE latents (1/8) for SD."""
+    return config.resolution if config.pixel_space else config.resolution // 8
+
+
+def check_config(config: Config, options: TrainOptions) -> None:
+    """Raise ``ValueError`` naming the first field of ``config`` / ``options`` a run cannot use."""
+    config.validate()
+    if not config.max_grad_norm > 0:
+        raise ValueError(f"max_grad_norm must be > 0 (the authors: 1.0), got {config.max_grad_norm!r}")
+    if not isinstance(config.checkpoints_total_limit, int) or config.checkpoints_total_limit < 1:
+        raise ValueError(f"checkpoints_total_limit must be a positive integer, got {config.checkpoints_total_limit!r}")
+    if config.device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {config.device!r}; to pick one GPU set "
+                         "CUDA_VISIBLE_DEVICES, for several use `accelerate launch`")
+    if config.mixed_precision == "fp16" and (config.device == "cpu" or not torch.cuda.is_available()):
+        raise ValueError("mixed_precision='fp16' needs a CUDA GPU; on CPU use 'no' (or 'bf16')")
+    if not config.pixel_space and config.resolution % 8:
+        raise ValueError(f"resolution must be a multiple of 8 for a latent (VAE) model, got {config.resolution}")
+    if not 0 < options.ema_decay < 1:
+        raise ValueError(f"ema_decay must be in (0, 1), got {options.ema_decay!r}")
+    if options.lr_warmup_steps < 0:
+        raise ValueError(f"lr_warmup_steps must be >= 0, got {options.lr_warmup_steps!r}")
+    low, high = options.toy_objects
+    if not 1 <= low <= high:
+        raise ValueError(f"toy_objects must be (min, max) with 1 <= min <= max, got {options.toy_objects!r}")
+    if options.toy_scenes and not config.pixel_space:
+        raise ValueError(f"toy_scenes=True trains on toy-world images, which only the pixel-space toy model "
+                         f"takes; preset {config.preset!r} needs train_data_dir (a dataset folder, data.py)")
+    if not options.toy_scenes and not config.train_data_dir:
+        raise ValueError("no training data: set train_data_dir (a dataset folder in the authors' format, see "
+                         "data.py and `python -m tokencompose validate DIR`) or, for the toy preset, "
+                         "toy_scenes=True (--toy-scenes)")
+    if not options.toy_scenes and not Path(config.train_data_dir).is_dir():
+        raise ValueError(f"train_data_dir {config.train_data_dir!r} is not a folder; make one with "
+                         "`python -m tokencompose toy-data` or `prepare`")
+    size = _model_input_size(config)
+    sizes = [size >> k for k in range(4) if size >> k >= 1]
+    for group in config.groups:
+        res = int(group.partition("_")[2])
+        if res not in sizes:
+            raise ValueError(
+                f"group {group!r} does not exist at resolution {config.resolution}: the UNet's input is "
+                f"{size}x{size}, so its attention maps are {'/'.join(map(str, sizes))}; choose groups among "
+                f"those (e.g. 'mid_{sizes[-1]}', 'up_{sizes[min(1, len(sizes) - 1)]}')")
+    if options.resume not in (None, "latest") and not (Path(options.resume) / "state.json").is_file():
+        raise ValueError(f"resume={options.resume!r} is not a checkpoint folder (no state.json); pass 'latest' "
+                         f"or a folder like {Path(config.output_dir) / 'checkpoints' / 'checkpoint-1000'}")
+
+
+# --------------------------------------------------------------------------------------------------
+# seeding: everything random depends on (seed, step, micro-step, process) only
+# --------------------------------------------------------------------------------------------------
+
+def _seed_for(*keys: int) -> int:
+    """A 63-bit seed mixed from ``keys`` (NumPy's SeedSequence): nearby keys give unrelated streams."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint64)[0] >> 1)
+
+
+class _DatasetBatches:
+    """Micro-batch ``(step, micro)`` of a dataset: sample k of the run is ``permutation(epoch)[k mod n]``."""
+
+    def __init__(self, dataset, config: Config, rank: int, world: int) -> None:
+        from .data import collate
+
+        self.dataset, self.config, self.rank, self.world = dataset, config, rank, world
+        self.collate = collate
+        self._permutations: dict[int, torch.Tensor] = {}
+
+    def _index(self, k: int) -> int:
+        epoch, position = divmod(k, len(self.dataset))
+        if epoch not in self._permutations:
+            self._permutations = {epoch: torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(
+                _seed_for(self.config.seed, epoch, 1)))}
+        return int(self._permutations[epoch][position])
+
+    def __call__(self, step: int, micro: int) -> dict:
+        size = self.config.train_batch_size
+        first = ((step * self.config.gradient_accumulation_steps + micro) * self.world + self.rank) * size
+        return self.collate([self.dataset[self._index(first + i)] for i in range(size)])
+
+
+class _ToySceneBatches:
+    """Micro-batch ``(step, micro)`` of fresh toy scenes, drawn with a generator seeded by (seed, step, micro)."""
+
+    def __init__(self, tokenizer, config: Config, options: TrainOptions, rank: int) -> None:
+        self.tokenizer, self.config, self.options, self.rank = tokenizer, config, options, rank
+
+    def __call__(self, step: int, micro: int) -> dict:
+        from .data import collate, encode_example
+        from .toyworld import EXCLUDED_PAIRS, scene_batch
+
+        rng = np.random.default_rng(_seed_for(self.config.seed, step, micro, self.rank, 2))
+        scenes = scene_batch(rng, self.config.train_batch_size, objects=tuple(self.options.toy_objects),
+                             exclude_pairs=EXCLUDED_PAIRS, size=self.config.resolution)
+        examples = []
+        for image, caption, masks in zip(scenes.images, scenes.captions, scenes.masks, strict=True):
+            examples.append(encode_example(image, caption, [n for n, _ in masks], [m for _, m in masks],
+                                           self.tokenizer, self.config.resolution, self.config.value_range))
+        return collate(examples)
+
+
+# --------------------------------------------------------------------------------------------------
+# one step of the objective
+# --------------------------------------------------------------------------------------------------
+
+def compute_losses(components: Components, recorder, batch: dict, config: Config,
+                   generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """One forward pass of Eq. (5) on ``batch``: the losses, with the graph for ``total`` to backpropagate.
+
+    ``recorder`` is ``attention.attach_recorder(unet, ...)``; ``generator`` (CPU) draws the noise and the
+    timesteps. Returns ``ldm``, ``token``, ``pixel``, ``total`` and ``token/<group>``, ``pixel/<group>``.
+    When ``token_weight == pixel_weight == 0`` the grounding losses are still computed, without a graph,
+    so that an L_LDM-only run logs how grounded its attention is.
+    """
+    unet, vae, scheduler = components.unet, components.vae, components.scheduler
+    device = next(unet.parameters()).device
+    pixel_values = batch["pixel_values"].to(device)  # [B, 3, R, R] in config.value_range
+
+    # 1. encode the image: the VAE's latents times its scaling factor (SD), or the image itself (toy)
+    if vae is None:
+        latents = pixel_values
+    else:
+        with torch.no_grad():
+            posterior = vae.encode(pixel_values.to(vae.dtype)).latent_dist  # [B, 4, R/8, R/8]
+            eps = torch.randn(posterior.mean.shape, generator=generator).to(device, posterior.mean.dtype)
+            latents = (posterior.mean + posterior.std * eps).float() * vae.config.scaling_factor
+
+    # 2. sample the noise and one timestep per image, uniformly in [0, T)
+    noise = torch.randn(latents.shape, generator=generator).to(device)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],),
+                              generator=generator).to(device)
+
+    # 3. noise the latents: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise  (Eq. 1)
+    noisy_latents = scheduler.add_noise(latents, noise, timesteps)
+    if config.prediction_type == "epsilon":
+        target = noise
+    else:  # v-prediction (SD 2.1): v = sqrt(abar_t) noise - sqrt(1 - abar_t) x_0
+        target = scheduler.get_velocity(latents, noise, timesteps)
+
+    # 4. condition on the caption (frozen text encoder) and predict; the recorder keeps the attention maps
+    with torch.no_grad():
+        context = components.text_encoder(batch["input_ids"].to(device))[0]  # [B, 77, dim]
+    recorder.reset()
+    prediction = unet(noisy_latents, timesteps, context).sample
+
+    # 5. the denoising loss L_LDM, in float32 as the authors
+    ldm = F.mse_loss(prediction.float(), target.float(), reduction="mean")
+
+    # 6. the grounding losses from the recorded maps, the noun masks and the nouns' token positions
+    masks = [m.to(device) for m in batch["masks"]]
+    supervised = config.token_weight > 0 or config.pixel_weight > 0
+    with nullcontext() if supervised else torch.no_grad():
+        grounding = grounding_losses(recorder.maps(), masks, batch["positions"], groups=config.groups)
+    recorder.reset()  # the graph keeps what backward needs; the recorder lets go of the maps
+
+    # 7. the total of Eq. (5): L_LDM + lambda L_token + gamma L_pixel
+    total = total_loss(ldm, grounding, config.token_weight, config.pixel_weight)
+    return {"ldm": ldm, "total": total, **grounding}
+
+
+# --------------------------------------------------------------------------------------------------
+# checkpoints (safetensors + JSON, written then renamed)
+# --------------------------------------------------------------------------------------------------
+
+def _checkpoint_dirs(output_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    folder = output_dir / "checkpoints"
+    found = []
+    for path in folder.glob(f"{CHECKPOINT_PREFIX}*") if folder.is_dir() else []:
+        suffix = path.name[len(CHECKPOINT_PREFIX):]
+        if suffix.isdigit() and (path / "state.json").is_file():
+            found.append((int(suffix), path))
+    return [path for _, path in sorted(found)]
+
+
+def _save_checkpoint(output_dir: Path, step: int, unet, optimizer, ema: dict | None, scaler, config: Config,
+                     limit: int) -> Path:
+    """Write ``checkpoints/checkpoint-<step>`` via a temporary folder, then drop the oldest beyond ``limit``."""
+    final = output_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{step}"
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in unet.state_dict().items()}, tmp / "unet.safetensors")
+    optimizer_tensors, optimizer_meta = _flatten_optimizer(optimizer)
+    save_file({k: v.cpu() for k, v in optimizer_tensors.items()}, tmp / "optimizer.safetensors")
+    if ema is not None:
+        save_file({k: v.contiguous().cpu() for k, v in ema.items()}, tmp / "ema.safetensors")
+    state = {"step": step, "optimizer": optimizer_meta, "scaler": scaler.state_dict() if scaler else None,
+             "config": _config_dict(config)}
+    (tmp / "state.json").write_text(json.dumps(state))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old in _checkpoint_dirs(output_dir)[:-limit]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _config_dict(config: Config) -> dict:
+    data = dataclasses.asdict(config)
+    return json.loads(json.dumps(data, default=str))
+
+
+# --------------------------------------------------------------------------------------------------
+# the loop
+# --------------------------------------------------------------------------------------------------
+
+def _make_accelerator(config: Config):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1 and AcceleratorState._shared_state:
+        # one process (a notebook running several trainings): accelerate keeps its state per process and
+        # refuses a second Accelerator with other settings; start it afresh (never under `accelerate launch`)
+        AcceleratorState._reset_state(reset_partial_state=True)
+    return Accelerator(mixed_precision=config.mixed_precision, cpu=config.device == "cpu")
+
+
+def _make_optimizer(unet, config: Config, options: TrainOptions) -> torch.optim.Optimizer:
+    kwargs = dict(lr=config.learning_rate, betas=(options.adam_beta1, options.adam_beta2),
+                  weight_decay=options.adam_weight_decay, eps=options.adam_epsilon)
+    if config.use_8bit_adam:
+        try:
+            import bitsandbytes
+        except ImportError as error:
+            raise ImportError("use_8bit_adam=True (--use-8bit-adam, profile 't4') needs bitsandbytes: "
+                              "`pip install bitsandbytes` (CUDA GPUs), or turn 8-bit Adam off") from error
+        return bitsandbytes.optim.AdamW8bit(unet.parameters(), **kwargs)
+    return torch.optim.AdamW(unet.parameters(), **kwargs)
+
+
+def learning_rate_at(step: int, config: Config, options: TrainOptions) -> float:
+    """Learning rate of optimizer step ``step`` (0-based): linear warm-up, then constant (the authors')."""
+    if options.lr_warmup_steps and step < options.lr_warmup_steps:
+        return config.learning_rate * (step + 1) / options.lr_warmup_steps
+    return config.learning_rate
+
+
+def _tensorboard(output_dir: Path, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        logger.info("TensorBoard is not installed (pip install tensorboard): logging to log.csv only")
+        return None
+    return SummaryWriter(str(output_dir / "tensorboard"))
+
+
+def _open_csv(path: Path, start: int):
+    """``log.csv`` for appending, keeping only the rows up to ``start`` (a resumed run rewrites the rest)."""
+    rows = []
+    if start > 0 and path.is_file():
+        with open(path, newline="") as handle:
+            rows = [row for row in csv.DictReader(handle) if int(row["step"]) <= start]
+    handle = open(path, "w", newline="")  # noqa: SIM115 - kept open for the run, closed in train()
+    writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    handle.flush()
+    return handle, writer
+
+
+def _save_final(output_dir: Path, unet, ema: dict | None, components: Components, config: Config) -> Path:
+    """``output_dir/unet`` in diffusers format (EMA weights if any); text encoder + scheduler for pixel models."""
+    if ema is not None:
+        unet = type(unet).from_config(unet.config)
+        unet.load_state_dict(ema)
+    target = output_dir / "unet"
+    tmp = output_dir / "unet.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    unet.save_pretrained(tmp, safe_serialization=True)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    if components.vae is None:  # a pixel-space (toy) model: make the folder a whole loadable model
+        components.text_encoder.save_pretrained(output_dir / "text_encoder", safe_serialization=True)
+        components.scheduler.save_pretrained(output_dir / "scheduler")
+    (output_dir / "training_config.json").write_text(json.dumps(_config_dict(config), indent=1))
+    return target
+
+
+def train(config: Config, options: TrainOptions | None = None, components: Components | None = None,
+          on_step: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+    """Fine-tune ``config.pretrained``'s UNet with Eq. (5); returns where the UNet is and the loss history.
+
+    Args:
+        config: the run (preset fields, see config.py); ``output_dir`` receives everything.
+        options: loop knobs beyond ``Config`` (data source, resume, Adam, EMA decay, logs).
+        components: already loaded models (tests, notebooks); default ``models.load_components(pretrained)``.
+            The UNet is trained in place.
+        on_step: called with each step's log row (e.g. a live plot in a notebook).
+
+    Raises:
+        ValueError: a bad config / option value (message names the field).
+        NonFiniteLossError: the loss became NaN or infinite (step and captions named; checkpoints intact).
+    """
+    from .attention import attach_recorder
+
+    options = options or TrainOptions()
+    check_config(config, options)
+    output_dir = Path(config.output_dir)
+    accelerator = _make_accelerator(config)
+    if components is None:
+        from .models import load_components
+
+        components = load_components(config.pretrained)
+    unet = components.unet
+    scheduler_prediction = components.scheduler.config.get("prediction_type", "epsilon")
+    if scheduler_prediction != config.prediction_type:
+        raise ValueError(f"prediction_type {config.prediction_type!r} does not match the base model's scheduler "
+                         f"({scheduler_prediction!r} in {config.pretrained}); set prediction_type to match")
+    if (components.vae is None) != config.pixel_space:
+        raise ValueError(f"pixel_space={config.pixel_space} but the model {'has no' if components.vae is None else 'has a'}"
+                         f" VAE; use the preset that matches {config.pretrained}")
+
+    # data: a validated dataset folder, or fresh toy scenes; either way a pure function of (step, micro)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if options.toy_scenes:
+        batches = _ToySceneBatches(components.tokenizer, config, options, rank)
+    else:
+        from .data import TokenComposeDataset
+
+        dataset = TokenComposeDataset(config.train_data_dir, components.tokenizer, config.resolution,
+                                      config.value_range, skip_bad=options.skip_bad)
+        batches = _DatasetBatches(dataset, config, rank, world)
+
+    # models: frozen text encoder and VAE (in the mixed-precision dtype), trainable UNet in float32
+    frozen_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
+    components.text_encoder.requires_grad_(False).eval().to(accelerator.device, frozen_dtype)
+    if components.vae is not None:
+        components.vae.requires_grad_(False).eval().to(accelerator.device, frozen_dtype)
+    unet.requires_grad_(True).train()
+    if config.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    places = sorted({group.partition("_")[0] for group in config.groups})
+    recorder = attach_recorder(unet, groups=places)
+
+    optimizer = _make_optimizer(unet, config, options)
+    ema = {k: v.detach().float().clone() for k, v in unet.state_dict().items()} if config.use_ema else None
+
+    # resume: weights, optimizer, EMA and step from a checkpoint (before the log is opened)
+    start, resumed_from, resume_state = 0, None, None
+    if options.resume is not None:
+        candidates = _checkpoint_dirs(output_dir) if options.resume == "latest" else [Path(options.resume)]
+        if candidates:
+            resumed_from = candidates[-1]
+            resume_state = json.loads((resumed_from / "state.json").read_text())
+            unet.load_state_dict(load_file(resumed_from / "unet.safetensors"))
+            if ema is not None and (resumed_from / "ema.safetensors").is_file():
+                ema = load_file(resumed_from / "ema.safetensors")
+            start = int(resume_state["step"])
+            _warn_config_changes(resume_state.get("config", {}), config)
+            logger.info("resuming at step %d from %s", start, resumed_from)
+        else:
+            logger.info("resume='latest' but %s has no checkpoint yet: starting afresh", output_dir / "checkpoints")
+
+    # accelerate moves the UNet to its device, wraps it for several processes and mixed precision (autocast)
+    unet, optimizer = accelerator.prepare(unet, optimizer)
+    base_unet = accelerator.unwrap_model(unet)
+    step_components = dataclasses.replace(components, unet=unet)  # the forward goes through the wrapper
+    if resume_state is not None:
+        _load_optimizer(optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
+                        load_file(resumed_from / "optimizer.safetensors"), resume_state["optimizer"])
+        if accelerator.scaler is not None and resume_state.get("scaler"):
+            accelerator.scaler.load_state_dict(resume_state["scaler"])
+    if ema is not None:
+        ema = {k: v.to(accelerator.device) for k, v in ema.items()}
+
+    result = TrainResult(output_dir=output_dir, unet_dir=output_dir / "unet", resumed_from=resumed_from,
+                         final_step=start)
+    main = accelerator.is_main_process
+    if main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        csv_handle, csv_writer = _open_csv(output_dir / "log.csv", start)
+        board = _tensorboard(output_dir, options.tensorboard)
+    last_checkpoint = resumed_from
+    accumulation = config.gradient_accumulation_steps
+    bar = tqdm(range(start, config.max_train_steps), initial=start, total=config.max_train_steps, desc="train",
+               disable=not (options.progress and accelerator.is_local_main_process))
+    try:
+        for step in bar:  # ``step`` optimizer steps are done; this one is number step + 1
+            began = time.perf_counter()
+            lr = learning_rate_at(step, config, options)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            sums: dict[str, float] = {}
+            for micro in range(accumulation):
+                batch = batches(step, micro)
+                generator = torch.Generator().manual_seed(_seed_for(config.seed, step, micro, rank, 3))
+                last = micro == accumulation - 1
+                # gradients are averaged across processes only on the last micro-step
+                with nullcontext() if last else accelerator.no_sync(unet):
+                    losses = compute_losses(step_components, recorder, batch, config, generator)
+                    _stop_if_not_finite(losses, step + 1, micro, accumulation, batch, last_checkpoint, accelerator)
+                    # backward the mean over the accumulated micro-batches
+                    accelerator.backward(losses["total"] / accumulation)
+                for name, value in losses.items():
+                    sums[name] = sums.get(name, 0.0) + float(value.detach()) / accumulation
+            # clip the gradient norm, step, zero the gradients (the recorder was reset in compute_losses)
+            accelerator.clip_grad_norm_(unet.parameters(), config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                decay = min(options.ema_decay, (1 + step + 1) / (10 + step + 1))
+                with torch.no_grad():
+                    for name, value in base_unet.state_dict().items():
+                        ema[name].lerp_(value.float(), 1 - decay)
+
+            if world > 1:
+                names = sorted(sums)
+                reduced = accelerator.reduce(torch.tensor([sums[n] for n in names], device=accelerator.device),
+                                             reduction="mean")
+                sums = dict(zip(names, reduced.tolist(), strict=True))
+            row = {"step": step + 1, **sums, "lr": lr, "seconds": time.perf_counter() - began}
+            result.history.append(row)
+            result.final_step = step + 1
+            if main:
+                csv_writer.writerow({k: (f"{row[k]:.6g}" if k != "step" else row[k]) for k in CSV_COLUMNS})
+                if board is not None:
+                    for name, value in row.items():
+                        if name != "step":
+                            board.add_scalar(f"train/{name}", value, step + 1)
+            bar.set_postfix(denoise=f"{sums['ldm']:.4f}", token=f"{sums['token']:.3f}", pixel=f"{sums['pixel']:.3f}")
+            if on_step is not None:
+                on_step(row)
+
+            if (step + 1) % config.checkpointing_steps == 0 or step + 1 == config.max_train_steps:
+                accelerator.wait_for_everyone()
+                if main:
+                    csv_handle.flush()
+                    last_checkpoint = _save_checkpoint(output_dir, step + 1, base_unet, optimizer, ema,
+                                                       accelerator.scaler, config, config.checkpoints_total_limit)
+                    logger.info("saved %s", last_checkpoint)
+        accelerator.wait_for_everyone()
+        recorder.detach()  # the saved UNet carries the default attention processors
+        recorder = None
+        if main:
+            result.unet_dir = _save_final(output_dir, base_unet, ema, components, config)
+            result.checkpoints = _checkpoint_dirs(output_dir)
+    finally:
+        if recorder is not None:
+            recorder.detach()
+        if main:
+            csv_handle.close()
+            if board is not None:
+                board.close()
+        if config.gradient_checkpointing:
+            base_unet.disable_gradient_checkpointing()
+        base_unet.eval()
+    return result
+
+
+def _stop_if_not_finite(losses: dict[str, torch.Tensor], step: int, micro: int, accumulation: int, batch: dict,
+                        checkpoint: Path | None, accelerator) -> None:
+    finite = torch.tensor(float(torch.isfinite(losses["total"].detach()).item()), device=accelerator.device)
+    if accelerator.num_processes > 1:  # every process stops together, or the others would hang
+        finite = accelerator.reduce(finite, reduction="sum") / accelerator.num_processes
+    if finite.item() == 1.0:
+        return
+    values = ", ".join(f"{name}={float(losses[name].detach()):.4g}" for name in ("ldm", "token", "pixel"))
+    captions = list(batch["text"])
+    where = f"the last good checkpoint is {checkpoint} (resume with --resume latest)" if checkpoint else \
+        "no checkpoint was written yet"
+    raise NonFiniteLossError(
+        f"step {step} (micro-batch {micro + 1} of {accumulation}): the loss is not finite ({values}) on the "
+        f"batch with captions {captions}. Training stopped before this step changed any weight; {where}. "
+        "Try a lower learning rate, bf16 instead of fp16, or check these images and masks.",
+        step=step, captions=captions, checkpoint=checkpoint)
+
+
+def _warn_config_changes(saved: dict, config: Config) -> None:
+    """Log the fields that differ from the checkpoint's run (a resumed run is exact only if none do)."""
+    current = _config_dict(config)
+    ignored = {"max_train_steps", "output_dir", "checkpointing_steps", "checkpoints_total_limit", "device"}
+    for name, value in saved.items():
+        if name not in ignored and current.get(name) != value:
+            logger.warning("resuming with %s=%r, the checkpoint's run had %r", name, current.get(name), value)
+
+
+# --------------------------------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------------------------------
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``train`` command's parser: a flag for every ``Config`` field a run uses, and ``TrainOptions``."""
+    parser = argparse.ArgumentParser(prog="tokencompose train", description="Fine-tune a UNet with L_LDM + lambda L_token + "
+                                     "gamma L_pixel (TokenCompose, Eq. 5).")
+    parser.add_argument("--preset", choices=PRESETS, default="toy")
+    parser.add_argument("--profile", choices=sorted(PROFILES), help="memory-lean settings: t4 = fp16 + gradient "
+                        "checkpointing + 8-bit Adam (16 GB GPUs)")
+    for name, kind in (("pretrained", str), ("resolution", int), ("learning_rate", float),
+                       ("train_batch_size", int), ("gradient_accumulation_steps", int), ("max_train_steps", int),
+                       ("max_grad_norm", float), ("checkpointing_steps", int), ("checkpoints_total_limit", int),
+                       ("seed", int), ("train_data_dir", str), ("output_dir", str)):
+        parser.add_argument(_flag(name), type=kind, default=None, help=f"Config.{name} (default: the preset's)")
+    parser.add_argument("--token-weight", "--lambda", dest="token_weight", type=float, help="lambda of Eq. (5)")
+    parser.add_argument("--pixel-weight", "--gamma", dest="pixel_weight", type=float, help="gamma of Eq. (5)")
+    parser.add_argument("--groups", nargs="+", help="supervised groups, e.g. mid_8 up_16 up_32 up_64")
+    parser.add_argument("--prediction-type", choices=("epsilon", "v_prediction"))
+    parser.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"))
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    for name in ("gradient_checkpointing", "use_8bit_adam", "use_ema"):
+        parser.add_argument(_flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--toy-scenes", action="store_true", help="toy preset: train on fresh in-memory scenes")
+    parser.add_argument("--toy-objects", type=int, nargs=2, default=(2, 4), metavar=("MIN", "MAX"))
+    parser.add_argument("--skip-bad", action="store_true", help="skip dataset records that fail validation")
+    parser.add_argument("--resume", nargs="?", const="latest", default=None,
+                        help="continue from the newest checkpoint of --output-dir, or from the folder given")
+    parser.add_argument("--lr-warmup-steps", type=int, default=0)
+    parser.add_argument("--ema-decay", type=float, default=0.9999)
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[Config, TrainOptions]:
+    """The ``Config`` and ``TrainOptions`` a parsed command line asks for (preset, then profile, then flags)."""
+    overrides = dict(PROFILES[args.profile]) if args.profile else {}
+    for name in (f.name for f in dataclasses.fields(Config)):
+        value = getattr(args, name, None)
+        if value is not None and name != "preset":
+            overrides[name] = tuple(value) if name == "groups" else value
+    config = get_config(args.preset, **overrides)
+    options = TrainOptions(toy_scenes=args.toy_scenes, toy_objects=tuple(args.toy_objects), skip_bad=args.skip_bad,
+                           resume=args.resume, lr_warmup_steps=args.lr_warmup_steps, ema_decay=args.ema_decay,
+                           progress=not args.no_progress)
+    return config, options
+
+
+def cli(argv: Sequence[str]) -> int:
+    """``python -m tokencompose train [flags]``: fine-tune, print where the UNet is; exit 1 on a bad run."""
+    parser = build_parser()
+    args = parser.parse_args(list(argv))
+    try:
+        config, options = config_from_args(args)
+        result = train(config, options)
+    except (ValueError, ImportError, WeightsNotFoundError) as error:
+        parser.exit(2, f"tokencompose train: error: {error}\n")
+    except NonFiniteLossError as error:
+        logger.error("%s", error)
+        return 1
+    last = result.history[-1] if result.history else {}
+    summary = ", ".join(f"{k}={last[k]:.4g}" for k in ("ldm", "token", "pixel") if k in last)
+    print(f"trained to step {result.final_step} ({summary}); UNet in {result.unet_dir}")
+    return 0
+
