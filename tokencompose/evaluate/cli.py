@@ -1,4 +1,4 @@
-"""``python -m tokencompose evaluate multigen|visor|latency|segmentation [options]``.
+"""``python -m tokencompose evaluate multigen|visor|latency|segmentation|fid [options]``.
 
 Each subcommand writes a JSON file, a markdown table and a figure into ``--out``:
 
@@ -28,7 +28,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-SUBCOMMANDS = ("multigen", "visor", "latency", "segmentation")
+SUBCOMMANDS = ("multigen", "visor", "latency", "segmentation", "fid")
 
 
 def _add_common(parser: argparse.ArgumentParser, detector: str, images_per_prompt: int) -> None:
@@ -214,5 +214,9 @@ def cli(argv: list[str]) -> int:
         from tokencompose.evaluate import segmentation
 
         return int(segmentation.cli(rest) or 0)
+    if name == "fid":
+        from tokencompose.evaluate import fid
+
+        return int(fid.cli(rest) or 0)
     print(f"unknown evaluation {name!r}; choose one of {', '.join(SUBCOMMANDS)}", file=sys.stderr)
     return 2
