@@ -33,7 +33,7 @@ test-flair:
 	bash scripts/test_flair.sh -q
 
 notebooks: setup
-	$(PY) -m tokencompose.notebooks
+	$(PY) scripts/run_notebooks.py
 
 bench: setup
 	$(PY) benchmarks/attention_overhead.py
