@@ -42,8 +42,8 @@ class AblationSettings:
     steps: int = 300
     batch_size: int = 16
     learning_rate: float = 1e-4
-    token_weight: float = 1e-3
-    pixel_weight: float = 5e-5
+    token_weight: float = get_config("toy").token_weight
+    pixel_weight: float = get_config("toy").pixel_weight
     prompts_per_count: int = 32
     images_per_prompt: int = 4
     counts: tuple[int, ...] = (2, 3, 4)

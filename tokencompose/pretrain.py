@@ -211,7 +211,7 @@ def object_accuracy(components: Components, n_per_count: int = 256, counts: tupl
 
 
 def write_model_card(out_dir: Path, settings: PretrainSettings, minutes: float, accuracy: dict,
-                     unseen_accuracy: dict) -> Path:
+                     unseen_accuracy: dict, sample_steps: int = 50, guidance: float = 3.0) -> Path:
     """The toy base model's README: data, steps, seed, time, machine, accuracy per number of objects."""
     rows = "\n".join(
         f"| {k} | {v['n']} | {100 * v['all_named']:.1f} | {100 * v['exact']:.1f} |" for k, v in accuracy.items())
@@ -234,7 +234,7 @@ fine-tune. Reproduce with `python -m tokencompose pretrain-toy` (same settings, 
   ({platform.processor() or 'cpu'}), torch {torch.__version__}.
 - Stored in float16 (loaded as float32).
 
-## Measured (DDIM 50 steps, CFG 3, toy detector)
+## Measured (DDIM {sample_steps} steps, CFG {guidance}, toy detector, seeds 0..n-1, prompt seed 1234)
 "all named" = every category of the prompt detected; "exact" = the named categories and nothing else.
 
 Seen combinations:
@@ -264,7 +264,8 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--lr", type=float, default=defaults.learning_rate)
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--eval-images", type=int, default=256, help="images per number of objects")
+    parser.add_argument("--eval-images", type=int, default=128, help="images per number of objects")
+    parser.add_argument("--eval-steps", type=int, default=25, help="DDIM steps of the evaluation samples")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--no-resume", action="store_true")
     args = parser.parse_args(argv)
@@ -274,9 +275,10 @@ def cli(argv: list[str]) -> int:
     began = time.time()
     components = pretrain_toy(args.out, settings, args.work_dir, resume=not args.no_resume)
     minutes = (time.time() - began) / 60
-    accuracy = object_accuracy(components, n_per_count=args.eval_images)
-    unseen = object_accuracy(components, n_per_count=args.eval_images, counts=(2, 3, 4), unseen=True)
-    card = write_model_card(Path(args.out), settings, minutes, accuracy, unseen)
+    accuracy = object_accuracy(components, n_per_count=args.eval_images, steps=args.eval_steps)
+    unseen = object_accuracy(components, n_per_count=args.eval_images, counts=(2, 3, 4), unseen=True,
+                             steps=args.eval_steps)
+    card = write_model_card(Path(args.out), settings, minutes, accuracy, unseen, sample_steps=args.eval_steps)
     logger.info("toy base model in %s; model card %s; one-object exact accuracy %.1f%%", args.out, card,
                 100 * accuracy[1]["exact"])
     return 0
