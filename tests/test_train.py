@@ -61,7 +61,8 @@ def test_two_steps_train_unet_only(tmp_path):
         for key in ("ldm", "token", "pixel", "total", "token/mid_8", "pixel/up_16"):
             assert math.isfinite(row[key]), (key, row)
         # Eq. (5) by hand from the logged parts (each a mean over the 2 micro-batches, so is the total)
-        assert row["total"] == pytest.approx(row["ldm"] + 1e-3 * row["token"] + 5e-5 * row["pixel"], rel=1e-5)
+        expected = row["ldm"] + config.token_weight * row["token"] + config.pixel_weight * row["pixel"]
+        assert row["total"] == pytest.approx(expected, rel=1e-5)
         assert row["token"] == pytest.approx(row["token/mid_8"] + row["token/up_16"], rel=1e-5)
     unet_after = components.unet.state_dict()
     changed = [k for k in unet_before if not torch.equal(unet_before[k], unet_after[k])]
