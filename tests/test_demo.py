@@ -1,0 +1,25 @@
+"""demo.py: the main job runs end to end (tiny sizes) and writes its report with figures and both models."""
+
+from tokencompose.ablation import AblationSettings
+from tokencompose.demo import cli, run_demo
+from tokencompose.models import build_toy_model, save_toy_model
+
+
+def test_demo_end_to_end_on_a_tiny_budget(tmp_path):
+    base = save_toy_model(build_toy_model(), tmp_path / "base")
+    settings = AblationSettings(steps=2, batch_size=2, prompts_per_count=1, images_per_prompt=1, sample_steps=2,
+                                counts=(2,))
+    report = run_demo(tmp_path / "demo", settings, str(base))
+    text = report.read_text()
+    assert "| L_LDM only | unseen |" in text and "| + L_token + L_pixel | seen |" in text
+    for figure in ("attention.png", "losses.png", "samples_base.png"):
+        assert (tmp_path / "demo" / figure).stat().st_size > 1000, figure
+    assert (tmp_path / "demo" / "ldm_seed0" / "log.csv").is_file()
+
+
+def test_demo_without_base_says_how_to_build_it(tmp_path, capsys):
+    try:
+        cli(["--base", str(tmp_path / "missing")])
+    except SystemExit as exit_:
+        assert exit_.code == 2
+    assert "pretrain-toy" in capsys.readouterr().err
