@@ -123,3 +123,16 @@ def get_config(preset: str = "toy", **overrides) -> Config:
     if preset not in _PRESET_FIELDS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
     return Config().replace(**_PRESET_FIELDS[preset]).replace(**overrides)
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``"auto"`` -> ``"cuda"`` when available, else ``"mps"`` when available, else ``"cpu"``; else unchanged."""
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"

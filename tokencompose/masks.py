@@ -67,6 +67,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .config import resolve_device
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_DETECTOR_ID = "IDEA-Research/grounding-dino-base"
@@ -260,19 +262,6 @@ def detections_from_outputs(
         box = ((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height)
         detections.append(Detection(phrase=phrase, score=score, box=box))
     return detections
-
-
-def resolve_device(device: str = "auto") -> str:
-    """``"auto"`` -> ``"cuda"`` when available, else ``"mps"`` when available, else ``"cpu"``."""
-    if device != "auto":
-        return device
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 # --------------------------------------------------------------------------------------------------

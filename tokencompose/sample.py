@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .config import resolve_device
 from .models import HUB_IDS, Components, WeightsNotFoundError, encode_prompts
 
 logger = logging.getLogger(__name__)
@@ -128,12 +129,6 @@ def generate_toy(components: Components, prompts: Sequence[str], seeds: Sequence
 # --------------------------------------------------------------------------------------------------
 # Stable Diffusion: a plain diffusers pipeline
 # --------------------------------------------------------------------------------------------------
-
-def resolve_device(device: str = "auto") -> str:
-    """``"auto"`` -> ``"cuda"`` when available, else ``"cpu"``; anything else is returned unchanged."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def _unet_folder(unet_dir: Path) -> tuple[Path, str | None]:
