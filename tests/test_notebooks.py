@@ -33,6 +33,11 @@ FAST: dict[str, dict] = {
     "02_": {"n_examples": 2},
     "03_": {"sd14_architecture": False},  # SD 1.4's 860 M-parameter UNet takes minutes to build on 2 cores
     "04_": {"steps": 40},
+    "05_": {"max_train_steps": 3, "train_batch_size": 2, "sample_steps": 4},
+    "06_": {"finetuned": "", "finetune_steps": 2, "n_prompts": 3, "images_per_prompt": 1, "sample_steps": 4,
+            "latency_runs": 1, "segmentation_prompts": 2},
+    "07_": {"variants": ["ldm", "both"], "token_weights": [1e-2], "pixel_weights": [], "layer_groups": [["mid_8"]],
+            "steps": 2, "batch_size": 2, "prompts_per_count": 1, "images_per_prompt": 1, "sample_steps": 3},
 }
 
 
