@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tokencompose-installed
 
-.PHONY: setup demo test test-main test-flair notebooks bench lint clean
+.PHONY: setup demo test test-main test-flair notebooks nbval bench lint clean
 
 setup: $(STAMP)
 
@@ -24,9 +24,18 @@ demo: setup
 
 test: test-main test-flair
 
+# nbval re-runs notebooks at their committed parameters and compares the `# NBVAL_CHECK_OUTPUT` cells with
+# the committed outputs (stale outputs fail). 00-04 take under a minute; 05-07 about 25 minutes on 2 cores,
+# so they are checked by `make nbval`, not in the default test run.
+FAST_NOTEBOOKS := $(wildcard notebooks/0[0-4]_*.ipynb)
+
 test-main: setup
 	$(PY) -m ruff check tokencompose tests benchmarks
 	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax $(FAST_NOTEBOOKS)
+
+nbval: setup
+	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax notebooks/
 
 # flair needs transformers<5: its adapter is tested in its own small venv (.venv-flair)
 test-flair:
