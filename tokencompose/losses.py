@@ -230,6 +230,25 @@ def _check_batch(stacked: Tensor, masks: MasksLike, positions: PositionsLike) ->
         )
 
 
+def _samples(maps: MapsLike, masks: MasksLike, positions: PositionsLike, size: tuple[int, int] | None):
+    """Stacked maps ``[L, B, heads, H*W, T]`` and, for each sample with nouns, its prepared masks and tokens.
+
+    The shared front of ``token_loss`` and ``pixel_loss``: checks the batch, skips samples without nouns,
+    and yields ``(sample, noun_masks [N, H*W], token_index [K], token_noun [K])``.
+    """
+    stacked, height, width = _stack_maps(maps, size)
+    _check_batch(stacked, masks, positions)
+
+    def prepared():
+        for sample in range(stacked.shape[1]):
+            if len(positions[sample]) == 0 and _num_masks(masks[sample]) == 0:
+                continue
+            yield (sample, *_prepare_sample(sample, masks[sample], positions[sample], height, width,
+                                            stacked.shape[-1], stacked.device))
+
+    return stacked, prepared()
+
+
 def _mean_over_samples(per_sample: list[Tensor], stacked: Tensor) -> Tensor:
     """Mean over the samples that have nouns; a zero still attached to the maps' graph if there are none."""
     if not per_sample:
@@ -289,15 +308,9 @@ def token_loss(
     Raises:
         ValueError: mismatched counts or shapes, empty or out-of-range token positions.
     """
-    stacked, height, width = _stack_maps(maps, size)  # [L, B, heads, H*W, T]
-    _check_batch(stacked, masks, positions)
+    stacked, samples = _samples(maps, masks, positions, size)  # stacked: [L, B, heads, H*W, T]
     per_sample: list[Tensor] = []
-    for sample in range(stacked.shape[1]):
-        if len(positions[sample]) == 0 and _num_masks(masks[sample]) == 0:
-            continue
-        noun_masks, token_index, token_noun = _prepare_sample(
-            sample, masks[sample], positions[sample], height, width, stacked.shape[-1], stacked.device
-        )
+    for sample, noun_masks, token_index, token_noun in samples:
         selected = stacked[:, sample][..., token_index]  # [L, heads, H*W, K]: every token of every noun
         inside = torch.einsum("lhuk,ku->lhk", selected, noun_masks[token_noun])  # attention inside the mask
         share = inside / selected.sum(dim=2)  # [L, heads, K]
@@ -334,15 +347,9 @@ def pixel_loss(
     Raises:
         ValueError: mismatched counts or shapes, empty or out-of-range token positions.
     """
-    stacked, height, width = _stack_maps(maps, size)  # [L, B, heads, H*W, T]
-    _check_batch(stacked, masks, positions)
+    stacked, samples = _samples(maps, masks, positions, size)  # stacked: [L, B, heads, H*W, T]
     per_sample: list[Tensor] = []
-    for sample in range(stacked.shape[1]):
-        if len(positions[sample]) == 0 and _num_masks(masks[sample]) == 0:
-            continue
-        noun_masks, token_index, token_noun = _prepare_sample(
-            sample, masks[sample], positions[sample], height, width, stacked.shape[-1], stacked.device
-        )
+    for sample, noun_masks, token_index, token_noun in samples:
         mean_map = stacked[:, sample].mean(dim=1).mean(dim=0)  # heads, then layers -> [H*W, T]
         selected = mean_map[:, token_index]  # [H*W, K]
         noun_maps = selected.new_zeros(selected.shape[0], noun_masks.shape[0]).index_add(
