@@ -33,3 +33,80 @@ def test_variants_are_table_two_and_unknown_ones_are_refused(tmp_path):
     assert VARIANTS == {"ldm": (False, False), "pixel": (False, True), "token": (True, False), "both": (True, True)}
     with pytest.raises(ValueError, match="unknown variant"):
         run_ablation(["ldm", "tokens"], out_dir=tmp_path)
+
+
+# ---- statistics of the ablation (tokencompose.ablation + benchmarks/toy_ablation.py) ----
+
+import importlib.util  # noqa: E402
+import math  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from tokencompose.ablation import cluster_interval, image_outcomes, weights_for_ratio  # noqa: E402
+from tokencompose.evaluate.multigen import MultiGenPrompt  # noqa: E402
+
+
+def _bench():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "toy_ablation.py"
+    spec = importlib.util.spec_from_file_location("toy_ablation", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_image_outcomes_scores_all_named_and_exact():
+    prompts = [MultiGenPrompt(0, ("circle", "star"), "a photo of a circle and a star."),
+               MultiGenPrompt(1, ("bar", "ring"), "a photo of a bar and a ring.")]
+    detections = {
+        "0_0": {"classes": ["circle", "star"], "scores": [0.9, 0.8]},           # exact
+        "0_1": {"classes": ["circle", "star", "bar"], "scores": [0.9, 0.8, 0.7]},  # all named, one extra
+        "1_0": {"classes": ["bar", "ring"], "scores": [0.9, 0.05]},             # ring below the threshold
+        "1_1": {"classes": [], "scores": []},
+    }
+    outcomes = image_outcomes(detections, prompts, images_per_prompt=2)
+    assert outcomes == {"all_named": [[1, 1], [0, 0]], "exact": [[1, 0], [0, 0]]}
+    with pytest.raises(KeyError, match="0_2"):
+        image_outcomes(detections, prompts, images_per_prompt=3)
+
+
+def test_cluster_interval_is_over_prompts():
+    stat = cluster_interval([[1, 1], [0, 0], [1, 0], [1, 0]])
+    assert stat["mean"] == pytest.approx(50.0) and stat["prompts"] == 4
+    # per-prompt means 100, 0, 50, 50: sample std 40.82, half-width 1.96 * 40.82 / 2
+    assert stat["high"] - stat["mean"] == pytest.approx(1.959964 * 40.8248 / 2, rel=1e-3)
+    assert math.isnan(cluster_interval([[1, 0]])["low"])
+
+
+def test_weights_for_ratio_match_the_ratio_of_terms():
+    scales = {"ldm": 0.02, "token": 2.0, "pixel": 0.5}
+    lam, gam = weights_for_ratio(scales, 0.1)
+    assert lam * scales["token"] == pytest.approx(0.1 * scales["ldm"])
+    assert gam * scales["pixel"] == pytest.approx(0.1 * scales["ldm"])
+    with pytest.raises(ValueError):
+        weights_for_ratio(scales, -1)
+
+
+def _record(variant, seed, rates, miou):
+    """A fake job record: every (split, count) cell with 20 prompts x 4 images at success ``rates[variant]``."""
+    def rows(rate):
+        hits = round(rate * 80)
+        flat = [1] * hits + [0] * (80 - hits)
+        return [flat[i::20] for i in range(20)]  # spread evenly over the prompts
+    cells = {s: {str(k): {"outcomes": {"all_named": rows(rates), "exact": rows(rates / 2)}} for k in (2, 3, 4)}
+             for s in ("seen", "unseen")}
+    return {"name": f"{variant}_seed{seed}", "variant": variant, "seed": seed, "scores": {"3.0": cells},
+            "miou": {"miou": miou}, "losses": {}, "train_minutes": 0, "eval_minutes": 0}
+
+
+@pytest.mark.parametrize("both_rate, expected", [(0.8, "**Reproduced**"), (0.3, "**Not reproduced**")])
+def test_verdicts_are_decided_by_the_numbers(both_rate, expected):
+    bench = _bench()
+    rates = {"ldm": 0.3, "pixel": 0.3, "token": 0.6, "both": both_rate}
+    miou = {"ldm": 0.2, "pixel": 0.25, "token": 0.5, "both": 0.6}
+    by_variant = {v: [_record(v, s, rates[v], miou[v]) for s in (0, 1)] for v in VARIANTS}
+    lines = bench.verdicts(by_variant, "3.0", [0, 1])
+    assert sum(expected in line for line in lines[:2]) == 2
+    ordering = [line for line in lines if "ordering" in line]
+    assert all(("**Holds**" in line) == (both_rate >= 0.6) for line in ordering)
+    assert "**Higher**" in lines[-1]
+    diff = bench.paired_difference(by_variant["both"][0], by_variant["ldm"][0], "3.0", "unseen", 3)
+    assert diff["mean"] == pytest.approx(100 * (both_rate - 0.3), abs=1e-6)

@@ -1,40 +1,38 @@
-"""pretrain.py: the toy pre-training runs, checkpoints safely (no pickle) and resumes where it stopped."""
+"""pretrain.py: the learning-rate cooldown, and a resumed pre-training run ends where an uninterrupted one does."""
 
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
-from tokencompose.pretrain import PretrainSettings, _flatten_optimizer, _load_optimizer, pretrain_toy
+from tokencompose.pretrain import PretrainSettings, learning_rate_at, pretrain_toy
 
 
-def test_optimizer_state_round_trips_through_safetensors():
-    model = torch.nn.Linear(3, 2)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    model(torch.ones(1, 3)).sum().backward()
-    optimizer.step()
-    tensors, meta = _flatten_optimizer(optimizer)
-    meta = json.loads(json.dumps(meta))  # what the checkpoint's state.json holds
-    fresh = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    _load_optimizer(fresh, tensors, meta)
-    for index, entry in optimizer.state_dict()["state"].items():
-        for name, value in entry.items():
-            assert torch.equal(torch.as_tensor(fresh.state_dict()["state"][index][name]), torch.as_tensor(value))
+def test_learning_rate_is_constant_then_falls_linearly_to_zero():
+    settings = PretrainSettings(steps=100, learning_rate=1e-3, decay_start=60)
+    assert learning_rate_at(0, settings) == learning_rate_at(59, settings) == 1e-3
+    assert learning_rate_at(80, settings) == pytest.approx(0.5e-3)
+    assert learning_rate_at(100, settings) == 0
+    no_decay = PretrainSettings(steps=100, decay_start=100)
+    assert learning_rate_at(99, no_decay) == no_decay.learning_rate
 
 
-def test_two_steps_then_resume(tmp_path):
-    settings = PretrainSettings(steps=2, batch_size=2, checkpoint_every=1, size=32)
-    work = tmp_path / "work"
-    components = pretrain_toy(tmp_path / "model", settings, work_dir=work, resume=False)
-    assert (tmp_path / "model" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
-    assert not list(tmp_path.rglob("*.bin")) and not list(tmp_path.rglob("*.pt"))
-    state = json.loads((work / "checkpoint" / "state.json").read_text())
-    assert state["step"] == 2
-    log = (work / "log.csv").read_text().splitlines()
-    assert log[0] == "step,loss,seconds" and len(log) == 3
-    # asking for 3 steps resumes from step 2 and runs one more
-    pretrain_toy(tmp_path / "model", PretrainSettings(steps=3, batch_size=2, checkpoint_every=1), work_dir=work)
-    assert json.loads((work / "checkpoint" / "state.json").read_text())["step"] == 3
-    assert len((work / "log.csv").read_text().splitlines()) == 4
-    ema = load_file(work / "checkpoint" / "ema.safetensors")
-    assert set(ema) == set(components.unet.state_dict())
+def test_resumed_pretraining_matches_an_uninterrupted_run(tmp_path):
+    torch.set_num_threads(1)
+    settings = PretrainSettings(steps=4, batch_size=2, decay_start=2, checkpoint_every=2)
+    _, seconds = pretrain_toy(tmp_path / "straight", settings, tmp_path / "work_straight")
+    assert seconds > 0
+    # the same run stopped after 2 steps and resumed
+    pretrain_toy(tmp_path / "half", PretrainSettings(steps=2, batch_size=2, decay_start=2, checkpoint_every=2),
+                 tmp_path / "work_resumed")
+    state = json.loads((tmp_path / "work_resumed" / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 2 and state["seconds"] > 0
+    pretrain_toy(tmp_path / "resumed", settings, tmp_path / "work_resumed")
+    straight = load_file(tmp_path / "work_straight" / "checkpoint" / "unet.safetensors")
+    resumed = load_file(tmp_path / "work_resumed" / "checkpoint" / "unet.safetensors")
+    first = load_file(tmp_path / "work_resumed" / "checkpoint" / "ema.safetensors")
+    assert first.keys() == straight.keys()
+    for name, value in straight.items():
+        torch.testing.assert_close(resumed[name], value, rtol=1e-5, atol=1e-6)
+    assert (tmp_path / "resumed" / "unet" / "config.json").is_file()

@@ -50,6 +50,10 @@ class AblationSettings:
     guidance: float = 3.0
     sample_steps: int = 50
     prompt_seed: int = 2024
+    #: images generated a batch while evaluating (64 suits a 2-core CPU; larger is faster on a GPU)
+    generate_batch_size: int = 64
+    #: prompts (3 objects, unseen, one image each) for the segmentation-transfer mIoU; 0 skips it
+    seg_prompts: int = 0
 
 
 def held_out_prompts(n: int, num_objects: int, unseen: bool, seed: int = 2024) -> list[MultiGenPrompt]:
@@ -86,8 +90,45 @@ def finetune(variant: str, seed: int, settings: AblationSettings, out_dir: Path,
     return train(config, TrainOptions(toy_scenes=True, toy_objects=(2, 4), resume="latest", tensorboard=False))
 
 
+def image_outcomes(detections: dict[str, dict[str, Any]], prompts: Sequence[MultiGenPrompt],
+                   images_per_prompt: int, threshold: float = 0.1) -> dict[str, list[list[int]]]:
+    """Per prompt and image: 1 if every named category was detected (``all_named``), 1 if exactly the named
+    ones were (``exact``); the raw material of intervals clustered by prompt (``cluster_interval``)."""
+    all_named, exact = [], []
+    for index, prompt in enumerate(prompts):
+        named = set(prompt.objects)
+        row_all, row_exact = [], []
+        for j in range(images_per_prompt):
+            entry = detections.get(f"{index}_{j}")
+            if entry is None:
+                raise KeyError(f"no detections for image {index}_{j} ({prompt.text!r}); was it generated?")
+            found = {c for c, score in zip(entry["classes"], entry["scores"], strict=True) if score > threshold}
+            row_all.append(int(named <= found))
+            row_exact.append(int(named == found))
+        all_named.append(row_all)
+        exact.append(row_exact)
+    return {"all_named": all_named, "exact": exact}
+
+
+def cluster_interval(rows: Sequence[Sequence[float]], level: float = 0.95) -> dict[str, float]:
+    """Mean (percent) of a per-image outcome with a normal-approximation interval over prompts (clusters).
+
+    Images of one prompt are not independent, so the standard error is taken over the per-prompt means:
+    ``mean +- z s_prompts / sqrt(P)``. Pass rows of several seeds together to pool them (each row one cluster).
+    """
+    from .evaluate.segmentation import mean_interval
+
+    per_prompt = [100.0 * float(np.mean(row)) for row in rows]
+    interval = mean_interval(per_prompt, level=level)
+    return {"mean": interval.mean, "low": interval.low, "high": interval.high, "prompts": len(per_prompt)}
+
+
 def evaluate_model(model_dir: str | Path, settings: AblationSettings, out_dir: Path, name: str) -> dict[str, Any]:
-    """MultiGen (toy detector) on seen and unseen prompts of each count; returns {"seen": {k: result}, ...}."""
+    """MultiGen (toy detector) on seen and unseen prompts of each count; returns {"seen": {k: result}, ...}.
+
+    Each result is ``run_multigen``'s, plus ``outcomes`` (``image_outcomes``) for intervals and paired tests.
+    """
+    from .evaluate.multigen import load_detections
     from .sample import generate_batch, load_model
 
     model = load_model(str(model_dir))
@@ -102,10 +143,29 @@ def evaluate_model(model_dir: str | Path, settings: AblationSettings, out_dir: P
         for count in settings.counts:
             prompts = held_out_prompts(settings.prompts_per_count, count, unseen=split == "unseen",
                                        seed=settings.prompt_seed)
-            results[split][count] = run_multigen(
-                prompts, detector, out_dir / f"{split}_{count}", generate_fn=generate_fn,
-                images_per_prompt=settings.images_per_prompt, model_name=name, progress=False)
+            folder = out_dir / f"{split}_{count}"
+            result = run_multigen(
+                prompts, detector, folder, generate_fn=generate_fn, images_per_prompt=settings.images_per_prompt,
+                model_name=name, progress=False, generate_batch_size=settings.generate_batch_size)
+            result["outcomes"] = image_outcomes(load_detections(folder / "detections"), prompts, settings.images_per_prompt)
+            results[split][count] = result
     return results
+
+
+def attention_miou(model_dir: str | Path, settings: AblationSettings) -> dict[str, Any] | None:
+    """Segmentation transfer (DAAM-style mIoU of the nouns' attention maps against the colour segmentation of
+    the generated image) on ``settings.seg_prompts`` unseen 3-object prompts, one image each."""
+    if settings.seg_prompts <= 0:
+        return None
+    from .evaluate.segmentation import segmentation_transfer
+
+    prompts = held_out_prompts(settings.seg_prompts, 3, unseen=True, seed=settings.prompt_seed + 1)
+    result = segmentation_transfer(str(model_dir), [p.text for p in prompts], seeds=(0,),
+                                   nouns=[list(p.objects) for p in prompts], steps=settings.sample_steps,
+                                   guidance=settings.guidance, batch_size=settings.generate_batch_size,
+                                   progress=False)
+    return {"miou": result["miou"], "interval": result["interval"], "pairs": result["pairs"],
+            "missing": result["missing"]}
 
 
 def run_ablation(variants: Sequence[str] = ("ldm", "both"), seeds: Sequence[int] = (0,),
@@ -133,3 +193,37 @@ def run_ablation(variants: Sequence[str] = ("ldm", "both"), seeds: Sequence[int]
             logger.info("%s seed %d done (%.1f min training)", variant, seed, train_minutes)
     (out_dir / "results.json").write_text(json.dumps(runs, indent=1, default=str))
     return runs
+
+
+def loss_scales(base: str | Path = str(TOY_BASE_DIR), batches: int = 8, batch_size: int = 16,
+                seed: int = 0) -> dict[str, float]:
+    """Mean L_LDM, L_token and L_pixel of the base model on fine-tuning scenes (no update): the scale each
+    term starts at, from which ``weights_for_ratio`` sets lambda and gamma (the paper's 1e-3 and 5e-5 were
+    chosen for SD 1.4's scale, where L_LDM ~ 0.1)."""
+    import torch
+
+    from .attention import attach_recorder
+    from .models import load_components
+    from .train import TrainOptions, _ToySceneBatches, compute_losses
+
+    config = get_config("toy", pretrained=str(base), seed=seed, train_batch_size=batch_size,
+                        token_weight=0.0, pixel_weight=0.0)
+    components = load_components(str(base))
+    recorder = attach_recorder(components.unet, groups=sorted({g.partition("_")[0] for g in config.groups}))
+    scenes = _ToySceneBatches(components.tokenizer, config, TrainOptions(toy_scenes=True, toy_objects=(2, 4)), 0)
+    generator = torch.Generator().manual_seed(seed)
+    totals = {"ldm": 0.0, "token": 0.0, "pixel": 0.0}
+    with torch.no_grad():
+        for step in range(batches):
+            losses = compute_losses(components, recorder, scenes(step, 0), config, generator)
+            for key in totals:
+                totals[key] += float(losses[key]) / batches
+    recorder.detach()
+    return totals
+
+
+def weights_for_ratio(scales: dict[str, float], ratio: float) -> tuple[float, float]:
+    """(lambda, gamma) such that lambda L_token = gamma L_pixel = ``ratio`` L_LDM at the start of fine-tuning."""
+    if ratio < 0:
+        raise ValueError(f"ratio must be >= 0, got {ratio}")
+    return ratio * scales["ldm"] / scales["token"], ratio * scales["ldm"] / scales["pixel"]

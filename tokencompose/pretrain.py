@@ -43,9 +43,11 @@ logger = logging.getLogger(__name__)
 class PretrainSettings:
     """Every knob of the toy pre-training (written into the model card)."""
 
-    steps: int = 6000
+    steps: int = 10000
     batch_size: int = 32
     learning_rate: float = 1e-3
+    #: the learning rate is constant until this step, then falls linearly to 0 at ``steps`` (a cooldown)
+    decay_start: int = 6000
     ema_decay: float = 0.999
     seed: int = 0
     #: probabilities of 1, 2, 3, 4 objects in a training scene
@@ -53,6 +55,13 @@ class PretrainSettings:
     caption_dropout: float = 0.1
     size: int = 32
     checkpoint_every: int = 500
+
+
+def learning_rate_at(step: int, settings: PretrainSettings) -> float:
+    """Constant ``learning_rate`` up to ``decay_start``, then a linear cooldown to 0 at ``steps``."""
+    if step < settings.decay_start or settings.decay_start >= settings.steps:
+        return settings.learning_rate
+    return settings.learning_rate * (settings.steps - step) / (settings.steps - settings.decay_start)
 
 
 class _EmbeddingCache:
@@ -70,7 +79,8 @@ class _EmbeddingCache:
         return torch.stack([self.cache[c] for c in captions])
 
 
-def _save_checkpoint(folder: Path, unet, ema: dict[str, torch.Tensor], optimizer, step: int) -> None:
+def _save_checkpoint(folder: Path, unet, ema: dict[str, torch.Tensor], optimizer, step: int,
+                     seconds: float = 0.0) -> None:
     """Write then rename: a crash never leaves a half-written checkpoint."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -79,7 +89,7 @@ def _save_checkpoint(folder: Path, unet, ema: dict[str, torch.Tensor], optimizer
     save_file({k: v.contiguous() for k, v in ema.items()}, tmp / "ema.safetensors")
     optim_tensors, optim_meta = _flatten_optimizer(optimizer)
     save_file(optim_tensors, tmp / "optimizer.safetensors")
-    (tmp / "state.json").write_text(json.dumps({"step": step, "optimizer": optim_meta}))
+    (tmp / "state.json").write_text(json.dumps({"step": step, "seconds": seconds, "optimizer": optim_meta}))
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
 
@@ -111,24 +121,31 @@ def _load_optimizer(optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> 
 
 
 def pretrain_toy(out_dir: str | Path = TOY_BASE_DIR, settings: PretrainSettings | None = None,
-                 work_dir: str | Path = "outputs/pretrain_toy", resume: bool = True) -> Components:
-    """Train the toy base model; returns it with EMA weights, saved in diffusers layout to ``out_dir``."""
+                 work_dir: str | Path = "outputs/pretrain_toy", resume: bool = True,
+                 device: str = "cpu") -> tuple[Components, float]:
+    """Train the toy base model, saved in diffusers layout to ``out_dir``.
+
+    Returns the model with its EMA weights (on ``device``) and the training time in seconds, summed over
+    resumed segments.
+    """
     settings = settings or PretrainSettings()
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     components = build_toy_model(sample_size=settings.size, seed=settings.seed)
-    unet, scheduler = components.unet, components.scheduler
+    components.text_encoder.to(device)
+    unet, scheduler = components.unet.to(device), components.scheduler
     unet.train()
     optimizer = torch.optim.AdamW(unet.parameters(), lr=settings.learning_rate, weight_decay=0.01)
     ema = {k: v.detach().clone() for k, v in unet.state_dict().items()}
-    start = 0
+    start, earlier_seconds = 0, 0.0
     checkpoint = work_dir / "checkpoint"
     if resume and (checkpoint / "state.json").is_file():
-        unet.load_state_dict(load_file(checkpoint / "unet.safetensors"))
-        ema = load_file(checkpoint / "ema.safetensors")
+        unet.load_state_dict(load_file(checkpoint / "unet.safetensors", device=device))
+        ema = load_file(checkpoint / "ema.safetensors", device=device)
         state = json.loads((checkpoint / "state.json").read_text())
-        _load_optimizer(optimizer, load_file(checkpoint / "optimizer.safetensors"), state["optimizer"])
-        start = state["step"]
+        _load_optimizer(optimizer, load_file(checkpoint / "optimizer.safetensors", device=device),
+                        state["optimizer"])
+        start, earlier_seconds = state["step"], state.get("seconds", 0.0)
         logger.info("resuming toy pre-training at step %d from %s", start, checkpoint)
     embed = _EmbeddingCache(components)
     # data order depends on the seed and the step, so a resumed run sees the batches it would have seen
@@ -136,7 +153,6 @@ def pretrain_toy(out_dir: str | Path = TOY_BASE_DIR, settings: PretrainSettings 
                             object_weights=settings.object_weights, size=settings.size))
     for _ in range(start):
         next(scenes)
-    generator = torch.Generator().manual_seed(settings.seed + start)
     log_path = work_dir / "log.csv"
     log = open(log_path, "a", newline="")  # noqa: SIM115 - kept open for the whole run
     writer = csv.writer(log)
@@ -146,36 +162,43 @@ def pretrain_toy(out_dir: str | Path = TOY_BASE_DIR, settings: PretrainSettings 
     bar = tqdm(range(start, settings.steps), desc="pretrain-toy", initial=start, total=settings.steps)
     for step in bar:
         batch = next(scenes)
+        # noise, timesteps and caption dropout from a generator seeded by (seed, step): resuming is exact
+        generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
         # the clean images x_0, channels first, in [0, 1] (black background = 0)
-        x0 = torch.from_numpy(batch.images).permute(0, 3, 1, 2)
+        x0 = torch.from_numpy(batch.images).permute(0, 3, 1, 2).to(device)
         # drop some captions so the model also learns the unconditional prediction (classifier-free guidance)
         drop = torch.rand(len(batch.captions), generator=generator) < settings.caption_dropout
         captions = ["" if d else c for c, d in zip(batch.captions, drop.tolist(), strict=True)]
         context = embed(captions)
         # sample noise and a random timestep per image, and noise the images: x_t = sqrt(a) x_0 + sqrt(1-a) eps
-        noise = torch.randn(x0.shape, generator=generator)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), generator=generator)
+        # (drawn on the CPU generator so the noise is the same on every device)
+        noise = torch.randn(x0.shape, generator=generator).to(device)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), generator=generator).to(device)
         x_t = scheduler.add_noise(x0, noise, t)
         # predict the noise; L_LDM is the mean squared error
         loss = F.mse_loss(unet(x_t, t, context).sample, noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(step, settings)
         optimizer.step()
         with torch.no_grad():
             for name, value in unet.state_dict().items():
                 ema[name].lerp_(value, 1 - settings.ema_decay)
-        writer.writerow([step + 1, f"{loss.item():.6f}", f"{time.time() - began:.1f}"])
+        seconds = earlier_seconds + time.time() - began
+        writer.writerow([step + 1, f"{loss.item():.6f}", f"{seconds:.1f}"])
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps:
             log.flush()
-            _save_checkpoint(checkpoint, unet, ema, optimizer, step + 1)
+            _save_checkpoint(checkpoint, unet, ema, optimizer, step + 1, seconds)
     log.close()
+    seconds = earlier_seconds + time.time() - began
     unet.load_state_dict(ema)
     unet.eval()
     save_toy_model(components, out_dir)
     (Path(out_dir) / "pretrain_settings.json").write_text(json.dumps(asdict(settings), indent=1))
-    return components
+    return components, seconds
 
 
 def object_accuracy(components: Components, n_per_count: int = 256, counts: tuple[int, ...] = (1, 2, 3, 4),
@@ -211,13 +234,19 @@ def object_accuracy(components: Components, n_per_count: int = 256, counts: tupl
 
 
 def write_model_card(out_dir: Path, settings: PretrainSettings, minutes: float, accuracy: dict,
-                     unseen_accuracy: dict, sample_steps: int = 50, guidance: float = 3.0) -> Path:
+                     unseen_accuracy: dict, sample_steps: int = 50, guidance: float = 3.0,
+                     device: str = "cpu") -> Path:
     """The toy base model's README: data, steps, seed, time, machine, accuracy per number of objects."""
     rows = "\n".join(
         f"| {k} | {v['n']} | {100 * v['all_named']:.1f} | {100 * v['exact']:.1f} |" for k, v in accuracy.items())
     unseen_rows = "\n".join(
         f"| {k} | {v['n']} | {100 * v['all_named']:.1f} | {100 * v['exact']:.1f} |"
         for k, v in unseen_accuracy.items())
+    if device.startswith("cuda"):
+        machine = f"{torch.cuda.get_device_name(device)} GPU"
+    else:
+        machine = (f"{platform.machine()} CPU, {torch.get_num_threads()} threads "
+                   f"({platform.processor() or 'cpu'})")
     text = f"""# Toy base model (tokencompose)
 
 A tiny pixel-space text-to-image diffusion model of the toy world, the base that the toy experiments
@@ -228,10 +257,10 @@ fine-tune. Reproduce with `python -m tokencompose pretrain-toy` (same settings, 
   encoder (width 32) fed by the real CLIP tokenizer; cosine noise schedule, epsilon prediction, images in [0, 1].
 - Data: fresh toy scenes every step ({len(TOY_CATEGORIES)} categories; objects per scene 1/2/3/4 with
   probabilities {settings.object_weights}); the pairs {list(EXCLUDED_PAIRS)} never co-occur.
-- Training: {settings.steps} steps, batch {settings.batch_size}, AdamW lr {settings.learning_rate}, EMA
-  {settings.ema_decay} (shipped weights), caption dropout {settings.caption_dropout}, seed {settings.seed}.
-- Time: {minutes:.0f} minutes on {platform.machine()} CPU, {torch.get_num_threads()} threads
-  ({platform.processor() or 'cpu'}), torch {torch.__version__}.
+- Training: {settings.steps} steps, batch {settings.batch_size}, AdamW lr {settings.learning_rate} (constant
+  until step {settings.decay_start}, then linearly to 0), EMA {settings.ema_decay} (shipped weights), caption
+  dropout {settings.caption_dropout}, seed {settings.seed}.
+- Time: {minutes:.0f} minutes of training (summed over resumed runs) on {machine}, torch {torch.__version__}.
 - Stored in float16 (loaded as float32).
 
 ## Measured (DDIM {sample_steps} steps, CFG {guidance}, toy detector, seeds 0..n-1, prompt seed 1234)
@@ -263,6 +292,9 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--lr", type=float, default=defaults.learning_rate)
+    parser.add_argument("--decay-start", type=int, default=defaults.decay_start,
+                        help="step where the linear learning-rate cooldown to 0 begins")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the shipped base was trained on a CPU)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--eval-images", type=int, default=128, help="images per number of objects")
     parser.add_argument("--eval-steps", type=int, default=25, help="DDIM steps of the evaluation samples")
@@ -271,14 +303,16 @@ def cli(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = PretrainSettings(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed)
-    began = time.time()
-    components = pretrain_toy(args.out, settings, args.work_dir, resume=not args.no_resume)
-    minutes = (time.time() - began) / 60
+    settings = PretrainSettings(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
+                                decay_start=args.decay_start, seed=args.seed)
+    components, seconds = pretrain_toy(args.out, settings, args.work_dir, resume=not args.no_resume,
+                                       device=args.device)
+    minutes = seconds / 60
     accuracy = object_accuracy(components, n_per_count=args.eval_images, steps=args.eval_steps)
     unseen = object_accuracy(components, n_per_count=args.eval_images, counts=(2, 3, 4), unseen=True,
                              steps=args.eval_steps)
-    card = write_model_card(Path(args.out), settings, minutes, accuracy, unseen, sample_steps=args.eval_steps)
+    card = write_model_card(Path(args.out), settings, minutes, accuracy, unseen, sample_steps=args.eval_steps,
+                            device=args.device)
     logger.info("toy base model in %s; model card %s; one-object exact accuracy %.1f%%", args.out, card,
                 100 * accuracy[1]["exact"])
     return 0

@@ -1,0 +1,422 @@
+"""The paper's ablation (Table 2) and composition result (Table 1, MultiGen) in miniature, on the toy world.
+
+Four fine-tunes of the shipped toy base with identical data order, noise, seeds and steps (L_LDM only,
++ L_pixel, + L_token, + both), over three training seeds, each evaluated with the toy detector on the same
+held-out prompts of 2, 3 and 4 categories, seen and unseen combinations (unseen: the prompt contains one of
+``toyworld.EXCLUDED_PAIRS``, which no training scene ever shows together), plus the segmentation-transfer
+mIoU of the attention maps. The base model itself is evaluated too (the "before" row).
+
+Loss weights: the paper's lambda = 1e-3, gamma = 5e-5 were tuned for SD 1.4's loss scale. Here they are
+set by the ratio of each grounding term to L_LDM at the start of fine-tuning (``ablation.loss_scales``):
+a sweep over ratios (1%, 3%, 10%, 30%) fine-tunes "both" on seed 0 and scores it on *validation* prompts
+(another prompt seed than the held-out ones, which are never used to choose anything).
+
+Phases (each resumable: a finished job leaves ``job.json`` and is not rerun):
+  1. scales   L_LDM / L_token / L_pixel of the base on fine-tuning scenes;
+  2. sweep    "both" at each ratio + "ldm", seed 0, validation prompts -> the chosen ratio;
+  3. main     base + 4 variants x seeds at the chosen ratio, held-out prompts, each guidance scale.
+
+usage:
+  python benchmarks/toy_ablation.py --preset cpu --seeds 0            # one seed (the 30-minute budget)
+  python benchmarks/toy_ablation.py --preset cpu --seeds 0 1 2        # three seeds
+  python benchmarks/toy_ablation.py --preset gpu --workers 8          # larger sizes, on a GPU
+Writes ``benchmarks/results/toy_ablation[_<preset>].md`` (+ ``.json``, ``.png``); work files go to ``--work``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from tokencompose.ablation import (  # noqa: E402
+    LABELS,
+    VARIANTS,
+    AblationSettings,
+    attention_miou,
+    cluster_interval,
+    evaluate_model,
+    finetune,
+    loss_scales,
+    weights_for_ratio,
+)
+from tokencompose.config import TOY_BASE_DIR  # noqa: E402
+
+logger = logging.getLogger("toy_ablation")
+
+#: prompt seeds: held-out test prompts (ablation.AblationSettings default) and validation prompts (sweep)
+TEST_PROMPT_SEED = 2024
+VALIDATION_PROMPT_SEED = 7
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # sized for one seed of the four variants (+ base) under 30 minutes on a 2-core CPU
+    "cpu": dict(steps=400, batch_size=16, prompts_per_count=64, images_per_prompt=4, sample_steps=20,
+                generate_batch_size=64, seg_prompts=32, guidances=(3.0,),
+                sweep_steps=400, sweep_prompts=16, sweep_images=4),
+    # the issue's full sizes: 2000 steps, >= 1024 images per count and split, a CFG sweep
+    "gpu": dict(steps=2000, batch_size=16, prompts_per_count=128, images_per_prompt=8, sample_steps=25,
+                generate_batch_size=512, seg_prompts=128, guidances=(1.0, 3.0, 7.5),
+                sweep_steps=2000, sweep_prompts=64, sweep_images=4),
+    # a few seconds: the test suite runs this
+    "smoke": dict(steps=2, batch_size=2, prompts_per_count=2, images_per_prompt=2, sample_steps=2,
+                  generate_batch_size=8, seg_prompts=2, guidances=(3.0,),
+                  sweep_steps=2, sweep_prompts=2, sweep_images=1),
+}
+RATIOS = (0.01, 0.03, 0.1, 0.3)
+
+
+# --------------------------------------------------------------------------------------------------
+# jobs: one fine-tune + its evaluations (run inline or in a worker process)
+# --------------------------------------------------------------------------------------------------
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.WARNING)
+
+
+def run_job(spec: dict[str, Any]) -> dict[str, Any]:
+    """Fine-tune (unless ``variant == "base"``) and evaluate at every guidance scale; cached in ``job.json``."""
+    folder = Path(spec["folder"])
+    done = folder / "job.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    settings = AblationSettings(**spec["settings"])
+    began = time.time()
+    if spec["variant"] == "base":
+        model_dir, losses = Path(spec["base"]), {}
+    else:
+        result = finetune(spec["variant"], spec["seed"], settings, folder / "train", spec["base"])
+        model_dir = result.unet_dir.parent
+        losses = {"first": _mean_rows(result.history[:20]), "last": _mean_rows(result.history[-100:])}
+    train_minutes = (time.time() - began) / 60
+    began = time.time()
+    scores = {}
+    for guidance in spec["guidances"]:
+        cfg_settings = dataclasses.replace(settings, guidance=guidance)
+        scores[str(guidance)] = evaluate_model(model_dir, cfg_settings, folder / f"eval_cfg{guidance}",
+                                               spec["name"])
+    miou = attention_miou(model_dir, settings) if spec.get("miou") else None
+    record = {**{k: spec[k] for k in ("name", "variant", "seed", "ratio")}, "settings": spec["settings"],
+              "train_minutes": train_minutes, "eval_minutes": (time.time() - began) / 60, "losses": losses,
+              "scores": scores, "miou": miou}
+    folder.mkdir(parents=True, exist_ok=True)
+    done.write_text(json.dumps(record, default=str))
+    return json.loads(done.read_text())  # the same (string) keys whether fresh or cached
+
+
+def _mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
+    keys = [k for k in ("ldm", "token", "pixel", "total") if rows and k in rows[0]]
+    return {k: float(np.mean([r[k] for r in rows])) for k in keys}
+
+
+def run_jobs(specs: list[dict[str, Any]], workers: int, threads: int) -> list[dict[str, Any]]:
+    """All jobs, in worker processes when ``workers > 1`` (results in the order of ``specs``)."""
+    if workers <= 1:
+        _init_worker(threads)
+        results = []
+        for spec in specs:
+            logger.warning("job %s ...", spec["name"])
+            results.append(run_job(spec))
+        return results
+    import multiprocessing
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                             initargs=(threads,)) as pool:
+        return list(pool.map(run_job, specs))
+
+
+# --------------------------------------------------------------------------------------------------
+# statistics and the report
+# --------------------------------------------------------------------------------------------------
+
+def pooled(records: list[dict], guidance: str, split: str, count: int, key: str = "all_named") -> dict[str, float]:
+    """Mean and 95% interval over prompts, pooling the seeds of ``records`` (each (seed, prompt) a cluster)."""
+    rows = [row for r in records for row in r["scores"][guidance][split][str(count)]["outcomes"][key]]
+    return cluster_interval(rows)
+
+
+def paired_difference(a: dict, b: dict, guidance: str, split: str, count: int) -> dict[str, float]:
+    """Mean per-prompt difference a - b (same prompts and sampling seeds) with a 95% interval."""
+    rows_a = a["scores"][guidance][split][str(count)]["outcomes"]["all_named"]
+    rows_b = b["scores"][guidance][split][str(count)]["outcomes"]["all_named"]
+    from tokencompose.evaluate.segmentation import mean_interval
+
+    diffs = [100.0 * (np.mean(x) - np.mean(y)) for x, y in zip(rows_a, rows_b, strict=True)]
+    interval = mean_interval(diffs)
+    return {"mean": interval.mean, "low": interval.low, "high": interval.high}
+
+
+def _cell(stat: dict[str, float]) -> str:
+    return f"{stat['mean']:.1f} [{stat['low']:.1f}, {stat['high']:.1f}]"
+
+
+def _overlap(a: dict[str, float], b: dict[str, float]) -> bool:
+    return not (a["low"] > b["high"] or b["low"] > a["high"])
+
+
+def verdicts(by_variant: dict[str, list[dict]], guidance: str, seeds: list[int]) -> list[str]:
+    """The issue's three criteria, decided by the numbers."""
+    lines = []
+    both, ldm = by_variant["both"], by_variant["ldm"]
+    for count in (3, 4):
+        a, b = pooled(both, guidance, "unseen", count), pooled(ldm, guidance, "unseen", count)
+        per_seed = []
+        for s_both, s_ldm in zip(both, ldm, strict=True):
+            x, y = pooled([s_both], guidance, "unseen", count), pooled([s_ldm], guidance, "unseen", count)
+            per_seed.append(x["low"] > y["high"])
+        pooled_win = a["low"] > b["high"]
+        lines.append(
+            f"- Unseen MG{count}, both vs L_LDM only: {a['mean']:.1f} vs {b['mean']:.1f}; intervals "
+            f"{'do not overlap (both higher)' if pooled_win else 'overlap or favour L_LDM only'} pooled over seeds "
+            f"{seeds}; non-overlapping and higher in {sum(per_seed)} of {len(per_seed)} seeds. "
+            f"**{'Reproduced' if pooled_win else 'Not reproduced'}** (pooled).")
+    means = {v: pooled(by_variant[v], guidance, "unseen", 3)["mean"] for v in VARIANTS}
+    means_seen = {v: pooled(by_variant[v], guidance, "seen", 3)["mean"] for v in VARIANTS}
+    for split, m in (("unseen", means), ("seen", means_seen)):
+        holds_both = m["both"] >= m["token"]
+        holds_token = m["token"] > max(m["pixel"], m["ldm"])
+        order = " > ".join(f"{LABELS[v]} {m[v]:.1f}" for v in sorted(m, key=m.get, reverse=True))
+        broken = [] if holds_both else ["both < token only"]
+        broken += [] if holds_token else ["token only is not above both pixel only and L_LDM only"]
+        lines.append(f"- Table 2 ordering on MG3 ({split}): {order}. "
+                     + ("**Holds** (both >= token > pixel, ldm)." if not broken
+                        else f"**Does not hold**: {'; '.join(broken)}."))
+    mious = {v: [r["miou"]["miou"] for r in by_variant[v] if r.get("miou") and r["miou"]["miou"] is not None]
+             for v in VARIANTS}
+    if all(mious.values()):
+        m = {v: float(np.mean(x)) for v, x in mious.items()}
+        higher = min(m["token"], m["both"]) > max(m["ldm"], m["pixel"])
+        lines.append("- Attention mIoU: " + ", ".join(f"{LABELS[v]} {m[v]:.3f}" for v in VARIANTS)
+                     + f". **{'Higher' if higher else 'Not higher'}** after token-level supervision "
+                     "(token and both vs ldm and pixel, mean over seeds).")
+    return lines
+
+
+def report(scales: dict, sweep: dict | None, records: list[dict], preset: str, settings: dict, seeds: list[int],
+           guidances: list[float], timings: dict[str, float], machine: str, threads: int, workers: int) -> str:
+    by_variant = {v: [r for r in records if r["variant"] == v] for v in ("base", *VARIANTS)}
+    counts = (2, 3, 4)
+    lines = [
+        f"# Toy-world ablation (preset `{preset}`)", "",
+        f"Measured {datetime.date.today().isoformat()} on {machine}; {workers} worker process(es) x {threads} "
+        f"torch threads. Produced by `python benchmarks/toy_ablation.py --preset {preset} --seeds "
+        f"{' '.join(map(str, seeds))}`.", "",
+        "Setup: the shipped toy base (`tokencompose/assets/toy_base`) fine-tuned on fresh 2-4-object toy scenes "
+        f"(excluded pairs never shown) for {settings['steps']} steps, batch {settings['batch_size']}, lr "
+        f"{settings['learning_rate']}, identical data order, noise and steps for every variant of a seed; "
+        f"seeds {seeds}. Held-out prompts (prompt seed {TEST_PROMPT_SEED}): {settings['prompts_per_count']} "
+        f"prompts x {settings['images_per_prompt']} images for each number of objects and split "
+        f"({settings['prompts_per_count'] * settings['images_per_prompt']} images per cell and seed), DDIM "
+        f"{settings['sample_steps']} steps, toy detector. MG_k on k-object prompts = % of images with all k "
+        "named categories detected; 95% intervals over prompts (normal approximation, each prompt's images "
+        "one cluster; pooled = every (seed, prompt) a cluster). \"nothing extra\" = % with exactly the named "
+        "categories.", "",
+        "## Loss scales and weights", "",
+        f"Base model on fine-tuning scenes: L_LDM {scales['ldm']:.4f}, L_token {scales['token']:.3f}, "
+        f"L_pixel {scales['pixel']:.3f}. lambda = r L_LDM / L_token, gamma = r L_LDM / L_pixel.", ""]
+    if sweep:
+        lines += ["### Sweep of the ratio r (\"both\", seed 0, validation prompts: prompt seed "
+                  f"{VALIDATION_PROMPT_SEED}, {sweep['prompts']} prompts x {sweep['images']} images, "
+                  f"{sweep['steps']} steps, CFG 3)", "",
+                  "| r | lambda | gamma | MG2 | MG3 | MG4 | mean (seen + unseen) |", "|---|---|---|---|---|---|---|"]
+        for row in sweep["rows"]:
+            lines.append(f"| {row['ratio']} | {row['lambda']:.3g} | {row['gamma']:.3g} | "
+                         + " | ".join(f"{row['mg'][str(k)]:.1f}" for k in counts) + f" | {row['score']:.1f} |")
+        lines += ["", f"Chosen: r = {sweep['chosen']} (highest mean; the L_LDM-only row is the reference).", ""]
+    for guidance in guidances:
+        g = str(guidance)
+        lines += [f"## MultiGen-style scores, CFG {guidance} (pooled over seeds)", "",
+                  "| model | " + " | ".join(f"{s} MG{k}" for s in ("unseen", "seen") for k in counts)
+                  + " | nothing extra (unseen) |", "|---|" + "---|" * (2 * len(counts) + 1)]
+        for variant, recs in by_variant.items():
+            if not recs:
+                continue
+            cells = [_cell(pooled(recs, g, s, k)) for s in ("unseen", "seen") for k in counts]
+            extra = np.mean([pooled(recs, g, "unseen", k, "exact")["mean"] for k in counts])
+            name = "base (no fine-tuning)" if variant == "base" else LABELS[variant]
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {extra:.1f} |")
+        lines += ["", "Paired difference, + L_token + L_pixel minus L_LDM only (same prompts and sampling "
+                  "seeds), per seed:", "", "| seed | " + " | ".join(f"unseen MG{k}" for k in counts) + " |",
+                  "|---|" + "---|" * len(counts)]
+        for r_both, r_ldm in zip(by_variant["both"], by_variant["ldm"], strict=True):
+            lines.append(f"| {r_both['seed']} | " + " | ".join(
+                _cell(paired_difference(r_both, r_ldm, g, "unseen", k)) for k in counts) + " |")
+        lines += [""]
+    middle = "3.0" if "3.0" in map(str, guidances) else str(guidances[0])
+    lines += [f"## What counts as reproduced (CFG {middle})", "", *verdicts(by_variant, middle, seeds), ""]
+    if any(r.get("miou") for r in records):
+        lines += ["## Segmentation transfer (attention maps vs the colour segmentation of the generated image)", "",
+                  f"{settings['seg_prompts']} unseen 3-object prompts, one image each, threshold 0.4.", "",
+                  "| model | mIoU per seed |", "|---|---|"]
+        for variant, recs in by_variant.items():
+            values = [f"{r['miou']['miou']:.3f}" for r in recs if r.get("miou") and r["miou"]["miou"] is not None]
+            if values:
+                lines.append(f"| {'base' if variant == 'base' else LABELS[variant]} | {', '.join(values)} |")
+        lines += [""]
+    lines += ["## Losses (mean of the first 20 and last 100 steps)", "",
+              "| model | seed | L_LDM first/last | L_token first/last | L_pixel first/last |", "|---|---|---|---|---|"]
+    for r in records:
+        if r["losses"]:
+            f, last = r["losses"]["first"], r["losses"]["last"]
+            lines.append(f"| {LABELS[r['variant']]} | {r['seed']} | {f['ldm']:.4f} / {last['ldm']:.4f} | "
+                         f"{f['token']:.3f} / {last['token']:.3f} | {f['pixel']:.3f} / {last['pixel']:.3f} |")
+    lines += ["", "## Time (minutes, wall clock)", "", "| phase | minutes |", "|---|---|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in timings.items()]
+    lines += ["", "Per job (training / evaluation minutes): " + "; ".join(
+        f"{r['name']} {r['train_minutes']:.1f}/{r['eval_minutes']:.1f}" for r in records), ""]
+    return "\n".join(lines)
+
+
+def figure(records: list[dict], guidance: str, path: Path) -> None:
+    """Bars of MG2-4 per variant (unseen and seen) with 95% intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants = [v for v in ("base", *VARIANTS) if any(r["variant"] == v for r in records)]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    width = 0.8 / len(variants)
+    for ax, split in zip(axes, ("unseen", "seen"), strict=True):
+        for i, variant in enumerate(variants):
+            recs = [r for r in records if r["variant"] == variant]
+            stats = [pooled(recs, guidance, split, k) for k in (2, 3, 4)]
+            means = [s["mean"] for s in stats]
+            errors = [[s["mean"] - s["low"] for s in stats], [s["high"] - s["mean"] for s in stats]]
+            ax.bar(np.arange(3) + i * width, means, width, yerr=errors, capsize=2,
+                   label="base" if variant == "base" else LABELS[variant])
+        ax.set_xticks(np.arange(3) + width * (len(variants) - 1) / 2, [f"MG{k}" for k in (2, 3, 4)])
+        ax.set_title(f"{split} combinations (CFG {guidance})")
+        ax.set_ylabel("% of images with all k named")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------------------
+
+def _machine() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} GPU ({os.cpu_count()} CPU cores), torch {torch.__version__}"
+    return (f"{platform.machine()} CPU, {os.cpu_count()} cores ({platform.processor() or 'cpu'}), "
+            f"torch {torch.__version__}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--ratio", type=float, default=None, help="skip the sweep and use this ratio")
+    parser.add_argument("--base", default=str(TOY_BASE_DIR))
+    parser.add_argument("--work", default=None, help="work folder (default outputs/toy_ablation_<preset>)")
+    parser.add_argument("--results", default=None, help="results file stem (default "
+                        "benchmarks/results/toy_ablation_<preset>)")
+    parser.add_argument("--workers", type=int, default=1, help="parallel jobs (a GPU fits several)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per worker")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    preset = dict(PRESETS[args.preset])
+    guidances = list(preset.pop("guidances"))
+    sweep_steps, sweep_prompts, sweep_images = (preset.pop(k) for k in ("sweep_steps", "sweep_prompts",
+                                                                       "sweep_images"))
+    work = Path(args.work or REPO_ROOT / "outputs" / f"toy_ablation_{args.preset}")
+    stem = Path(args.results or REPO_ROOT / "benchmarks" / "results" / f"toy_ablation_{args.preset}")
+    threads = args.threads or max(1, (os.cpu_count() or 2) // max(1, args.workers))
+    work.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+
+    began = time.time()
+    scales_file = work / "scales.json"
+    if scales_file.is_file():
+        scales = json.loads(scales_file.read_text())
+    else:
+        scales = loss_scales(args.base, batch_size=preset["batch_size"])
+        scales_file.write_text(json.dumps(scales))
+    timings["1 loss scales"] = (time.time() - began) / 60
+    print(f"loss scales of the base: {scales}", flush=True)
+
+    def spec(name, variant, seed, ratio, settings, guidance_list, miou):
+        return {"name": name, "variant": variant, "seed": seed, "ratio": ratio, "base": args.base,
+                "folder": str(work / name), "settings": dataclasses.asdict(settings), "guidances": guidance_list,
+                "miou": miou}
+
+    sweep = None
+    ratio = args.ratio
+    if ratio is None:
+        began = time.time()
+        base_settings = AblationSettings(**{**preset, "steps": sweep_steps, "prompts_per_count": sweep_prompts,
+                                            "images_per_prompt": sweep_images, "seg_prompts": 0,
+                                            "prompt_seed": VALIDATION_PROMPT_SEED})
+        specs = [spec("sweep_ldm", "ldm", 0, 0.0, base_settings, [3.0], False)]
+        for r in RATIOS:
+            lam, gam = weights_for_ratio(scales, r)
+            specs.append(spec(f"sweep_r{r}", "both", 0, r,
+                              dataclasses.replace(base_settings, token_weight=lam, pixel_weight=gam), [3.0], False))
+        results = run_jobs(specs, args.workers, threads)
+        rows = []
+        for r, record in zip([0.0, *RATIOS], results, strict=True):
+            mg = {str(k): float(np.mean([pooled([record], "3.0", s, k)["mean"] for s in ("seen", "unseen")]))
+                  for k in (2, 3, 4)}
+            lam, gam = weights_for_ratio(scales, r)
+            rows.append({"ratio": r, "lambda": lam, "gamma": gam, "mg": mg, "score": float(np.mean(list(mg.values())))})
+        chosen = max(rows[1:], key=lambda row: row["score"])["ratio"]
+        sweep = {"rows": rows, "chosen": chosen, "prompts": sweep_prompts, "images": sweep_images,
+                 "steps": sweep_steps}
+        ratio = chosen
+        timings["2 weight sweep"] = (time.time() - began) / 60
+        print(f"sweep: chose ratio {ratio}", flush=True)
+
+    began = time.time()
+    lam, gam = weights_for_ratio(scales, ratio)
+    settings = AblationSettings(**{**preset, "token_weight": lam, "pixel_weight": gam,
+                                   "prompt_seed": TEST_PROMPT_SEED})
+    specs = [spec("base", "base", -1, ratio, settings, guidances, True)]
+    specs += [spec(f"{v}_seed{s}", v, s, ratio, settings, guidances, True) for s in args.seeds for v in args.variants]
+    records = run_jobs(specs, args.workers, threads)
+    timings["3 fine-tune + evaluate (base + variants x seeds)"] = (time.time() - began) / 60
+    timings["total"] = sum(timings.values())
+
+    text = report(scales, sweep, records, args.preset, dataclasses.asdict(settings), args.seeds, guidances,
+                  timings, _machine(), threads, args.workers)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".md").write_text(text + f"\n![MultiGen bars]({stem.name}.png)\n")
+    middle = "3.0" if 3.0 in guidances else str(guidances[0])
+    figure(records, middle, stem.with_suffix(".png"))
+    summary = {"scales": scales, "sweep": sweep, "ratio": ratio, "timings": timings,
+               "records": [{k: v for k, v in r.items() if k != "scores"} | {"scores": _strip(r["scores"])}
+                           for r in records]}
+    stem.with_suffix(".json").write_text(json.dumps(summary, indent=1, default=str))
+    print(text)
+    return 0
+
+
+def _strip(scores: dict) -> dict:
+    """Scores without the per-image image lists of run_multigen (kept: outcomes, for re-analysis)."""
+    return {g: {s: {k: {key: v for key, v in res.items() if key not in ("model",)} for k, res in cells.items()}
+                for s, cells in splits.items()} for g, splits in scores.items()}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
