@@ -95,7 +95,10 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     folder = Path(spec["folder"])
     done = folder / "job.json"
     if done.is_file():
-        return json.loads(done.read_text())
+        cached = json.loads(done.read_text())
+        if cached["settings"] == spec["settings"] and cached["guidances"] == spec["guidances"]:
+            return cached
+        raise RuntimeError(f"{folder} holds a job run with other settings; delete it or use another --work")
     settings = AblationSettings(**spec["settings"])
     began = time.time()
     if spec["variant"] == "base":
@@ -112,7 +115,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         scores[str(guidance)] = evaluate_model(model_dir, cfg_settings, folder / f"eval_cfg{guidance}",
                                                spec["name"])
     miou = attention_miou(model_dir, settings) if spec.get("miou") else None
-    record = {**{k: spec[k] for k in ("name", "variant", "seed", "ratio")}, "settings": spec["settings"],
+    record = {**{k: spec[k] for k in ("name", "variant", "seed", "ratio", "guidances")}, "settings": spec["settings"],
               "train_minutes": train_minutes, "eval_minutes": (time.time() - began) / 60, "losses": losses,
               "scores": scores, "miou": miou}
     folder.mkdir(parents=True, exist_ok=True)
@@ -125,20 +128,33 @@ def _mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([r[k] for r in rows])) for k in keys}
 
 
-def run_jobs(specs: list[dict[str, Any]], workers: int, threads: int) -> list[dict[str, Any]]:
-    """All jobs, in worker processes when ``workers > 1`` (results in the order of ``specs``)."""
+class _Inline:
+    """An executor that runs each job at once, in this process (one worker)."""
+
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+
+        future: Future = Future()
+        logger.warning("job %s ...", args[0]["name"])
+        future.set_result(fn(*args))
+        return future
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def job_pool(workers: int, threads: int):
+    """Worker processes when ``workers > 1`` (a GPU fits several small jobs at once), else inline."""
     if workers <= 1:
         _init_worker(threads)
-        results = []
-        for spec in specs:
-            logger.warning("job %s ...", spec["name"])
-            results.append(run_job(spec))
-        return results
+        return _Inline()
     import multiprocessing
 
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-                             initargs=(threads,)) as pool:
-        return list(pool.map(run_job, specs))
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                               initargs=(threads,))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -186,6 +202,9 @@ def verdicts(by_variant: dict[str, list[dict]], guidance: str, seeds: list[int])
             f"{'do not overlap (both higher)' if pooled_win else 'overlap or favour L_LDM only'} pooled over seeds "
             f"{seeds}; non-overlapping and higher in {sum(per_seed)} of {len(per_seed)} seeds. "
             f"**{'Reproduced' if pooled_win else 'Not reproduced'}** (pooled).")
+    if not all(by_variant.get(v) for v in VARIANTS):
+        lines.append("- Table 2 ordering and attention mIoU: not judged (not every variant was run).")
+        return lines
     means = {v: pooled(by_variant[v], guidance, "unseen", 3)["mean"] for v in VARIANTS}
     means_seen = {v: pooled(by_variant[v], guidance, "seen", 3)["mean"] for v in VARIANTS}
     for split, m in (("unseen", means), ("seen", means_seen)):
@@ -358,44 +377,54 @@ def main(argv: list[str] | None = None) -> int:
     print(f"loss scales of the base: {scales}", flush=True)
 
     def spec(name, variant, seed, ratio, settings, guidance_list, miou):
+        use_token, use_pixel = VARIANTS.get(variant, (False, False))
+        settings = dataclasses.replace(settings, token_weight=settings.token_weight if use_token else 0.0,
+                                       pixel_weight=settings.pixel_weight if use_pixel else 0.0)
         return {"name": name, "variant": variant, "seed": seed, "ratio": ratio, "base": args.base,
                 "folder": str(work / name), "settings": dataclasses.asdict(settings), "guidances": guidance_list,
                 "miou": miou}
 
-    sweep = None
-    ratio = args.ratio
-    if ratio is None:
-        began = time.time()
-        base_settings = AblationSettings(**{**preset, "steps": sweep_steps, "prompts_per_count": sweep_prompts,
-                                            "images_per_prompt": sweep_images, "seg_prompts": 0,
-                                            "prompt_seed": VALIDATION_PROMPT_SEED})
-        specs = [spec("sweep_ldm", "ldm", 0, 0.0, base_settings, [3.0], False)]
-        for r in RATIOS:
-            lam, gam = weights_for_ratio(scales, r)
-            specs.append(spec(f"sweep_r{r}", "both", 0, r,
-                              dataclasses.replace(base_settings, token_weight=lam, pixel_weight=gam), [3.0], False))
-        results = run_jobs(specs, args.workers, threads)
-        rows = []
-        for r, record in zip([0.0, *RATIOS], results, strict=True):
-            mg = {str(k): float(np.mean([pooled([record], "3.0", s, k)["mean"] for s in ("seen", "unseen")]))
-                  for k in (2, 3, 4)}
-            lam, gam = weights_for_ratio(scales, r)
-            rows.append({"ratio": r, "lambda": lam, "gamma": gam, "mg": mg, "score": float(np.mean(list(mg.values())))})
-        chosen = max(rows[1:], key=lambda row: row["score"])["ratio"]
-        sweep = {"rows": rows, "chosen": chosen, "prompts": sweep_prompts, "images": sweep_images,
-                 "steps": sweep_steps}
-        ratio = chosen
-        timings["2 weight sweep"] = (time.time() - began) / 60
-        print(f"sweep: chose ratio {ratio}", flush=True)
-
     began = time.time()
-    lam, gam = weights_for_ratio(scales, ratio)
-    settings = AblationSettings(**{**preset, "token_weight": lam, "pixel_weight": gam,
-                                   "prompt_seed": TEST_PROMPT_SEED})
-    specs = [spec("base", "base", -1, ratio, settings, guidances, True)]
-    specs += [spec(f"{v}_seed{s}", v, s, ratio, settings, guidances, True) for s in args.seeds for v in args.variants]
-    records = run_jobs(specs, args.workers, threads)
-    timings["3 fine-tune + evaluate (base + variants x seeds)"] = (time.time() - began) / 60
+    test_settings = AblationSettings(**{**preset, "prompt_seed": TEST_PROMPT_SEED})
+    with job_pool(args.workers, threads) as pool:
+        # jobs that do not depend on the loss weights start first (in parallel with the sweep)
+        free = [spec("base", "base", -1, 0.0, test_settings, guidances, True)]
+        free += [spec(f"ldm_seed{s}", "ldm", s, 0.0, test_settings, guidances, True)
+                 for s in args.seeds if "ldm" in args.variants]
+        free_futures = [pool.submit(run_job, item) for item in free]
+        sweep = None
+        ratio = args.ratio
+        if ratio is None:
+            sweep_settings = dataclasses.replace(
+                test_settings, steps=sweep_steps, prompts_per_count=sweep_prompts, images_per_prompt=sweep_images,
+                seg_prompts=0, prompt_seed=VALIDATION_PROMPT_SEED)
+            sweep_specs = [spec("sweep_ldm", "ldm", 0, 0.0, sweep_settings, [3.0], False)]
+            for r in RATIOS:
+                lam, gam = weights_for_ratio(scales, r)
+                sweep_specs.append(spec(f"sweep_r{r}", "both", 0, r, dataclasses.replace(
+                    sweep_settings, token_weight=lam, pixel_weight=gam), [3.0], False))
+            results = [f.result() for f in [pool.submit(run_job, item) for item in sweep_specs]]
+            rows = []
+            for r, record in zip([0.0, *RATIOS], results, strict=True):
+                mg = {str(k): float(np.mean([pooled([record], "3.0", split, k)["mean"]
+                                             for split in ("seen", "unseen")])) for k in (2, 3, 4)}
+                lam, gam = weights_for_ratio(scales, r)
+                rows.append({"ratio": r, "lambda": lam, "gamma": gam, "mg": mg,
+                             "score": float(np.mean(list(mg.values())))})
+            ratio = max(rows[1:], key=lambda row: row["score"])["ratio"]
+            sweep = {"rows": rows, "chosen": ratio, "prompts": sweep_prompts, "images": sweep_images,
+                     "steps": sweep_steps}
+            timings["2 weight sweep (validation prompts)"] = (time.time() - began) / 60
+            print(f"sweep: chose ratio {ratio}", flush=True)
+        lam, gam = weights_for_ratio(scales, ratio)
+        settings = dataclasses.replace(test_settings, token_weight=lam, pixel_weight=gam)
+        dependent = [spec(f"{v}_seed{s}", v, s, ratio, settings, guidances, True)
+                     for s in args.seeds for v in args.variants if v != "ldm"]
+        dependent_futures = [pool.submit(run_job, item) for item in dependent]
+        records = [f.result() for f in free_futures + dependent_futures]
+    records.sort(key=lambda r: (r["seed"], list(VARIANTS).index(r["variant"]) if r["variant"] in VARIANTS else -1))
+    timings["3 fine-tune + evaluate: base + variants x seeds (overlaps the sweep when in parallel)"] = (
+        time.time() - began) / 60 - timings.get("2 weight sweep (validation prompts)", 0.0)
     timings["total"] = sum(timings.values())
 
     text = report(scales, sweep, records, args.preset, dataclasses.asdict(settings), args.seeds, guidances,
