@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tokencompose-installed
 
-.PHONY: setup demo test test-main test-flair notebooks nbval bench lint clean
+.PHONY: setup demo test test-main test-flair notebooks nbval bench readme lint clean
 
 setup: $(STAMP)
 
@@ -30,7 +30,7 @@ test: test-main test-flair
 FAST_NOTEBOOKS := $(wildcard notebooks/0[0-4]_*.ipynb)
 
 test-main: setup
-	$(PY) -m ruff check tokencompose tests benchmarks
+	$(PY) -m ruff check tokencompose tests benchmarks scripts
 	$(PY) -m pytest -q tests
 	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax $(FAST_NOTEBOOKS)
 
@@ -47,9 +47,15 @@ notebooks: setup
 bench: setup
 	$(PY) benchmarks/attention_overhead.py
 	$(PY) benchmarks/noun_agreement.py
+	$(PY) benchmarks/toy_ablation.py --preset cpu --seeds 0 1 2
+	$(PY) scripts/readme_results.py
+
+# the README's results section, copied from benchmarks/results/*.md and the toy base model card
+readme: setup
+	$(PY) scripts/readme_results.py
 
 lint: setup
-	$(PY) -m ruff check tokencompose tests benchmarks
+	$(PY) -m ruff check tokencompose tests benchmarks scripts
 
 clean:
 	rm -rf $(VENV) .venv-flair outputs .pytest_cache
