@@ -63,17 +63,18 @@ TEST_PROMPT_SEED = 2024
 VALIDATION_PROMPT_SEED = 7
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # sized for one seed of the four variants (+ base) under 30 minutes on a 2-core CPU
-    "cpu": dict(steps=400, batch_size=16, prompts_per_count=64, images_per_prompt=4, sample_steps=20,
-                generate_batch_size=64, seg_prompts=32, guidances=(3.0,),
-                sweep_steps=400, sweep_prompts=16, sweep_images=4),
-    # the full sizes: 2000 steps, >= 1024 images per count and split, a CFG sweep
-    "gpu": dict(steps=2000, batch_size=16, prompts_per_count=128, images_per_prompt=8, sample_steps=25,
-                generate_batch_size=512, seg_prompts=128, guidances=(1.0, 3.0, 7.5),
-                sweep_steps=2000, sweep_prompts=64, sweep_images=4),
-    # a few seconds: the test suite runs this
+    # sized for one seed of the four variants under 30 minutes on a 2-core CPU (sampling there runs at about
+    # 50 image-steps a second: 512 images a number of objects at 10 DDIM steps take ~5 minutes a model)
+    "cpu": dict(steps=400, batch_size=16, prompts_per_count=64, images_per_prompt=4, sample_steps=10,
+                generate_batch_size=64, seg_prompts=32, guidances=(3.0,), base_row=False,
+                sweep_steps=400, sweep_prompts=8, sweep_images=4),
+    # larger sizes for a GPU: 1500 steps, 1024 images a number of objects, a CFG sweep, the base as a row
+    "gpu": dict(steps=1500, batch_size=16, prompts_per_count=128, images_per_prompt=4, sample_steps=25,
+                generate_batch_size=512, seg_prompts=128, guidances=(1.0, 3.0, 7.5), base_row=True,
+                sweep_steps=1500, sweep_prompts=64, sweep_images=4),
+    # a few seconds a job: checks the plumbing
     "smoke": dict(steps=2, batch_size=2, prompts_per_count=2, images_per_prompt=2, sample_steps=2,
-                  generate_batch_size=8, seg_prompts=2, guidances=(3.0,),
+                  generate_batch_size=8, seg_prompts=2, guidances=(3.0,), base_row=True,
                   sweep_steps=2, sweep_prompts=2, sweep_images=1),
 }
 RATIOS = (0.01, 0.03, 0.1, 0.3)
@@ -258,9 +259,13 @@ def report(scales: dict, sweep: dict | None, records: list[dict], preset: str, s
             lines.append(f"| {row['ratio']} | {row['lambda']:.3g} | {row['gamma']:.3g} | "
                          + " | ".join(f"{row['mg'][str(k)]:.1f}" for k in counts) + f" | {row['score']:.1f} |")
         lines += ["", f"Chosen: r = {sweep['chosen']} (highest mean; the L_LDM-only row is the reference).", ""]
+    middle = "3.0" if "3.0" in map(str, guidances) else str(guidances[0])
     for guidance in guidances:
         g = str(guidance)
+        marked = g == middle  # the README shows this table (scripts/readme_results.py)
         lines += [f"## MultiGen-style scores, CFG {guidance} (pooled over seeds)", "",
+                  *(["<!-- readme:begin -->", f"CFG {guidance}, pooled over seeds {seeds}, 95% intervals:", ""]
+                    if marked else []),
                   "| model | " + " | ".join(f"{s} MG{k}" for s in ("unseen", "seen") for k in counts)
                   + " | nothing extra (unseen) |", "|---|" + "---|" * (2 * len(counts) + 1)]
         for variant, recs in by_variant.items():
@@ -270,6 +275,7 @@ def report(scales: dict, sweep: dict | None, records: list[dict], preset: str, s
             extra = np.mean([pooled(recs, g, "unseen", k, "exact")["mean"] for k in counts])
             name = "base (no fine-tuning)" if variant == "base" else LABELS[variant]
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {extra:.1f} |")
+        lines += ["<!-- readme:end -->"] if marked else []
         lines += ["", "Paired difference, + L_token + L_pixel minus L_LDM only (same prompts and sampling "
                   "seeds), per seed:", "", "| seed | " + " | ".join(f"unseen MG{k}" for k in counts) + " |",
                   "|---|" + "---|" * len(counts)]
@@ -277,8 +283,8 @@ def report(scales: dict, sweep: dict | None, records: list[dict], preset: str, s
             lines.append(f"| {r_both['seed']} | " + " | ".join(
                 _cell(paired_difference(r_both, r_ldm, g, "unseen", k)) for k in counts) + " |")
         lines += [""]
-    middle = "3.0" if "3.0" in map(str, guidances) else str(guidances[0])
-    lines += [f"## What counts as reproduced (CFG {middle})", "", *verdicts(by_variant, middle, seeds), ""]
+    lines += [f"## What counts as reproduced (CFG {middle})", "", "<!-- readme:begin -->",
+              *verdicts(by_variant, middle, seeds), "<!-- readme:end -->", ""]
     if any(r.get("miou") for r in records):
         lines += ["## Segmentation transfer (attention maps vs the colour segmentation of the generated image)", "",
                   f"{settings['seg_prompts']} unseen 3-object prompts, one image each, threshold 0.4.", "",
@@ -358,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     preset = dict(PRESETS[args.preset])
     guidances = list(preset.pop("guidances"))
+    base_row = preset.pop("base_row")
     sweep_steps, sweep_prompts, sweep_images = (preset.pop(k) for k in ("sweep_steps", "sweep_prompts",
                                                                        "sweep_images"))
     work = Path(args.work or REPO_ROOT / "outputs" / f"toy_ablation_{args.preset}")
@@ -381,14 +388,16 @@ def main(argv: list[str] | None = None) -> int:
         settings = dataclasses.replace(settings, token_weight=settings.token_weight if use_token else 0.0,
                                        pixel_weight=settings.pixel_weight if use_pixel else 0.0)
         return {"name": name, "variant": variant, "seed": seed, "ratio": ratio, "base": args.base,
-                "folder": str(work / name), "settings": dataclasses.asdict(settings), "guidances": guidance_list,
+                "folder": str(work / name), "guidances": guidance_list,
+                # JSON-normal (lists, not tuples) so that a cached job compares equal to its spec
+                "settings": json.loads(json.dumps(dataclasses.asdict(settings))),
                 "miou": miou}
 
     began = time.time()
     test_settings = AblationSettings(**{**preset, "prompt_seed": TEST_PROMPT_SEED})
     with job_pool(args.workers, threads) as pool:
         # jobs that do not depend on the loss weights start first (in parallel with the sweep)
-        free = [spec("base", "base", -1, 0.0, test_settings, guidances, True)]
+        free = [spec("base", "base", -1, 0.0, test_settings, guidances, True)] if base_row else []
         free += [spec(f"ldm_seed{s}", "ldm", s, 0.0, test_settings, guidances, True)
                  for s in args.seeds if "ldm" in args.variants]
         free_futures = [pool.submit(run_job, item) for item in free]

@@ -3,8 +3,8 @@
 Sources, in this order: the toy base model's card (``tokencompose/assets/toy_base/README.md``), then every
 ``benchmarks/results/*.md``. From each file the section takes its title (first ``#`` heading), the line that
 says where and when it was measured (the first line mentioning "Measured", "date" or "machine"), and either
-the block between ``<!-- readme:begin -->`` and ``<!-- readme:end -->`` or, without one, the file's first
-table; plus a link to the file. Numbers are copied, never typed.
+the blocks between ``<!-- readme:begin -->`` and ``<!-- readme:end -->`` or, without any, the file's
+first table; plus a link to the file. Numbers are copied, never typed.
 
 usage: python scripts/readme_results.py           # rewrite README.md between the results markers
        python scripts/readme_results.py --check   # exit 1 if README.md is out of date (the test suite does this)
@@ -46,8 +46,8 @@ def summarise(path: Path, root: Path = REPO_ROOT) -> str:
     where = next((paragraph.strip() for paragraph in re.split(r"\n\s*\n", text)
                   if re.search(r"\b(Measured|measured|date|machine|Time)\b", paragraph)
                   and not paragraph.lstrip().startswith(("|", "#"))), "")
-    block = BLOCK.search(text)
-    body = block.group(1).strip() if block else first_table(text)
+    blocks = BLOCK.findall(text)
+    body = "\n\n".join(b.strip() for b in blocks) if blocks else first_table(text)
     relative = path.relative_to(root).as_posix()
     parts = [f"### {title}", "", f"From [`{relative}`]({relative}).", ""]
     if where:
