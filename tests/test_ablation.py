@@ -110,3 +110,16 @@ def test_verdicts_are_decided_by_the_numbers(both_rate, expected):
     assert "**Higher**" in lines[-1]
     diff = bench.paired_difference(by_variant["both"][0], by_variant["ldm"][0], "3.0", "unseen", 3)
     assert diff["mean"] == pytest.approx(100 * (both_rate - 0.3), abs=1e-6)
+
+
+def test_measured_results_reads_the_marked_blocks(tmp_path):
+    from tokencompose.ablation import measured_results
+
+    (tmp_path / "toy_ablation_cpu.md").write_text(
+        "# Toy-world ablation\n\nMeasured today.\n\n| hidden |\n<!-- readme:begin -->\n| shown |\n<!-- readme:end -->\n")
+    (tmp_path / "other.md").write_text("# not an ablation\n")
+    entries = measured_results(tmp_path)
+    assert [e["name"] for e in entries] == ["toy_ablation_cpu"]
+    assert "| shown |" in entries[0]["summary"] and "hidden" not in entries[0]["summary"]
+    assert "Measured today." in entries[0]["summary"] and entries[0]["figure"] is None
+    assert measured_results(tmp_path / "missing") == []

@@ -227,3 +227,25 @@ def weights_for_ratio(scales: dict[str, float], ratio: float) -> tuple[float, fl
     if ratio < 0:
         raise ValueError(f"ratio must be >= 0, got {ratio}")
     return ratio * scales["ldm"] / scales["token"], ratio * scales["ldm"] / scales["pixel"]
+
+
+def measured_results(folder: str | Path | None = None) -> list[dict[str, Any]]:
+    """The committed results of ``benchmarks/toy_ablation.py`` (for notebook 07): one entry per results file,
+    ``{"name", "summary"}`` (its main table and verdicts, markdown) and ``"figure"`` (the PNG, or None).
+
+    ``folder`` defaults to ``benchmarks/results`` of the checkout this package lives in; an installed package
+    without the repository has none (returns ``[]``).
+    """
+    import re
+
+    folder = Path(folder) if folder is not None else Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    entries = []
+    for path in sorted(folder.glob("toy_ablation_*.md")):
+        text = path.read_text(encoding="utf-8")
+        blocks = re.findall(r"<!-- readme:begin -->\n(.*?)<!-- readme:end -->", text, flags=re.DOTALL)
+        title = next((line.lstrip("# ") for line in text.splitlines() if line.startswith("# ")), path.stem)
+        measured = next((line for line in text.splitlines() if line.startswith("Measured")), "")
+        figure = path.with_suffix(".png")
+        entries.append({"name": path.stem, "summary": "\n\n".join([f"**{title}**", measured, *blocks]),
+                        "figure": figure if figure.is_file() else None})
+    return entries
