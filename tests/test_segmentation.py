@@ -222,7 +222,7 @@ def test_toy_nouns_and_reference_errors(toy):
 
 
 def test_sd_pipeline_records_cond_half_at_latent_size():
-    from test_sample import tiny_pipeline
+    from sd_parts import tiny_pipeline
 
     pipe = tiny_pipeline()
     images, attention = generate_with_attention(pipe, ["a photo of a cat and a dog."], [0], steps=2,
