@@ -68,10 +68,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": dict(steps=400, batch_size=16, prompts_per_count=64, images_per_prompt=4, sample_steps=10,
                 generate_batch_size=64, seg_prompts=32, guidances=(3.0,), base_row=False,
                 sweep_steps=400, sweep_prompts=8, sweep_images=4),
-    # larger sizes for a GPU: 1500 steps, 1024 images a number of objects, a CFG sweep, the base as a row
-    "gpu": dict(steps=1500, batch_size=16, prompts_per_count=128, images_per_prompt=4, sample_steps=25,
+    # larger sizes for a GPU: 1200 steps, 1024 images a number of objects, a CFG sweep, the base as a row
+    "gpu": dict(steps=1200, batch_size=16, prompts_per_count=128, images_per_prompt=4, sample_steps=25,
                 generate_batch_size=512, seg_prompts=128, guidances=(1.0, 3.0, 7.5), base_row=True,
-                sweep_steps=1500, sweep_prompts=64, sweep_images=4),
+                sweep_steps=1200, sweep_prompts=64, sweep_images=4),
     # a few seconds a job: checks the plumbing
     "smoke": dict(steps=2, batch_size=2, prompts_per_count=2, images_per_prompt=2, sample_steps=2,
                   generate_batch_size=8, seg_prompts=2, guidances=(3.0,), base_row=True,
