@@ -116,7 +116,12 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         scores[str(guidance)] = evaluate_model(model_dir, cfg_settings, folder / f"eval_cfg{guidance}",
                                                spec["name"])
     miou = attention_miou(model_dir, settings) if spec.get("miou") else None
+    import torch
+
+    device = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
+              else f"{platform.machine()} CPU, {torch.get_num_threads()} threads")
     record = {**{k: spec[k] for k in ("name", "variant", "seed", "ratio", "guidances")}, "settings": spec["settings"],
+              "device": device,
               "train_minutes": train_minutes, "eval_minutes": (time.time() - began) / 60, "losses": losses,
               "scores": scores, "miou": miou}
     folder.mkdir(parents=True, exist_ok=True)
@@ -229,7 +234,8 @@ def verdicts(by_variant: dict[str, list[dict]], guidance: str, seeds: list[int])
 
 
 def report(scales: dict, sweep: dict | None, records: list[dict], preset: str, settings: dict, seeds: list[int],
-           guidances: list[float], timings: dict[str, float], machine: str, threads: int, workers: int) -> str:
+           guidances: list[float], timings: dict[str, float], machine: str, threads: int, workers: int,
+           sweep_records: list[dict] | None = None) -> str:
     by_variant = {v: [r for r in records if r["variant"] == v] for v in ("base", *VARIANTS)}
     counts = (2, 3, 4)
     lines = [
@@ -288,9 +294,10 @@ def report(scales: dict, sweep: dict | None, records: list[dict], preset: str, s
     if any(r.get("miou") for r in records):
         lines += ["## Segmentation transfer (attention maps vs the colour segmentation of the generated image)", "",
                   f"{settings['seg_prompts']} unseen 3-object prompts, one image each, threshold 0.4.", "",
-                  "| model | mIoU per seed |", "|---|---|"]
+                  "| model | mIoU [95% interval over (image, noun) pairs], per seed |", "|---|---|"]
         for variant, recs in by_variant.items():
-            values = [f"{r['miou']['miou']:.3f}" for r in recs if r.get("miou") and r["miou"]["miou"] is not None]
+            values = [f"{r['miou']['miou']:.3f} [{r['miou']['interval']['low']:.3f}, {r['miou']['interval']['high']:.3f}]"
+                      for r in recs if r.get("miou") and r["miou"]["miou"] is not None]
             if values:
                 lines.append(f"| {'base' if variant == 'base' else LABELS[variant]} | {', '.join(values)} |")
         lines += [""]
@@ -301,10 +308,17 @@ def report(scales: dict, sweep: dict | None, records: list[dict], preset: str, s
             f, last = r["losses"]["first"], r["losses"]["last"]
             lines.append(f"| {LABELS[r['variant']]} | {r['seed']} | {f['ldm']:.4f} / {last['ldm']:.4f} | "
                          f"{f['token']:.3f} / {last['token']:.3f} | {f['pixel']:.3f} / {last['pixel']:.3f} |")
-    lines += ["", "## Time (minutes, wall clock)", "", "| phase | minutes |", "|---|---|"]
-    lines += [f"| {k} | {v:.1f} |" for k, v in timings.items()]
-    lines += ["", "Per job (training / evaluation minutes): " + "; ".join(
-        f"{r['name']} {r['train_minutes']:.1f}/{r['eval_minutes']:.1f}" for r in records), ""]
+    lines += ["", "## Time", "", "Minutes of each job (fine-tuning / evaluation) and where it ran (a job cached from an "
+              "earlier invocation keeps its own record; `not recorded` = a job from before the device was logged):", "",
+              "| job | fine-tune | evaluate | where |", "|---|---|---|---|"]
+    lines += [f"| {r['name']} | {r['train_minutes']:.1f} | {r['eval_minutes']:.1f} | {r.get('device', 'not recorded')} |"
+              for r in [*(sweep_records or []), *records]]
+    for seed in seeds:
+        mine = [r for r in records if r["seed"] == seed and r["variant"] in VARIANTS]
+        total = sum(r["train_minutes"] + r["eval_minutes"] for r in mine)
+        lines.append(f"\nSeed {seed}, the {len(mine)} variants fine-tuned and evaluated: {total:.1f} minutes.")
+    lines += ["", "Wall clock of this invocation (cached jobs cost nothing): " + ", ".join(
+        f"{k} {v:.1f} min" for k, v in timings.items()), ""]
     return "\n".join(lines)
 
 
@@ -380,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         scales = loss_scales(args.base, batch_size=preset["batch_size"])
         scales_file.write_text(json.dumps(scales))
-    timings["1 loss scales"] = (time.time() - began) / 60
+    timings["loss scales"] = (time.time() - began) / 60
     print(f"loss scales of the base: {scales}", flush=True)
 
     def spec(name, variant, seed, ratio, settings, guidance_list, miou):
@@ -422,8 +436,7 @@ def main(argv: list[str] | None = None) -> int:
                              "score": float(np.mean(list(mg.values())))})
             ratio = max(rows[1:], key=lambda row: row["score"])["ratio"]
             sweep = {"rows": rows, "chosen": ratio, "prompts": sweep_prompts, "images": sweep_images,
-                     "steps": sweep_steps}
-            timings["2 weight sweep (validation prompts)"] = (time.time() - began) / 60
+                     "steps": sweep_steps, "records": results}
             print(f"sweep: chose ratio {ratio}", flush=True)
         lam, gam = weights_for_ratio(scales, ratio)
         settings = dataclasses.replace(test_settings, token_weight=lam, pixel_weight=gam)
@@ -432,16 +445,16 @@ def main(argv: list[str] | None = None) -> int:
         dependent_futures = [pool.submit(run_job, item) for item in dependent]
         records = [f.result() for f in free_futures + dependent_futures]
     records.sort(key=lambda r: (r["seed"], list(VARIANTS).index(r["variant"]) if r["variant"] in VARIANTS else -1))
-    timings["3 fine-tune + evaluate: base + variants x seeds (overlaps the sweep when in parallel)"] = (
-        time.time() - began) / 60 - timings.get("2 weight sweep (validation prompts)", 0.0)
-    timings["total"] = sum(timings.values())
+    timings["total"] = sum(timings.values()) + (time.time() - began) / 60
 
     text = report(scales, sweep, records, args.preset, dataclasses.asdict(settings), args.seeds, guidances,
-                  timings, _machine(), threads, args.workers)
+                  timings, _machine(), threads, args.workers, sweep_records=(sweep or {}).get("records"))
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".md").write_text(text + f"\n![MultiGen bars]({stem.name}.png)\n")
     middle = "3.0" if 3.0 in guidances else str(guidances[0])
     figure(records, middle, stem.with_suffix(".png"))
+    if sweep:
+        sweep = {k: v for k, v in sweep.items() if k != "records"}
     summary = {"scales": scales, "sweep": sweep, "ratio": ratio, "timings": timings,
                "records": [{k: v for k, v in r.items() if k != "scores"} | {"scores": _strip(r["scores"])}
                            for r in records]}

@@ -280,3 +280,23 @@ def test_sd14_architecture_one_step_on_cpu(tokenizer, sd14_unet):
         supervised.zero_grad(set_to_none=True)
         unet.requires_grad_(True)
         unet.eval()
+
+
+def test_accelerate_launch_runs_two_processes(tmp_path, base_dir):
+    """`accelerate launch` works unchanged: two CPU processes (gloo) train together and the main one saves."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "tokencompose", "train", "--preset", "toy", "--pretrained", str(base_dir), "--toy-scenes",
+               "--max-train-steps", "2", "--train-batch-size", "2", "--output-dir", str(out), "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("trained to step 2") == 2, result.stdout  # both processes finished the run
+    assert (out / "unet" / "config.json").is_file()
+    with open(out / "log.csv") as handle:
+        assert [row["step"] for row in csv.DictReader(handle)] == ["1", "2"]  # one log, written by the main process
