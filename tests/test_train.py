@@ -283,16 +283,18 @@ def test_sd14_architecture_one_step_on_cpu(tokenizer, sd14_unet):
 
 
 def test_accelerate_launch_runs_two_processes(tmp_path, base_dir):
-    """`accelerate launch` works unchanged: two CPU processes (gloo) train together and the main one saves."""
+    """`accelerate launch` works unchanged: two processes train together (gloo on CPU: accelerate's `--cpu`
+    flag launches a single process, so the multi-process launcher is asked for and the run set to the CPU)."""
     import os
     import subprocess
     import sys
 
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "-m", "tokencompose", "train", "--preset", "toy", "--pretrained", str(base_dir), "--toy-scenes",
-               "--max-train-steps", "2", "--train-batch-size", "2", "--output-dir", str(out), "--no-progress"]
+               "--max-train-steps", "2", "--train-batch-size", "2", "--output-dir", str(out), "--no-progress",
+               "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -10,6 +10,7 @@ Usage::
     python -m tokencompose train --preset sd14 --train-data-dir data/coco_gsam_img --output-dir outputs/sd14
     python -m tokencompose train --preset sd14 --profile t4 --train-data-dir ...      # 16 GB Colab T4
     accelerate launch -m tokencompose train --preset sd14 ...                         # several GPUs
+    accelerate launch --multi_gpu --num_processes 2 -m tokencompose train --device cpu ...  # 2 CPU processes
     python -m tokencompose train ... --resume latest                                  # continue a run
 
 or from Python / a notebook: ``train(get_config("toy", max_train_steps=200), TrainOptions(toy_scenes=True))``.
