@@ -4,7 +4,7 @@ Like Stable Diffusion, the base should render single objects well and several ba
 with and without token-level supervision has something to improve. Pairs in ``toyworld.EXCLUDED_PAIRS``
 never appear together (the "uncommon combinations" evaluated later). Usage::
 
-    python -m tokencompose pretrain-toy --steps 6000 --out tokencompose/assets/toy_base
+    python -m tokencompose pretrain-toy --steps 10000 --decay-start 6000 --out tokencompose/assets/toy_base
 
 The denoising objective (paper Eq. 1, Ho et al. 2020): ``L_LDM = E ||eps - eps_theta(x_t, t, c)||^2`` with
 ``x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps``; here x_0 is the image itself (pixel space, values in [0, 1]).
