@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tokencompose-installed
 
-.PHONY: setup demo test test-main test-flair notebooks nbval bench readme lint clean
+.PHONY: setup demo test test-main test-flair test-8bit notebooks nbval bench readme lint clean
 
 setup: $(STAMP)
 
@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(PY) -m tokencompose demo
 
-test: test-main test-flair
+test: test-main test-flair test-8bit
 
 # nbval re-runs notebooks at their committed parameters and compares the `# NBVAL_CHECK_OUTPUT` cells with
 # the committed outputs (stale outputs fail). 00-04 take under a minute; 05-07 about 25 minutes on 2 cores,
@@ -36,6 +36,10 @@ test-main: setup
 
 nbval: setup
 	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax notebooks/
+
+# 8-bit AdamW (bitsandbytes, CPU backend) in its own folder: scripts/test_8bit.sh
+test-8bit: setup
+	bash scripts/test_8bit.sh
 
 # flair needs transformers<5: its adapter is tested in its own small venv (.venv-flair)
 test-flair:

@@ -201,6 +201,29 @@ def test_8bit_adam_without_bitsandbytes_says_what_to_install(tmp_path):
         train(config, SCENES, components=build_toy_model(sample_size=16))
 
 
+def test_8bit_adam_trains_and_resumes(tmp_path, base_dir):
+    """The t4 profile's optimizer: bitsandbytes' AdamW8bit (uint8 moments) updates the UNet, and its state goes
+    through a checkpoint and back. Runs where bitsandbytes is installed (it has a CPU backend since 0.45):
+    `bash scripts/test_8bit.sh`, which CI runs."""
+    bitsandbytes = pytest.importorskip("bitsandbytes")
+    from tokencompose.models import load_components
+    from tokencompose.train import _make_optimizer
+
+    components = load_components(str(base_dir))
+    before = snapshot(components.unet)
+    config = toy_config(base_dir, tmp_path / "run", use_8bit_adam=True, max_train_steps=2, checkpointing_steps=1)
+    optimizer = _make_optimizer(components.unet, config, SCENES)
+    assert isinstance(optimizer, bitsandbytes.optim.AdamW8bit)
+    result = train(config, SCENES, components=components)
+    changed = [k for k, v in components.unet.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed, "8-bit AdamW did not change any UNet weight"
+    state = load_file(result.checkpoints[-1] / "optimizer.safetensors")
+    assert any(v.dtype == torch.uint8 for v in state.values()), "no 8-bit moments in the checkpoint"
+    resumed = train(toy_config(base_dir, tmp_path / "run", use_8bit_adam=True, max_train_steps=3,
+                               checkpointing_steps=1), SCENES.replace(resume="latest"))
+    assert resumed.final_step == 3 and resumed.resumed_from is not None
+
+
 def test_v_prediction_target_by_hand():
     """SD 2.1's target v = sqrt(abar_t) noise - sqrt(1 - abar_t) x_0, checked on the toy model."""
     from diffusers import DDPMScheduler

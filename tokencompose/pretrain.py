@@ -95,28 +95,43 @@ def _save_checkpoint(folder: Path, unet, ema: dict[str, torch.Tensor], optimizer
 
 
 def _flatten_optimizer(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """Optimizer state as flat tensors (safetensors, no pickle) plus the JSON-able rest."""
+    """Optimizer state as flat tensors (safetensors, no pickle) plus the JSON-able rest.
+
+    Tensors nested in dicts (bitsandbytes' 8-bit optimizers keep theirs under a sub-dict) are stored under
+    ``"<param index>.<key>/<sub key>..."`` and put back in place by ``_load_optimizer``.
+    """
     state = optimizer.state_dict()
     tensors, meta = {}, {"param_groups": state["param_groups"], "state": {}}
-    for index, entry in state["state"].items():
-        meta["state"][str(index)] = {}
+    seen: set[int] = set()  # safetensors refuses tensors sharing memory (8-bit optimizers share their qmaps)
+
+    def split(entry: dict, prefix: str) -> dict:
+        rest = {}
         for name, value in entry.items():
             if torch.is_tensor(value):
-                tensors[f"{index}.{name}"] = value.contiguous()
+                shared = value.untyped_storage().data_ptr() in seen
+                seen.add(value.untyped_storage().data_ptr())
+                tensors[f"{prefix}{name}"] = value.clone() if shared else value.contiguous()
+            elif isinstance(value, dict):
+                rest[name] = {"__nested__": split(value, f"{prefix}{name}/")}
             else:
-                meta["state"][str(index)][name] = value
+                rest[name] = value
+        return rest
+
+    for index, entry in state["state"].items():
+        meta["state"][str(index)] = split(entry, f"{index}.")
     return tensors, meta
 
 
 def _load_optimizer(optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    state = {}
-    for index, rest in meta["state"].items():
-        entry = dict(rest)
+    def join(rest: dict, prefix: str) -> dict:
+        entry = {name: join(value["__nested__"], f"{prefix}{name}/")
+                 if isinstance(value, dict) and "__nested__" in value else value for name, value in rest.items()}
         for key, value in tensors.items():
-            prefix, _, name = key.partition(".")
-            if prefix == index:
-                entry[name] = value
-        state[int(index)] = entry
+            if key.startswith(prefix) and "/" not in key[len(prefix):]:
+                entry[key[len(prefix):]] = value
+        return entry
+
+    state = {int(index): join(rest, f"{index}.") for index, rest in meta["state"].items()}
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
