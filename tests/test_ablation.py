@@ -37,20 +37,16 @@ def test_variants_are_table_two_and_unknown_ones_are_refused(tmp_path):
 
 # ---- statistics of the ablation (tokencompose.ablation + benchmarks/toy_ablation.py) ----
 
-import importlib.util  # noqa: E402
 import math  # noqa: E402
-from pathlib import Path  # noqa: E402
+
+from repo_scripts import load_script  # noqa: E402
 
 from tokencompose.ablation import cluster_interval, image_outcomes, weights_for_ratio  # noqa: E402
 from tokencompose.evaluate.multigen import MultiGenPrompt  # noqa: E402
 
 
 def _bench():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "toy_ablation.py"
-    spec = importlib.util.spec_from_file_location("toy_ablation", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/toy_ablation.py")
 
 
 def test_image_outcomes_scores_all_named_and_exact():

@@ -265,14 +265,9 @@ def test_perceptron_agrees_with_authors_flair_phrases_on_coco():
 
 
 def _load_benchmark():
-    import importlib.util
-    from pathlib import Path
+    from repo_scripts import load_script
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "noun_agreement.py"
-    spec = importlib.util.spec_from_file_location("noun_agreement_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/noun_agreement.py")
 
 
 def test_benchmark_fails_clearly_without_reference(tmp_path, capsys):

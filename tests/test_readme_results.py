@@ -1,18 +1,15 @@
 """scripts/readme_results.py: the README's results section is copied from the result files and kept in sync."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from repo_scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("readme_results", ROOT / "scripts" / "readme_results.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/readme_results.py")
 
 
 def test_readme_results_section_matches_the_result_files():

@@ -25,6 +25,7 @@ import numpy as np
 
 from .config import TOY_BASE_DIR, get_config
 from .evaluate.multigen import MultiGenPrompt, run_multigen
+from .results import readme_blocks, title
 from .toyworld import EXCLUDED_PAIRS, TOY_CATEGORIES, ToyDetector, caption_for, sample_categories
 
 logger = logging.getLogger(__name__)
@@ -236,16 +237,13 @@ def measured_results(folder: str | Path | None = None) -> list[dict[str, Any]]:
     ``folder`` defaults to ``benchmarks/results`` of the checkout this package lives in; an installed package
     without the repository has none (returns ``[]``).
     """
-    import re
-
     folder = Path(folder) if folder is not None else Path(__file__).resolve().parents[1] / "benchmarks" / "results"
     entries = []
     for path in sorted(folder.glob("toy_ablation_*.md")):
         text = path.read_text(encoding="utf-8")
-        blocks = re.findall(r"<!-- readme:begin -->\n(.*?)<!-- readme:end -->", text, flags=re.DOTALL)
-        title = next((line.lstrip("# ") for line in text.splitlines() if line.startswith("# ")), path.stem)
+        blocks = readme_blocks(text)
         measured = next((line for line in text.splitlines() if line.startswith("Measured")), "")
         figure = path.with_suffix(".png")
-        entries.append({"name": path.stem, "summary": "\n\n".join([f"**{title}**", measured, *blocks]),
+        entries.append({"name": path.stem, "summary": "\n\n".join([f"**{title(text, path.stem)}**", measured, *blocks]),
                         "figure": figure if figure.is_file() else None})
     return entries

@@ -1,0 +1,38 @@
+"""tokencompose.results: the headline blocks and titles read from committed result files."""
+
+from tokencompose.results import readme_blocks, title
+
+RESULTS = """# Toy-world ablation (preset `cpu`)
+
+Measured 2026-11-27 on a 2-core CPU.
+
+<!-- readme:begin -->
+| variant | MG3 |
+|---|---|
+| both | 16.4 |
+<!-- readme:end -->
+
+Not a headline.
+
+<!-- readme:begin -->
+Verdict: not reproduced.
+<!-- readme:end -->
+"""
+
+
+def test_readme_blocks_returns_each_block_in_order_without_markers():
+    blocks = readme_blocks(RESULTS)
+    assert len(blocks) == 2
+    assert blocks[0].startswith("| variant | MG3 |") and "| both | 16.4 |" in blocks[0]
+    assert blocks[1].strip() == "Verdict: not reproduced."
+    assert not any("readme:" in block or "Not a headline" in block for block in blocks)
+
+
+def test_readme_blocks_is_empty_without_markers_and_ignores_an_unclosed_block():
+    assert readme_blocks("# Title\n\n| a |\n|---|\n") == []
+    assert readme_blocks("<!-- readme:begin -->\nnever closed\n") == []
+
+
+def test_title_is_the_first_level_one_heading_or_the_default():
+    assert title(RESULTS) == "Toy-world ablation (preset `cpu`)"
+    assert title("no heading here\n## only a subheading", default="fallback") == "fallback"
