@@ -119,3 +119,33 @@ def test_measured_results_reads_the_marked_blocks(tmp_path):
     assert "| shown |" in entries[0]["summary"] and "hidden" not in entries[0]["summary"]
     assert "Measured today." in entries[0]["summary"] and entries[0]["figure"] is None
     assert measured_results(tmp_path / "missing") == []
+
+
+def test_loss_profile_reports_every_group_and_sums_the_supervised_ones():
+    from tokencompose.ablation import loss_profile, loss_scales
+
+    profile = loss_profile(batches=1, batch_size=2, seed=3, groups=("down_16", "mid_8", "up_16"))
+    for kind in ("token", "pixel"):
+        parts = [profile[f"{kind}/{g}"] for g in ("down_16", "mid_8", "up_16")]
+        assert all(value > 0 for value in parts)
+        assert math.isclose(profile[kind], sum(parts), rel_tol=1e-5)
+    assert 0 < profile["ldm"] < 1
+    scales = loss_scales(batches=1, batch_size=2, seed=3)  # the toy preset's groups: mid_8 + up_16
+    assert set(scales) == {"ldm", "token", "pixel"}
+    assert math.isclose(scales["ldm"], profile["ldm"], rel_tol=1e-5)
+    assert math.isclose(scales["token"], profile["token/mid_8"] + profile["token/up_16"], rel_tol=1e-4)
+    with pytest.raises(ValueError, match="not in the recorded attention maps"):
+        loss_profile(batches=1, batch_size=2, groups=("up_32",))
+
+
+def test_attention_before_after_one_row_per_model(tmp_path):
+    from tokencompose.ablation import attention_before_after
+    from tokencompose.models import build_toy_model, save_toy_model
+
+    first = save_toy_model(build_toy_model(sample_size=16, seed=0), tmp_path / "a")
+    second = save_toy_model(build_toy_model(sample_size=16, seed=1), tmp_path / "b")
+    prompts = held_out_prompts(2, 2, unseen=True, seed=5)
+    figure = attention_before_after({"a": first, "b": second}, prompts, steps=2)
+    assert len(figure.axes) == 2 * 2 * (1 + 2)
+    assert [ax.get_ylabel() for ax in figure.axes[::6]] == ["a", "b"]
+    assert figure.axes[1].get_title() == prompts[0].objects[0]

@@ -119,3 +119,17 @@ def test_to_numpy_image_channels_first_and_uint8():
     assert image.shape == (4, 5, 3)
     assert image[0, 0].tolist() == [1.0, 0.0, 0.0]
     assert viz.to_numpy_image(np.full((2, 2, 3), 255, dtype=np.uint8)).max() == 1.0
+
+
+def test_attention_comparison_rows_are_models_columns_image_then_nouns():
+    prompts = [(_image(32), {"circle": torch.rand(32, 32), "star": np.random.rand(32, 32)}),
+               (_image(32), {"ring": torch.rand(32, 32)})]
+    figure = viz.attention_comparison({"base": prompts, "both": prompts}, title="before / after")
+    assert len(figure.axes) == 2 * (3 + 2)
+    assert _titles(figure)[:5] == ["image", "circle", "star", "image", "ring"]
+    assert _titles(figure)[5:] == [""] * 5  # nouns named once, on the first row
+    assert figure.axes[0].get_ylabel() == "base" and figure.axes[5].get_ylabel() == "both"
+    with pytest.raises(ValueError, match="same prompts and nouns"):
+        viz.attention_comparison({"base": prompts, "both": prompts[:1]})
+    with pytest.raises(ValueError, match="rows is empty"):
+        viz.attention_comparison({})

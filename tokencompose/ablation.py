@@ -196,31 +196,47 @@ def run_ablation(variants: Sequence[str] = ("ldm", "both"), seeds: Sequence[int]
     return runs
 
 
-def loss_scales(base: str | Path = str(TOY_BASE_DIR), batches: int = 8, batch_size: int = 16,
-                seed: int = 0) -> dict[str, float]:
-    """Mean L_LDM, L_token and L_pixel of the base model on fine-tuning scenes (no update): the scale each
-    term starts at, from which ``weights_for_ratio`` sets lambda and gamma (the paper's 1e-3 and 5e-5 were
-    chosen for SD 1.4's scale, where L_LDM ~ 0.1)."""
+def loss_profile(model_dir: str | Path = str(TOY_BASE_DIR), batches: int = 8, batch_size: int = 16,
+                 seed: int = 0, groups: Sequence[str] = ("mid_8", "up_16")) -> dict[str, float]:
+    """Mean L_LDM and the grounding losses of each layer group in ``groups`` (Eq. (3), (4)) of a model on fresh
+    2-4-object toy scenes, without any update: ``{"ldm", "token", "pixel", "token/<group>", "pixel/<group>"}``
+    (``token`` and ``pixel`` are sums over ``groups``, as in training).
+
+    Scenes and noise come from ``seed`` (training draws scenes with the run's own seed: pass another seed to
+    measure on scenes the model was not fine-tuned on). ``groups`` may name unsupervised groups too (the toy
+    UNet also has ``down_16``) to see where the attention is grounded."""
     import torch
 
     from .attention import attach_recorder
     from .models import load_components
     from .train import TrainOptions, _ToySceneBatches, compute_losses
 
-    config = get_config("toy", pretrained=str(base), seed=seed, train_batch_size=batch_size,
-                        token_weight=0.0, pixel_weight=0.0)
-    components = load_components(str(base))
+    config = get_config("toy", pretrained=str(model_dir), seed=seed, train_batch_size=batch_size,
+                        token_weight=0.0, pixel_weight=0.0, groups=tuple(groups))
+    components = load_components(str(model_dir))
     recorder = attach_recorder(components.unet, groups=sorted({g.partition("_")[0] for g in config.groups}))
     scenes = _ToySceneBatches(components.tokenizer, config, TrainOptions(toy_scenes=True, toy_objects=(2, 4)), 0)
     generator = torch.Generator().manual_seed(seed)
-    totals = {"ldm": 0.0, "token": 0.0, "pixel": 0.0}
-    with torch.no_grad():
-        for step in range(batches):
-            losses = compute_losses(components, recorder, scenes(step, 0), config, generator)
-            for key in totals:
-                totals[key] += float(losses[key]) / batches
-    recorder.detach()
+    totals: dict[str, float] = {}
+    try:
+        with torch.no_grad():
+            for step in range(batches):
+                losses = compute_losses(components, recorder, scenes(step, 0), config, generator)
+                for key, value in losses.items():
+                    if key != "total":
+                        totals[key] = totals.get(key, 0.0) + float(value) / batches
+    finally:
+        recorder.detach()
     return totals
+
+
+def loss_scales(base: str | Path = str(TOY_BASE_DIR), batches: int = 8, batch_size: int = 16,
+                seed: int = 0) -> dict[str, float]:
+    """Mean L_LDM, L_token and L_pixel of the base model on fine-tuning scenes (no update): the scale each
+    term starts at, from which ``weights_for_ratio`` sets lambda and gamma (the paper's 1e-3 and 5e-5 were
+    chosen for SD 1.4's scale, where L_LDM ~ 0.1). Summed over the toy preset's supervised groups."""
+    profile = loss_profile(base, batches, batch_size, seed, groups=get_config("toy").groups)
+    return {key: profile[key] for key in ("ldm", "token", "pixel")}
 
 
 def weights_for_ratio(scales: dict[str, float], ratio: float) -> tuple[float, float]:
@@ -228,6 +244,31 @@ def weights_for_ratio(scales: dict[str, float], ratio: float) -> tuple[float, fl
     if ratio < 0:
         raise ValueError(f"ratio must be >= 0, got {ratio}")
     return ratio * scales["ldm"] / scales["token"], ratio * scales["ldm"] / scales["pixel"]
+
+
+def attention_before_after(models: dict[str, str | Path], prompts: Sequence[MultiGenPrompt], seed: int = 0,
+                           steps: int = 10, guidance: float = 3.0):
+    """A figure of each model's generated image and per-noun attention heat maps for the same ``prompts`` and
+    sampling ``seed`` (rows = models, e.g. the base, L_LDM only and + L_token + L_pixel): the "attention maps
+    before and after" of the investigation. Heat maps are DAAM-style (``segmentation.heat_maps``: summed over
+    steps, averaged over heads and the mid and up layers, min-max normalised)."""
+    from .evaluate.segmentation import generate_with_attention, heat_maps
+    from .sample import load_model
+    from .tokens import noun_token_positions
+    from .viz import attention_comparison
+
+    rows: dict[str, list] = {}
+    for label, model_dir in models.items():
+        model = load_model(str(model_dir))
+        images, attention = generate_with_attention(model, [p.text for p in prompts], [seed] * len(prompts),
+                                                    steps=steps, guidance=guidance, progress=False)
+        rows[label] = []
+        for index, prompt in enumerate(prompts):
+            positions = noun_token_positions(prompt.text, list(prompt.objects), model.tokenizer)
+            maps = heat_maps(attention[index], positions)
+            rows[label].append((images[index], {noun: maps[i] for i, noun in enumerate(prompt.objects)}))
+    return attention_comparison(rows, title=f"attention before and after fine-tuning (DDIM {steps}, CFG {guidance}, "
+                                            f"sampling seed {seed})")
 
 
 def measured_results(folder: str | Path | None = None) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 __all__ = [
+    "attention_comparison",
     "attention_maps_figure",
     "loss_curves",
     "pos_tags_figure",
@@ -200,6 +201,47 @@ def attention_maps_figure(maps: Mapping[str, Mapping[str, Any]], image: Any | No
             token_heatmap(maps[group][token], image=image, title=str(token) if row == 0 else "", ax=ax,
                           colorbar=colorbar)
         axes[row, 0].set_ylabel(group, fontsize=9)
+    if title:
+        figure.suptitle(title, fontsize=9)
+    return figure
+
+
+def attention_comparison(rows: Mapping[str, Sequence[tuple[Any, Mapping[str, Any]]]], title: str | None = None,
+                         dpi: int = DPI) -> Figure:
+    """Models side by side: one row per model; per prompt, its generated image then each noun's heat map over it.
+
+    Args:
+        rows: ``{model label: [(image, {noun: [H, W] map}), ...]}``, one ``(image, maps)`` per prompt, the same
+            number of prompts and nouns in every row (e.g. the base model and fine-tuned variants).
+        title: the figure's title.
+
+    Returns:
+        A Figure with ``len(rows)`` rows and ``sum over prompts (1 + nouns)`` columns; each row's first axes
+        carries the model label as its y label, the first row names the nouns.
+    """
+    if not rows:
+        raise ValueError("rows is empty: pass {model label: [(image, {noun: map}), ...]}")
+    labels = list(rows)
+    layout = [list(maps) for _, maps in rows[labels[0]]]
+    for label in labels[1:]:
+        if [list(maps) for _, maps in rows[label]] != layout:
+            raise ValueError(f"every row needs the same prompts and nouns: {labels[0]!r} has {layout}, "
+                             f"{label!r} has {[list(maps) for _, maps in rows[label]]}")
+    columns = sum(1 + len(nouns) for nouns in layout)
+    figure, axes = _new_figure(len(labels), columns, panel=1.2, dpi=dpi)
+    for row, label in enumerate(labels):
+        col = 0
+        for image, maps in rows[label]:
+            ax = axes[row, col]
+            ax.imshow(to_numpy_image(image), interpolation="nearest")
+            _blank(ax)
+            if row == 0:
+                ax.set_title("image", fontsize=7)
+            col += 1
+            for noun, heat in maps.items():
+                token_heatmap(heat, image=image, title=noun if row == 0 else "", ax=axes[row, col])
+                col += 1
+        axes[row, 0].set_ylabel(_wrap(label, 16), fontsize=7)
     if title:
         figure.suptitle(title, fontsize=9)
     return figure
