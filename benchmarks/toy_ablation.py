@@ -129,6 +129,20 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     return json.loads(done.read_text())  # the same (string) keys whether fresh or cached
 
 
+def job_spec(work: Path, base: str, name: str, variant: str, seed: int, ratio: float, settings: AblationSettings,
+             guidances: list[float], miou: bool) -> dict[str, Any]:
+    """The description of one job for ``run_job`` (folder ``work / name``); ``variant`` picks which of the
+    settings' loss weights are kept ("base" = evaluate ``base`` without fine-tuning)."""
+    use_token, use_pixel = VARIANTS.get(variant, (False, False))
+    settings = dataclasses.replace(settings, token_weight=settings.token_weight if use_token else 0.0,
+                                   pixel_weight=settings.pixel_weight if use_pixel else 0.0)
+    return {"name": name, "variant": variant, "seed": seed, "ratio": ratio, "base": base,
+            "folder": str(work / name), "guidances": guidances,
+            # JSON-normal (lists, not tuples) so that a cached job compares equal to its spec
+            "settings": json.loads(json.dumps(dataclasses.asdict(settings))),
+            "miou": miou}
+
+
 def _mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
     keys = [k for k in ("ldm", "token", "pixel", "total") if rows and k in rows[0]]
     return {k: float(np.mean([r[k] for r in rows])) for k in keys}
@@ -398,14 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"loss scales of the base: {scales}", flush=True)
 
     def spec(name, variant, seed, ratio, settings, guidance_list, miou):
-        use_token, use_pixel = VARIANTS.get(variant, (False, False))
-        settings = dataclasses.replace(settings, token_weight=settings.token_weight if use_token else 0.0,
-                                       pixel_weight=settings.pixel_weight if use_pixel else 0.0)
-        return {"name": name, "variant": variant, "seed": seed, "ratio": ratio, "base": args.base,
-                "folder": str(work / name), "guidances": guidance_list,
-                # JSON-normal (lists, not tuples) so that a cached job compares equal to its spec
-                "settings": json.loads(json.dumps(dataclasses.asdict(settings))),
-                "miou": miou}
+        return job_spec(work, args.base, name, variant, seed, ratio, settings, guidance_list, miou)
 
     began = time.time()
     test_settings = AblationSettings(**{**preset, "prompt_seed": TEST_PROMPT_SEED})

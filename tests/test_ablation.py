@@ -149,3 +149,28 @@ def test_attention_before_after_one_row_per_model(tmp_path):
     assert len(figure.axes) == 2 * 2 * (1 + 2)
     assert [ax.get_ylabel() for ax in figure.axes[::6]] == ["a", "b"]
     assert figure.axes[1].get_title() == prompts[0].objects[0]
+
+
+def test_ablation_and_investigation_scripts_run_end_to_end(tmp_path):
+    """The smoke presets of benchmarks/toy_ablation.py and benchmarks/toy_investigation.py (tiny sizes)."""
+    bench, investigation = _bench(), load_script("benchmarks/toy_investigation.py")
+    with pytest.raises(SystemExit, match="run `python benchmarks/toy_ablation.py --preset smoke` first"):
+        investigation.main(["--preset", "smoke", "--ablation-work", str(tmp_path / "missing")])
+    results = tmp_path / "results"
+    assert bench.main(["--preset", "smoke", "--seeds", "0", "--ratio", "0.1", "--work", str(tmp_path / "ablation"),
+                       "--results", str(results / "toy_ablation_smoke"), "--threads", "1"]) == 0
+    text = (results / "toy_ablation_smoke.md").read_text()
+    assert "| base (no fine-tuning) |" in text and "| + L_token + L_pixel |" in text
+    assert (results / "toy_ablation_smoke.png").stat().st_size > 0
+    assert investigation.main(["--preset", "smoke", "--ablation-work", str(tmp_path / "ablation"), "--work",
+                               str(tmp_path / "investigation"), "--results",
+                               str(results / "toy_investigation_smoke"), "--threads", "1"]) == 0
+    report = (results / "toy_investigation_smoke.md").read_text()
+    section_one = report.split("## 1.")[1].split("## 2.")[0]
+    profile_rows = [line for line in section_one.splitlines() if line.startswith("| ")][1:]  # after the header
+    assert len(profile_rows) == 1 + 4 + 3  # base, the ablation's four seed-0 models, the three long runs
+    assert "(ablation, r = 0.1)" in report and "(long, r = 0.3)" in report
+    headline = report.split("<!-- readme:begin -->")[1].split("<!-- readme:end -->")[0]
+    long_rows = [line for line in headline.splitlines() if line.startswith("| ")][1:]
+    assert [row.split(" | ")[0] for row in long_rows] == ["| L_LDM only", "| + L_token", "| + L_token + L_pixel"]
+    assert (results / "toy_investigation_smoke.png").stat().st_size > 0

@@ -1,0 +1,213 @@
+"""Why does token-level supervision not improve composition in the toy world? The investigation the toy
+ablation (``benchmarks/toy_ablation.py``) calls for when the effect does not appear.
+
+Three measurements, none of them on the held-out test prompts (validation prompts, prompt seed 7, and
+fresh scenes of another seed):
+
+1. Loss profile per layer group: L_LDM and the token and pixel losses of every cross-attention group of the
+   toy UNet (``down_16`` unsupervised; ``mid_8`` and ``up_16`` supervised) for the base and every fine-tuned
+   model, on 2-4-object scenes no run trained on (``ablation.loss_profile``): is the attention grounded
+   after fine-tuning, and where?
+2. Stronger and longer grounding: seed 0 fine-tuned 3x longer (the ablation's steps x 3) with the grounding
+   terms at r = 30% of L_LDM (the sweep's largest ratio; the ablation's chosen r barely moved L_token in
+   its steps), "L_LDM only" and "+ L_token" and "+ L_token + L_pixel", scored with MultiGen on the
+   validation prompts plus the segmentation-transfer mIoU: does composition follow once attention is
+   grounded?
+3. Attention maps before and after (the base, the ablation's L_LDM only and both, and the long runs) for
+   two unseen validation prompts: a figure.
+
+usage:
+  python benchmarks/toy_investigation.py                 # after toy_ablation.py --preset cpu (uses its models)
+  python benchmarks/toy_investigation.py --preset smoke  # seconds: checks the plumbing
+Writes ``benchmarks/results/toy_investigation_<preset>.md`` (+ ``.json``, ``.png``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+
+import toy_ablation as ablation_bench  # noqa: E402
+
+from tokencompose.ablation import (  # noqa: E402
+    LABELS,
+    AblationSettings,
+    attention_before_after,
+    held_out_prompts,
+    loss_profile,
+    weights_for_ratio,
+)
+from tokencompose.config import TOY_BASE_DIR  # noqa: E402
+
+logger = logging.getLogger("toy_investigation")
+
+#: scenes for the loss profile: a seed no fine-tuning run drew its data from (runs use seeds 0-2)
+PROFILE_SEED = 99
+GROUPS = ("down_16", "mid_8", "up_16")
+#: the long runs: ratio of each grounding term to L_LDM, and the factor on the ablation's steps
+LONG_RATIO = 0.3
+LONG_FACTOR = 3
+#: per preset: validation prompts a cell, images a prompt, profile batches
+SIZES: dict[str, dict[str, int]] = {
+    "cpu": dict(prompts=32, images=4, profile_batches=8, seg_prompts=32),
+    "gpu": dict(prompts=128, images=4, profile_batches=16, seg_prompts=128),
+    "smoke": dict(prompts=2, images=1, profile_batches=1, seg_prompts=2),
+}
+
+
+def long_runs(work: Path, base: str, preset: dict[str, Any], scales: dict[str, float],
+              sizes: dict[str, int]) -> list[dict[str, Any]]:
+    """Job specs of the long runs (seed 0, validation prompts)."""
+    lam, gam = weights_for_ratio(scales, LONG_RATIO)
+    settings = AblationSettings(**{**preset, "prompt_seed": ablation_bench.VALIDATION_PROMPT_SEED,
+                                   "steps": preset["steps"] * LONG_FACTOR, "prompts_per_count": sizes["prompts"],
+                                   "images_per_prompt": sizes["images"], "seg_prompts": sizes["seg_prompts"],
+                                   "token_weight": lam, "pixel_weight": gam})
+    return [ablation_bench.job_spec(work, base, f"long_{variant}", variant, 0, 0.0 if variant == "ldm" else LONG_RATIO,
+                                    settings, [3.0], True)
+            for variant in ("ldm", "token", "both")]
+
+
+def report(profiles: dict[str, dict[str, float]], long_records: list[dict], figure_models: list[str],
+           preset: str, machine: str, minutes: dict[str, float], scales: dict[str, float], batches: int,
+           batch_size: int) -> str:
+    counts = (2, 3, 4)
+    steps = long_records[0]["settings"]["steps"]
+    lines = [
+        f"# Toy-world investigation (preset `{preset}`): is the attention grounded, and does composition follow?", "",
+        f"Measured {datetime.date.today().isoformat()} on {machine}. Produced by "
+        f"`python benchmarks/toy_investigation.py --preset {preset}` after `benchmarks/toy_ablation.py`. "
+        "Nothing here is measured on the ablation's held-out test prompts.", "",
+        "## 1. Loss profile per cross-attention group", "",
+        f"Mean over {batches} batches of {batch_size} fresh 2-4-object "
+        f"scenes (scene seed {PROFILE_SEED}, which no run trained on). L_token per group is summed over its layers "
+        "(`up_16` has two, the others one); lower = attention more inside the nouns' masks. `down_16` is never "
+        "supervised.", "",
+        "| model | L_LDM | " + " | ".join(f"L_token {g}" for g in GROUPS) + " | "
+        + " | ".join(f"L_pixel {g}" for g in GROUPS) + " |",
+        "|---|---|" + "---|" * (2 * len(GROUPS))]
+    for name, p in profiles.items():
+        lines.append(f"| {name} | {p['ldm']:.4f} | " + " | ".join(f"{p[f'token/{g}']:.3f}" for g in GROUPS) + " | "
+                     + " | ".join(f"{p[f'pixel/{g}']:.3f}" for g in GROUPS) + " |")
+    lam, gam = weights_for_ratio(scales, LONG_RATIO)
+    lines += [
+        "", f"## 2. Longer fine-tuning with stronger grounding (seed 0, {steps} steps, r = {LONG_RATIO}: "
+        f"lambda {lam:.3g}, gamma {gam:.3g})", "",
+        f"Validation prompts (prompt seed {ablation_bench.VALIDATION_PROMPT_SEED}): "
+        f"{long_records[0]['settings']['prompts_per_count']} prompts x {long_records[0]['settings']['images_per_prompt']} "
+        f"images a cell, DDIM {long_records[0]['settings']['sample_steps']}, CFG 3; 95% intervals over prompts. "
+        "Paired = minus L_LDM only on the same prompts and sampling seeds.", "",
+        "<!-- readme:begin -->",
+        "| model | " + " | ".join(f"{s} MG{k}" for s in ("unseen", "seen") for k in counts)
+        + " | paired unseen MG3 | attention mIoU |", "|---|" + "---|" * (2 * len(counts) + 2)]
+    ldm = next(r for r in long_records if r["variant"] == "ldm")
+    for record in long_records:
+        cells = [ablation_bench._cell(ablation_bench.pooled([record], "3.0", s, k)) for s in ("unseen", "seen")
+                 for k in counts]
+        paired = ("-" if record is ldm
+                  else ablation_bench._cell(ablation_bench.paired_difference(record, ldm, "3.0", "unseen", 3)))
+        miou = record.get("miou") or {}
+        miou_text = (f"{miou['miou']:.3f} [{miou['interval']['low']:.3f}, {miou['interval']['high']:.3f}]"
+                     if miou.get("miou") is not None else "-")
+        lines.append(f"| {LABELS[record['variant']]} | " + " | ".join(cells) + f" | {paired} | {miou_text} |")
+    lines += ["<!-- readme:end -->", "", "Losses during the long runs (mean of the first 20 and last 100 steps):", "",
+              "| model | L_LDM first/last | L_token first/last | L_pixel first/last | minutes (fine-tune / evaluate) |",
+              "|---|---|---|---|---|"]
+    for r in long_records:
+        f, last = r["losses"]["first"], r["losses"]["last"]
+        lines.append(f"| {LABELS[r['variant']]} | {f['ldm']:.4f} / {last['ldm']:.4f} | {f['token']:.3f} / "
+                     f"{last['token']:.3f} | {f['pixel']:.3f} / {last['pixel']:.3f} | {r['train_minutes']:.1f} / "
+                     f"{r['eval_minutes']:.1f} |")
+    stem = f"toy_investigation_{preset}"
+    lines += ["", "## 3. Attention maps before and after", "",
+              f"Rows: {', '.join(figure_models)}; two unseen 3-object validation prompts, sampling seed 0.", "",
+              f"![attention before and after]({stem}.png)", "",
+              "## Time", "", ", ".join(f"{k} {v:.1f} min" for k, v in minutes.items()) + ".", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(SIZES), default="cpu")
+    parser.add_argument("--base", default=str(TOY_BASE_DIR))
+    parser.add_argument("--ablation-work", default=None,
+                        help="the ablation's work folder (default outputs/toy_ablation_<preset>)")
+    parser.add_argument("--work", default=None, help="work folder (default outputs/toy_investigation_<preset>)")
+    parser.add_argument("--results", default=None, help="results file stem (default "
+                        "benchmarks/results/toy_investigation_<preset>)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    preset = dict(ablation_bench.PRESETS[args.preset])
+    for key in ("guidances", "base_row", "sweep_steps", "sweep_prompts", "sweep_images"):
+        preset.pop(key)
+    sizes = SIZES[args.preset]
+    ablation_work = Path(args.ablation_work or REPO_ROOT / "outputs" / f"toy_ablation_{args.preset}")
+    work = Path(args.work or REPO_ROOT / "outputs" / f"toy_investigation_{args.preset}")
+    stem = Path(args.results or REPO_ROOT / "benchmarks" / "results" / f"toy_investigation_{args.preset}")
+    scales_file = ablation_work / "scales.json"
+    if not scales_file.is_file():
+        raise SystemExit(f"{scales_file} not found: run `python benchmarks/toy_ablation.py --preset {args.preset}` "
+                         "first (its loss scales and seed-0 models are compared here)")
+    scales = json.loads(scales_file.read_text())
+    work.mkdir(parents=True, exist_ok=True)
+    ablation_bench._init_worker(args.threads or 2)
+    minutes: dict[str, float] = {}
+
+    began = time.time()
+    long_records = [ablation_bench.run_job(spec) for spec in long_runs(work, args.base, preset, scales, sizes)]
+    minutes["long runs"] = (time.time() - began) / 60
+
+    models = {"base": Path(args.base)}
+    for variant in ("ldm", "pixel", "token", "both"):
+        folder = ablation_work / f"{variant}_seed0" / "train"
+        if (folder / "unet").is_dir() and (folder.parent / "job.json").is_file():
+            ratio = json.loads((folder.parent / "job.json").read_text())["ratio"]
+            models[f"{LABELS[variant]} (ablation{f', r = {ratio}' if variant != 'ldm' else ''})"] = folder
+        else:
+            logger.warning("%s has no fine-tuned model; its row is left out", folder)
+    for record in long_records:
+        models[f"{LABELS[record['variant']]} (long{f', r = {LONG_RATIO}' if record['variant'] != 'ldm' else ''})"] = work / record["name"] / "train"
+
+    began = time.time()
+    profile_file = work / "profiles.json"
+    profiles = json.loads(profile_file.read_text()) if profile_file.is_file() else {}
+    for name, folder in models.items():
+        if name not in profiles:
+            profiles[name] = loss_profile(folder, batches=sizes["profile_batches"], batch_size=preset["batch_size"],
+                                          seed=PROFILE_SEED, groups=GROUPS)
+            profile_file.write_text(json.dumps(profiles, indent=1))
+    minutes["loss profiles"] = (time.time() - began) / 60
+
+    began = time.time()
+    figure_models = [name for name in models if name == "base" or "L_LDM only" in name or "+ L_token + L_pixel" in name]
+    prompts = held_out_prompts(2, 3, unseen=True, seed=ablation_bench.VALIDATION_PROMPT_SEED)
+    figure = attention_before_after({name: models[name] for name in figure_models}, prompts,
+                                    steps=preset["sample_steps"], guidance=3.0)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(stem.with_suffix(".png"), dpi=90)
+    minutes["figure"] = (time.time() - began) / 60
+
+    text = report(profiles, long_records, figure_models, args.preset, ablation_bench._machine(), minutes, scales,
+                  sizes["profile_batches"], preset["batch_size"])
+    stem.with_suffix(".md").write_text(text)
+    summary = {"profiles": profiles, "minutes": minutes, "scales": scales,
+               "long_runs": [{k: v for k, v in r.items() if k != "scores"} | {"scores": ablation_bench._strip(r["scores"])}
+                             for r in long_records]}
+    stem.with_suffix(".json").write_text(json.dumps(summary, indent=1, default=str))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
