@@ -13,7 +13,9 @@ fresh scenes of another seed):
    its steps), "L_LDM only" and "+ L_token" and "+ L_token + L_pixel", scored with MultiGen on the
    validation prompts plus the segmentation-transfer mIoU: does composition follow once attention is
    grounded?
-3. Attention maps before and after (the base, the ablation's L_LDM only and both, and the long runs) for
+3. Guidance: the base and the ablation's seed-0 "L_LDM only" and "+ L_token + L_pixel" models scored at
+   CFG 1, 3 and 7.5 on the validation prompts: is the comparison an artefact of one guidance scale?
+4. Attention maps before and after (the base, the ablation's L_LDM only and both, and the long runs) for
    two unseen validation prompts: a figure.
 
 usage:
@@ -78,9 +80,24 @@ def long_runs(work: Path, base: str, preset: dict[str, Any], scales: dict[str, f
             for variant in ("ldm", "token", "both")]
 
 
+GUIDANCES = [1.0, 3.0, 7.5]
+
+
+def guidance_runs(work: Path, models: dict[str, Path], preset: dict[str, Any], sizes: dict[str, int]) -> list[dict]:
+    """Job specs that evaluate existing models (no fine-tuning) at every guidance scale on validation prompts."""
+    settings = AblationSettings(**{**preset, "prompt_seed": ablation_bench.VALIDATION_PROMPT_SEED,
+                                   "prompts_per_count": sizes["prompts"], "images_per_prompt": sizes["images"],
+                                   "seg_prompts": 0})
+    specs = []
+    for label, folder in models.items():
+        spec = ablation_bench.job_spec(work, str(folder), f"cfg_{label}", "base", 0, 0.0, settings, GUIDANCES, False)
+        specs.append(spec | {"label": label})
+    return specs
+
+
 def report(profiles: dict[str, dict[str, float]], long_records: list[dict], figure_models: list[str],
            preset: str, machine: str, minutes: dict[str, float], scales: dict[str, float], batches: int,
-           batch_size: int) -> str:
+           batch_size: int, guidance_records: list[dict]) -> str:
     counts = (2, 3, 4)
     steps = long_records[0]["settings"]["steps"]
     lines = [
@@ -129,11 +146,28 @@ def report(profiles: dict[str, dict[str, float]], long_records: list[dict], figu
                      f"{last['token']:.3f} | {f['pixel']:.3f} / {last['pixel']:.3f} | {r['train_minutes']:.1f} / "
                      f"{r['eval_minutes']:.1f} |")
     stem = f"toy_investigation_{preset}"
-    lines += ["", "## 3. Attention maps before and after", "",
+    settings = guidance_records[0]["settings"]
+    lines += ["", "## 3. Guidance scale", "",
+              f"The base and the ablation's seed-0 models at each CFG scale; validation prompts, "
+              f"{settings['prompts_per_count']} prompts x {settings['images_per_prompt']} images a cell, DDIM "
+              f"{settings['sample_steps']}; MG_k on k-object prompts with 95% intervals.", "",
+              "| model | CFG | " + " | ".join(f"{s} MG{k}" for s in ("unseen", "seen") for k in counts) + " |",
+              "|---|---|" + "---|" * (2 * len(counts))]
+    for record in guidance_records:
+        for guidance in GUIDANCES:
+            cells = [ablation_bench._cell(ablation_bench.pooled([record], str(guidance), s, k))
+                     for s in ("unseen", "seen") for k in counts]
+            lines.append(f"| {record['label']} | {guidance} | " + " | ".join(cells) + " |")
+    lines += ["", "## 4. Attention maps before and after", "",
               f"Rows: {', '.join(figure_models)}; two unseen 3-object validation prompts, sampling seed 0.", "",
               f"![attention before and after]({stem}.png)", "",
               "## Time", "", ", ".join(f"{k} {v:.1f} min" for k, v in minutes.items()) + ".", ""]
     return "\n".join(lines)
+
+
+def _slug(name: str) -> str:
+    """A folder name for a model label: "L_LDM only (ablation)" -> "l_ldm_only_ablation"."""
+    return "_".join("".join(c if c.isalnum() else " " for c in name.lower()).split())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,6 +214,15 @@ def main(argv: list[str] | None = None) -> int:
         models[f"{LABELS[record['variant']]} (long{f', r = {LONG_RATIO}' if record['variant'] != 'ldm' else ''})"] = work / record["name"] / "train"
 
     began = time.time()
+    chosen = {name: models[name] for name in models if name == "base" or "(ablation" in name
+              and ("L_LDM only" in name or "+ L_token + L_pixel" in name)}
+    guidance_records = []
+    for spec in guidance_runs(work, {_slug(name): folder for name, folder in chosen.items()}, preset, sizes):
+        label = next(name for name in chosen if _slug(name) == spec["label"])
+        guidance_records.append(ablation_bench.run_job({k: v for k, v in spec.items() if k != "label"}) | {"label": label})
+    minutes["guidance sweep"] = (time.time() - began) / 60
+
+    began = time.time()
     profile_file = work / "profiles.json"
     profiles = json.loads(profile_file.read_text()) if profile_file.is_file() else {}
     for name, folder in models.items():
@@ -199,11 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     minutes["figure"] = (time.time() - began) / 60
 
     text = report(profiles, long_records, figure_models, args.preset, ablation_bench._machine(), minutes, scales,
-                  sizes["profile_batches"], preset["batch_size"])
+                  sizes["profile_batches"], preset["batch_size"], guidance_records)
     stem.with_suffix(".md").write_text(text)
     summary = {"profiles": profiles, "minutes": minutes, "scales": scales,
                "long_runs": [{k: v for k, v in r.items() if k != "scores"} | {"scores": ablation_bench._strip(r["scores"])}
-                             for r in long_records]}
+                             for r in long_records],
+               "guidance": [{k: v for k, v in r.items() if k != "scores"} | {"scores": ablation_bench._strip(r["scores"])}
+                            for r in guidance_records]}
     stem.with_suffix(".json").write_text(json.dumps(summary, indent=1, default=str))
     print(text)
     return 0

@@ -173,4 +173,8 @@ def test_ablation_and_investigation_scripts_run_end_to_end(tmp_path):
     headline = report.split("<!-- readme:begin -->")[1].split("<!-- readme:end -->")[0]
     long_rows = [line for line in headline.splitlines() if line.startswith("| ")][1:]
     assert [row.split(" | ")[0] for row in long_rows] == ["| L_LDM only", "| + L_token", "| + L_token + L_pixel"]
+    section_three = report.split("## 3.")[1].split("## 4.")[0]
+    guidance_rows = [line.split(" | ")[:2] for line in section_three.splitlines() if line.startswith("| ")][1:]
+    assert [cfg for _, cfg in guidance_rows] == ["1.0", "3.0", "7.5"] * 3
+    assert guidance_rows[0][0] == "| base" and "L_LDM only (ablation)" in guidance_rows[3][0]
     assert (results / "toy_investigation_smoke.png").stat().st_size > 0
