@@ -95,6 +95,27 @@ def guidance_runs(work: Path, models: dict[str, Path], preset: dict[str, Any], s
     return specs
 
 
+def long_verdicts(long_records: list[dict]) -> list[str]:
+    """What the long runs show, decided by the paired intervals (unseen MG3, MG4) and the mIoU intervals."""
+    ldm = next(r for r in long_records if r["variant"] == "ldm")
+    lines = []
+    for record in long_records:
+        if record is ldm:
+            continue
+        parts = []
+        for count in (3, 4):
+            diff = ablation_bench.paired_difference(record, ldm, "3.0", "unseen", count)
+            verdict = ("higher" if diff["low"] > 0 else "lower" if diff["high"] < 0 else "no difference detectable")
+            parts.append(f"unseen MG{count} {verdict} ({ablation_bench._cell(diff)} points)")
+        mine, theirs = record.get("miou") or {}, ldm.get("miou") or {}
+        if mine.get("miou") is not None and theirs.get("miou") is not None:
+            apart = mine["interval"]["low"] > theirs["interval"]["high"]
+            parts.append(f"attention mIoU {mine['miou']:.3f} vs {theirs['miou']:.3f} "
+                         f"({'higher, intervals apart' if apart else 'intervals overlap or lower'})")
+        lines.append(f"- Long run {LABELS[record['variant']]} vs L_LDM only: " + "; ".join(parts) + ".")
+    return lines
+
+
 def report(profiles: dict[str, dict[str, float]], long_records: list[dict], figure_models: list[str],
            preset: str, machine: str, minutes: dict[str, float], scales: dict[str, float], batches: int,
            batch_size: int, guidance_records: list[dict]) -> str:
@@ -137,7 +158,7 @@ def report(profiles: dict[str, dict[str, float]], long_records: list[dict], figu
         miou_text = (f"{miou['miou']:.3f} [{miou['interval']['low']:.3f}, {miou['interval']['high']:.3f}]"
                      if miou.get("miou") is not None else "-")
         lines.append(f"| {LABELS[record['variant']]} | " + " | ".join(cells) + f" | {paired} | {miou_text} |")
-    lines += ["<!-- readme:end -->", "", "Losses during the long runs (mean of the first 20 and last 100 steps):", "",
+    lines += ["", *long_verdicts(long_records), "<!-- readme:end -->", "", "Losses during the long runs (mean of the first 20 and last 100 steps):", "",
               "| model | L_LDM first/last | L_token first/last | L_pixel first/last | minutes (fine-tune / evaluate) |",
               "|---|---|---|---|---|"]
     for r in long_records:

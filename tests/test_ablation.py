@@ -114,8 +114,11 @@ def test_measured_results_reads_the_marked_blocks(tmp_path):
     (tmp_path / "toy_ablation_cpu.md").write_text(
         "# Toy-world ablation\n\nMeasured today.\n\n| hidden |\n<!-- readme:begin -->\n| shown |\n<!-- readme:end -->\n")
     (tmp_path / "other.md").write_text("# not an ablation\n")
+    (tmp_path / "toy_investigation_cpu.md").write_text("# Investigation\n")
+    (tmp_path / "toy_investigation_cpu.png").write_bytes(b"png")
     entries = measured_results(tmp_path)
-    assert [e["name"] for e in entries] == ["toy_ablation_cpu"]
+    assert [e["name"] for e in entries] == ["toy_ablation_cpu", "toy_investigation_cpu"]
+    assert entries[1]["figure"] == tmp_path / "toy_investigation_cpu.png"
     assert "| shown |" in entries[0]["summary"] and "hidden" not in entries[0]["summary"]
     assert "Measured today." in entries[0]["summary"] and entries[0]["figure"] is None
     assert measured_results(tmp_path / "missing") == []
@@ -176,5 +179,7 @@ def test_ablation_and_investigation_scripts_run_end_to_end(tmp_path):
     section_three = report.split("## 3.")[1].split("## 4.")[0]
     guidance_rows = [line.split(" | ")[:2] for line in section_three.splitlines() if line.startswith("| ")][1:]
     assert [cfg for _, cfg in guidance_rows] == ["1.0", "3.0", "7.5"] * 3
+    verdicts = [line for line in headline.splitlines() if line.startswith("- Long run")]
+    assert len(verdicts) == 2 and all("unseen MG3" in line and "unseen MG4" in line for line in verdicts)
     assert guidance_rows[0][0] == "| base" and "L_LDM only (ablation)" in guidance_rows[3][0]
     assert (results / "toy_investigation_smoke.png").stat().st_size > 0

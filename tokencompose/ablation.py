@@ -271,8 +271,10 @@ def attention_before_after(models: dict[str, str | Path], prompts: Sequence[Mult
                                             f"sampling seed {seed})")
 
 
-def measured_results(folder: str | Path | None = None) -> list[dict[str, Any]]:
-    """The committed results of ``benchmarks/toy_ablation.py`` (for notebook 07): one entry per results file,
+def measured_results(folder: str | Path | None = None,
+                     patterns: Sequence[str] = ("toy_ablation_*.md", "toy_investigation_*.md")) -> list[dict[str, Any]]:
+    """The committed results of ``benchmarks/toy_ablation.py`` and ``benchmarks/toy_investigation.py`` (for
+    notebook 07), in that order: one entry per results file matching ``patterns``,
     ``{"name", "summary"}`` (its main table and verdicts, markdown) and ``"figure"`` (the PNG, or None).
 
     ``folder`` defaults to ``benchmarks/results`` of the checkout this package lives in; an installed package
@@ -280,7 +282,7 @@ def measured_results(folder: str | Path | None = None) -> list[dict[str, Any]]:
     """
     folder = Path(folder) if folder is not None else Path(__file__).resolve().parents[1] / "benchmarks" / "results"
     entries = []
-    for path in sorted(folder.glob("toy_ablation_*.md")):
+    for path in [path for pattern in patterns for path in sorted(folder.glob(pattern))]:
         text = path.read_text(encoding="utf-8")
         blocks = readme_blocks(text)
         measured = next((line for line in text.splitlines() if line.startswith("Measured")), "")
