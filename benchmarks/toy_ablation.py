@@ -78,6 +78,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                   sweep_steps=2, sweep_prompts=2, sweep_images=1),
 }
 RATIOS = (0.01, 0.03, 0.1, 0.3)
+#: the paper's VISOR Object Accuracy of the same rows on SD 1.4 (Wang et al., CVPR 2024: base from Table 1,
+#: the four fine-tunings from Table 2), printed beside the toy numbers for the layout, not compared with them
+PAPER_OBJECT_ACCURACY = {"base": 29.86, "ldm": 38.02, "pixel": 37.46, "token": 49.85, "both": 52.15}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -286,15 +289,17 @@ def report(scales: dict, sweep: dict | None, records: list[dict], preset: str, s
         lines += [f"## MultiGen-style scores, CFG {guidance} (pooled over seeds)", "",
                   *(["<!-- readme:begin -->", f"CFG {guidance}, pooled over seeds {seeds}, 95% intervals:", ""]
                     if marked else []),
-                  "| model | " + " | ".join(f"{s} MG{k}" for s in ("unseen", "seen") for k in counts)
-                  + " | nothing extra (unseen) |", "|---|" + "---|" * (2 * len(counts) + 1)]
+                  "| model | L_token | L_pixel | " + " | ".join(f"{s} MG{k}" for s in ("unseen", "seen") for k in counts)
+                  + " | nothing extra (unseen) | paper: VISOR OA, SD 1.4 |", "|---|---|---|" + "---|" * (2 * len(counts) + 2)]
         for variant, recs in by_variant.items():
             if not recs:
                 continue
             cells = [_cell(pooled(recs, g, s, k)) for s in ("unseen", "seen") for k in counts]
             extra = np.mean([pooled(recs, g, "unseen", k, "exact")["mean"] for k in counts])
             name = "base (no fine-tuning)" if variant == "base" else LABELS[variant]
-            lines.append(f"| {name} | " + " | ".join(cells) + f" | {extra:.1f} |")
+            token, pixel = ("", "") if variant == "base" else tuple("✓" if on else "✗" for on in VARIANTS[variant])
+            lines.append(f"| {name} | {token} | {pixel} | " + " | ".join(cells) + f" | {extra:.1f} | "
+                         f"{PAPER_OBJECT_ACCURACY[variant]} |")
         lines += ["<!-- readme:end -->"] if marked else []
         lines += ["", "Paired difference, + L_token + L_pixel minus L_LDM only (same prompts and sampling "
                   "seeds), per seed:", "", "| seed | " + " | ".join(f"unseen MG{k}" for k in counts) + " |",
