@@ -231,6 +231,19 @@ def test_scene_batch_and_toy_scenes():
         assert a.captions == b.captions and np.array_equal(a.images, b.images)
 
 
+def test_toy_scenes_batch_jumps_to_any_step():
+    scenes = ToyScenes(batch_size=4, seed=7)
+    stream = iter(scenes)
+    drawn = [next(stream) for _ in range(4)]
+    third = scenes.batch(3)  # what a run resumed at step 3 draws, without drawing 0-2
+    assert third.captions == drawn[3].captions and np.array_equal(third.images, drawn[3].images)
+    assert not np.array_equal(drawn[0].images, drawn[1].images)
+    other_seed = ToyScenes(batch_size=4, seed=8).batch(3)
+    assert not np.array_equal(other_seed.images, third.images)
+    with pytest.raises(ValueError, match=">= 0"):
+        scenes.batch(-1)
+
+
 def test_object_weights():
     rng = np.random.default_rng(0)
     counts = [len(random_scene(rng, object_weights=[0.5, 0.5, 0, 0]).names) for _ in range(300)]

@@ -164,10 +164,8 @@ def pretrain_toy(out_dir: str | Path = TOY_BASE_DIR, settings: PretrainSettings 
         logger.info("resuming toy pre-training at step %d from %s", start, checkpoint)
     embed = _EmbeddingCache(components)
     # data order depends on the seed and the step, so a resumed run sees the batches it would have seen
-    scenes = iter(ToyScenes(batch_size=settings.batch_size, seed=settings.seed, objects=(1, 4),
-                            object_weights=settings.object_weights, size=settings.size))
-    for _ in range(start):
-        next(scenes)
+    scenes = ToyScenes(batch_size=settings.batch_size, seed=settings.seed, objects=(1, 4),
+                       object_weights=settings.object_weights, size=settings.size)
     log_path = work_dir / "log.csv"
     log = open(log_path, "a", newline="")  # noqa: SIM115 - kept open for the whole run
     writer = csv.writer(log)
@@ -176,7 +174,7 @@ def pretrain_toy(out_dir: str | Path = TOY_BASE_DIR, settings: PretrainSettings 
     began = time.time()
     bar = tqdm(range(start, settings.steps), desc="pretrain-toy", initial=start, total=settings.steps)
     for step in bar:
-        batch = next(scenes)
+        batch = scenes.batch(step)
         # noise, timesteps and caption dropout from a generator seeded by (seed, step): resuming is exact
         generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
         # the clean images x_0, channels first, in [0, 1] (black background = 0)

@@ -446,7 +446,11 @@ def scene_batch(rng: np.random.Generator, batch: int, categories: Sequence[Categ
 
 @dataclass
 class ToyScenes:
-    """An endless, seeded iterable of ``SceneBatch`` (each ``iter`` starts again from ``seed``)."""
+    """An endless, seeded iterable of ``SceneBatch`` (each ``iter`` starts again from ``seed``).
+
+    Batch ``i`` is drawn from a generator seeded by ``(seed, i)`` (``batch(i)``), so a resumed training run
+    jumps to its step instead of drawing every earlier batch again.
+    """
 
     batch_size: int = 8
     seed: int = 0
@@ -456,11 +460,19 @@ class ToyScenes:
     exclude_pairs: Sequence[Sequence[str]] = EXCLUDED_PAIRS
     size: int = 32
 
+    def batch(self, index: int) -> SceneBatch:
+        """Batch number ``index`` (>= 0) of the stream: the same scenes whenever it is asked for."""
+        if index < 0:
+            raise ValueError(f"batch index must be >= 0, got {index}")
+        rng = np.random.default_rng([self.seed, index])
+        return scene_batch(rng, self.batch_size, self.categories, self.objects, self.object_weights,
+                           self.exclude_pairs, self.size)
+
     def __iter__(self) -> Iterator[SceneBatch]:
-        rng = np.random.default_rng(self.seed)
+        index = 0
         while True:
-            yield scene_batch(rng, self.batch_size, self.categories, self.objects, self.object_weights,
-                              self.exclude_pairs, self.size)
+            yield self.batch(index)
+            index += 1
 
 
 # ----------------------------------------------------------------------------------------------------------
