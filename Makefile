@@ -52,6 +52,7 @@ bench: setup
 	$(PY) benchmarks/attention_overhead.py
 	$(PY) benchmarks/noun_agreement.py
 	$(PY) benchmarks/toy_ablation.py --preset cpu --seeds 0 1 2
+	$(PY) benchmarks/toy_investigation.py --preset cpu
 	$(PY) scripts/readme_results.py
 
 # the README's results section, copied from benchmarks/results/*.md and the toy base model card
