@@ -5,7 +5,7 @@ Three measurements, none of them on the held-out test prompts (validation prompt
 fresh scenes of another seed):
 
 1. Loss profile per layer group: L_LDM and the token and pixel losses of every cross-attention group of the
-   toy UNet (``down_16`` unsupervised; ``mid_8`` and ``up_16`` supervised) for the base and every fine-tuned
+   toy UNet (at 32 x 32: ``down_16`` unsupervised; ``mid_8`` and ``up_16`` supervised) for the base and every fine-tuned
    model, on 2-4-object scenes no run trained on (``ablation.loss_profile``): is the attention grounded
    after fine-tuning, and where?
 2. Stronger and longer grounding: seed 0 fine-tuned 3x longer (the ablation's steps x 3) with the grounding
@@ -47,6 +47,7 @@ from tokencompose.ablation import (  # noqa: E402
     attention_before_after,
     held_out_prompts,
     loss_profile,
+    toy_geometry,
     weights_for_ratio,
 )
 from tokencompose.config import TOY_BASE_DIR  # noqa: E402
@@ -55,7 +56,6 @@ logger = logging.getLogger("toy_investigation")
 
 #: scenes for the loss profile: a seed no fine-tuning run drew its data from (runs use seeds 0-2)
 PROFILE_SEED = 99
-GROUPS = ("down_16", "mid_8", "up_16")
 #: the long runs: ratio of each grounding term to L_LDM, and the factor on the ablation's steps
 LONG_RATIO = 0.3
 LONG_FACTOR = 3
@@ -121,6 +121,7 @@ def report(profiles: dict[str, dict[str, float]], long_records: list[dict], figu
            batch_size: int, guidance_records: list[dict]) -> str:
     counts = (2, 3, 4)
     steps = long_records[0]["settings"]["steps"]
+    groups = [key.partition("/")[2] for key in next(iter(profiles.values())) if key.startswith("token/")]
     lines = [
         f"# Toy-world investigation (preset `{preset}`): is the attention grounded, and does composition follow?", "",
         f"Measured {datetime.date.today().isoformat()} on {machine}. Produced by "
@@ -129,14 +130,14 @@ def report(profiles: dict[str, dict[str, float]], long_records: list[dict], figu
         "## 1. Loss profile per cross-attention group", "",
         f"Mean over {batches} batches of {batch_size} fresh 2-4-object "
         f"scenes (scene seed {PROFILE_SEED}, which no run trained on). L_token per group is summed over its layers "
-        "(`up_16` has two, the others one); lower = attention more inside the nouns' masks. `down_16` is never "
-        "supervised.", "",
-        "| model | L_LDM | " + " | ".join(f"L_token {g}" for g in GROUPS) + " | "
-        + " | ".join(f"L_pixel {g}" for g in GROUPS) + " |",
-        "|---|---|" + "---|" * (2 * len(GROUPS))]
+        f"(`{groups[-1]}` has two, the others one); lower = attention more inside the nouns' masks. `{groups[0]}` "
+        "is never supervised.", "",
+        "| model | L_LDM | " + " | ".join(f"L_token {g}" for g in groups) + " | "
+        + " | ".join(f"L_pixel {g}" for g in groups) + " |",
+        "|---|---|" + "---|" * (2 * len(groups))]
     for name, p in profiles.items():
-        lines.append(f"| {name} | {p['ldm']:.4f} | " + " | ".join(f"{p[f'token/{g}']:.3f}" for g in GROUPS) + " | "
-                     + " | ".join(f"{p[f'pixel/{g}']:.3f}" for g in GROUPS) + " |")
+        lines.append(f"| {name} | {p['ldm']:.4f} | " + " | ".join(f"{p[f'token/{g}']:.3f}" for g in groups) + " | "
+                     + " | ".join(f"{p[f'pixel/{g}']:.3f}" for g in groups) + " |")
     lam, gam = weights_for_ratio(scales, LONG_RATIO)
     lines += [
         "", f"## 2. Longer fine-tuning with stronger grounding (seed 0, {steps} steps, r = {LONG_RATIO}: "
@@ -244,12 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     minutes["guidance sweep"] = (time.time() - began) / 60
 
     began = time.time()
+    geometry = toy_geometry(args.base)
+    groups = (*geometry["unsupervised"], *geometry["groups"])
     profile_file = work / "profiles.json"
     profiles = json.loads(profile_file.read_text()) if profile_file.is_file() else {}
     for name, folder in models.items():
         if name not in profiles:
             profiles[name] = loss_profile(folder, batches=sizes["profile_batches"], batch_size=preset["batch_size"],
-                                          seed=PROFILE_SEED, groups=GROUPS)
+                                          seed=PROFILE_SEED, groups=groups)
             profile_file.write_text(json.dumps(profiles, indent=1))
     minutes["loss profiles"] = (time.time() - began) / 60
 

@@ -183,3 +183,25 @@ def test_ablation_and_investigation_scripts_run_end_to_end(tmp_path):
     assert len(verdicts) == 2 and all("unseen MG3" in line and "unseen MG4" in line for line in verdicts)
     assert guidance_rows[0][0] == "| base" and "L_LDM only (ablation)" in guidance_rows[3][0]
     assert (results / "toy_investigation_smoke.png").stat().st_size > 0
+
+
+def test_ablation_follows_the_base_image_size(tmp_path):
+    """A 64 x 64 toy base (the GPU preset's larger toy): fine-tuning scenes and supervised groups follow it."""
+    import json
+
+    from tokencompose.ablation import AblationSettings, finetune, loss_profile, toy_geometry
+    from tokencompose.config import TOY_BASE_DIR
+    from tokencompose.models import build_toy_model, save_toy_model
+
+    assert toy_geometry(TOY_BASE_DIR) == {"resolution": 32, "groups": ("mid_8", "up_16"), "unsupervised": ("down_16",)}
+    base = save_toy_model(build_toy_model(sample_size=64, seed=0), tmp_path / "base64")
+    geometry = toy_geometry(base)
+    assert geometry["resolution"] == 64 and geometry["groups"] == ("mid_16", "up_32")
+    profile = loss_profile(base, batches=1, batch_size=2, groups=(*geometry["unsupervised"], *geometry["groups"]))
+    assert {"token/down_32", "token/mid_16", "token/up_32", "pixel/up_32"} <= set(profile)
+    result = finetune("both", 0, AblationSettings(steps=1, batch_size=2, token_weight=1e-3, pixel_weight=1e-3),
+                      tmp_path / "run", str(base))
+    config = json.loads((result.unet_dir.parent / "training_config.json").read_text())
+    assert config["resolution"] == 64 and list(config["groups"]) == ["mid_16", "up_32"]
+    with pytest.raises(FileNotFoundError, match="not a toy model folder"):
+        toy_geometry(tmp_path)

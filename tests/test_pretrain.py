@@ -36,3 +36,14 @@ def test_resumed_pretraining_matches_an_uninterrupted_run(tmp_path):
     for name, value in straight.items():
         torch.testing.assert_close(resumed[name], value, rtol=1e-5, atol=1e-6)
     assert (tmp_path / "resumed" / "unet" / "config.json").is_file()
+
+
+def test_cli_trains_at_another_image_size_and_the_card_says_so(tmp_path):
+    from tokencompose.pretrain import cli
+
+    out = tmp_path / "base16"
+    assert cli(["--out", str(out), "--work-dir", str(tmp_path / "work"), "--steps", "1", "--batch-size", "2",
+                "--decay-start", "1", "--size", "16", "--eval-images", "1", "--eval-steps", "1", "--threads", "1"]) == 0
+    assert json.loads((out / "unet" / "config.json").read_text())["sample_size"] == 16
+    card = (out / "README.md").read_text()
+    assert "16 x 16 RGB images" in card and "cross-attention at 8 (down),\n  4 (mid), 8 (up)" in card

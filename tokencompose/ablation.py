@@ -78,13 +78,31 @@ def held_out_prompts(n: int, num_objects: int, unseen: bool, seed: int = 2024) -
     return prompts
 
 
+def toy_geometry(model_dir: str | Path = str(TOY_BASE_DIR)) -> dict[str, Any]:
+    """The image size of a toy model (its UNet's ``sample_size``) and the layer groups the toy preset supervises
+    at that size: the middle block (1/4 of the side) and the decoder's attention level (1/2), i.e.
+    ``mid_8`` + ``up_16`` at 32 x 32 and ``mid_16`` + ``up_32`` at 64 x 64 (the toy UNet has no attention at
+    full size). ``unsupervised`` names the encoder's attention level (``down_16`` at 32 x 32)."""
+    config_file = Path(model_dir) / "unet" / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file} not found: {model_dir} is not a toy model folder in diffusers "
+                                "layout (unet/, text_encoder/, scheduler/); train one with `python -m tokencompose "
+                                "pretrain-toy` or pass the shipped tokencompose/assets/toy_base")
+    size = int(json.loads(config_file.read_text())["sample_size"])
+    if size % 4:
+        raise ValueError(f"{model_dir}: toy sample_size {size} is not a multiple of 4 (the UNet halves it twice)")
+    return {"resolution": size, "groups": (f"mid_{size // 4}", f"up_{size // 2}"), "unsupervised": (f"down_{size // 2}",)}
+
+
 def finetune(variant: str, seed: int, settings: AblationSettings, out_dir: Path, base: str = str(TOY_BASE_DIR)):
-    """Fine-tune the toy base with ``variant``'s losses on fresh 2-4-object scenes; returns the TrainResult."""
+    """Fine-tune the toy base with ``variant``'s losses on fresh 2-4-object scenes at the base's image size;
+    returns the TrainResult."""
     from .train import TrainOptions, train
 
     use_token, use_pixel = VARIANTS[variant]
+    geometry = toy_geometry(base)
     config = get_config(
-        "toy", pretrained=base, seed=seed, max_train_steps=settings.steps, train_batch_size=settings.batch_size,
+        "toy", pretrained=base, seed=seed, resolution=geometry["resolution"], groups=geometry["groups"], max_train_steps=settings.steps, train_batch_size=settings.batch_size,
         gradient_accumulation_steps=1, learning_rate=settings.learning_rate, checkpointing_steps=settings.steps,
         token_weight=settings.token_weight if use_token else 0.0,
         pixel_weight=settings.pixel_weight if use_pixel else 0.0, output_dir=str(out_dir))
@@ -197,22 +215,25 @@ def run_ablation(variants: Sequence[str] = ("ldm", "both"), seeds: Sequence[int]
 
 
 def loss_profile(model_dir: str | Path = str(TOY_BASE_DIR), batches: int = 8, batch_size: int = 16,
-                 seed: int = 0, groups: Sequence[str] = ("mid_8", "up_16")) -> dict[str, float]:
+                 seed: int = 0, groups: Sequence[str] | None = None) -> dict[str, float]:
     """Mean L_LDM and the grounding losses of each layer group in ``groups`` (Eq. (3), (4)) of a model on fresh
     2-4-object toy scenes, without any update: ``{"ldm", "token", "pixel", "token/<group>", "pixel/<group>"}``
     (``token`` and ``pixel`` are sums over ``groups``, as in training).
 
     Scenes and noise come from ``seed`` (training draws scenes with the run's own seed: pass another seed to
-    measure on scenes the model was not fine-tuned on). ``groups`` may name unsupervised groups too (the toy
-    UNet also has ``down_16``) to see where the attention is grounded."""
+    measure on scenes the model was not fine-tuned on). ``groups`` (default: the supervised ones,
+    ``toy_geometry``) may name unsupervised groups too (the toy UNet also has ``down_16``) to see where the
+    attention is grounded. Scenes are drawn at the model's image size."""
     import torch
 
     from .attention import attach_recorder
     from .models import load_components
     from .train import TrainOptions, _ToySceneBatches, compute_losses
 
+    geometry = toy_geometry(model_dir)
     config = get_config("toy", pretrained=str(model_dir), seed=seed, train_batch_size=batch_size,
-                        token_weight=0.0, pixel_weight=0.0, groups=tuple(groups))
+                        token_weight=0.0, pixel_weight=0.0, resolution=geometry["resolution"],
+                        groups=tuple(groups) if groups is not None else geometry["groups"])
     components = load_components(str(model_dir))
     recorder = attach_recorder(components.unet, groups=sorted({g.partition("_")[0] for g in config.groups}))
     scenes = _ToySceneBatches(components.tokenizer, config, TrainOptions(toy_scenes=True, toy_objects=(2, 4)), 0)
@@ -234,8 +255,8 @@ def loss_scales(base: str | Path = str(TOY_BASE_DIR), batches: int = 8, batch_si
                 seed: int = 0) -> dict[str, float]:
     """Mean L_LDM, L_token and L_pixel of the base model on fine-tuning scenes (no update): the scale each
     term starts at, from which ``weights_for_ratio`` sets lambda and gamma (the paper's 1e-3 and 5e-5 were
-    chosen for SD 1.4's scale, where L_LDM ~ 0.1). Summed over the toy preset's supervised groups."""
-    profile = loss_profile(base, batches, batch_size, seed, groups=get_config("toy").groups)
+    chosen for SD 1.4's scale, where L_LDM ~ 0.1). Summed over the supervised groups (``toy_geometry``)."""
+    profile = loss_profile(base, batches, batch_size, seed)
     return {key: profile[key] for key in ("ldm", "token", "pixel")}
 
 

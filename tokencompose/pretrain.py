@@ -266,7 +266,8 @@ A tiny pixel-space text-to-image diffusion model of the toy world, the base that
 fine-tune. Reproduce with `python -m tokencompose pretrain-toy` (same settings, seed {settings.seed}).
 
 - Architecture: `UNet2DConditionModel` (see `tokencompose/models.py`,
-  `TOY_UNET`), cross-attention at 16 (down), 8 (mid), 16 (up); frozen random 2-layer CLIP text
+  `TOY_UNET`), {settings.size} x {settings.size} RGB images, cross-attention at {settings.size // 2} (down),
+  {settings.size // 4} (mid), {settings.size // 2} (up); frozen random 2-layer CLIP text
   encoder (width 32) fed by the real CLIP tokenizer; cosine noise schedule, epsilon prediction, images in [0, 1].
 - Data: fresh toy scenes every step ({len(TOY_CATEGORIES)} categories; objects per scene 1/2/3/4 with
   probabilities {settings.object_weights}); the pairs {list(EXCLUDED_PAIRS)} never co-occur.
@@ -309,6 +310,8 @@ def cli(argv: list[str]) -> int:
                         help="step where the linear learning-rate cooldown to 0 begins")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (the shipped base was trained on a CPU)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--size", type=int, default=defaults.size,
+                        help="image side in pixels (32 = the shipped base; 64 = the larger toy for a GPU)")
     parser.add_argument("--eval-images", type=int, default=128, help="images per number of objects")
     parser.add_argument("--eval-steps", type=int, default=25, help="DDIM steps of the evaluation samples")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -317,7 +320,7 @@ def cli(argv: list[str]) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = PretrainSettings(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
-                                decay_start=args.decay_start, seed=args.seed)
+                                decay_start=args.decay_start, seed=args.seed, size=args.size)
     components, seconds = pretrain_toy(args.out, settings, args.work_dir, resume=not args.no_resume,
                                        device=args.device)
     minutes = seconds / 60
