@@ -100,9 +100,15 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     done = folder / "job.json"
     if done.is_file():
         cached = json.loads(done.read_text())
-        if cached["settings"] == spec["settings"] and cached["guidances"] == spec["guidances"]:
-            return cached
-        raise RuntimeError(f"{folder} holds a job run with other settings; delete it or use another --work")
+        if cached["settings"] != spec["settings"] or cached["guidances"] != spec["guidances"]:
+            raise RuntimeError(f"{folder} holds a job run with other settings; delete it or use another --work")
+        if cached["variant"] != "base" and not (cached["losses"] or {}).get("first") and (folder / "train" / "log.csv").is_file():
+            # written by a version that took the losses from the run's in-memory history, which is empty when
+            # the fine-tune had finished in an interrupted earlier invocation: read them from the run's log
+            cached |= _from_log(folder / "train" / "log.csv")
+            cached["note"] = RESUMED_NOTE
+            done.write_text(json.dumps(cached, default=str))
+        return cached
     settings = AblationSettings(**spec["settings"])
     began = time.time()
     if spec["variant"] == "base":
@@ -110,8 +116,13 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     else:
         result = finetune(spec["variant"], spec["seed"], settings, folder / "train", spec["base"])
         model_dir = result.unet_dir.parent
-        losses = {"first": _mean_rows(result.history[:20]), "last": _mean_rows(result.history[-100:])}
     train_minutes = (time.time() - began) / 60
+    note = None
+    if spec["variant"] != "base":
+        logged = _from_log(folder / "train" / "log.csv")
+        losses = logged["losses"]
+        if len(result.history) < settings.steps:  # resumed: part of the fine-tune ran in an earlier invocation
+            train_minutes, note = logged["train_minutes"], RESUMED_NOTE
     began = time.time()
     scores = {}
     for guidance in spec["guidances"]:
@@ -126,7 +137,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     record = {**{k: spec[k] for k in ("name", "variant", "seed", "ratio", "guidances")}, "settings": spec["settings"],
               "device": device,
               "train_minutes": train_minutes, "eval_minutes": (time.time() - began) / 60, "losses": losses,
-              "scores": scores, "miou": miou}
+              "scores": scores, "miou": miou, **({"note": note} if note else {})}
     folder.mkdir(parents=True, exist_ok=True)
     done.write_text(json.dumps(record, default=str))
     return json.loads(done.read_text())  # the same (string) keys whether fresh or cached
@@ -144,6 +155,21 @@ def job_spec(work: Path, base: str, name: str, variant: str, seed: int, ratio: f
             # JSON-normal (lists, not tuples) so that a cached job compares equal to its spec
             "settings": json.loads(json.dumps(dataclasses.asdict(settings))),
             "miou": miou}
+
+
+RESUMED_NOTE = ("resumed after an interrupted invocation: fine-tune minutes summed from train/log.csv, evaluation "
+                "minutes count only the part after the resume")
+
+
+def _from_log(log: Path) -> dict[str, Any]:
+    """Losses (mean of the first 20 and last 100 steps) and fine-tuning minutes (sum of the per-step seconds) of
+    a run's ``log.csv``: complete even when the run was resumed."""
+    import csv
+
+    with open(log, newline="") as handle:
+        rows = [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(handle)]
+    return {"losses": {"first": _mean_rows(rows[:20]), "last": _mean_rows(rows[-100:])},
+            "train_minutes": sum(row.get("seconds", 0.0) for row in rows) / 60}
 
 
 def _mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -330,7 +356,8 @@ def report(scales: dict, sweep: dict | None, records: list[dict], preset: str, s
     lines += ["", "## Time", "", "Minutes of each job (fine-tuning / evaluation) and where it ran (a job cached from an "
               "earlier invocation keeps its own record; `not recorded` = a job from before the device was logged):", "",
               "| job | fine-tune | evaluate | where |", "|---|---|---|---|"]
-    lines += [f"| {r['name']} | {r['train_minutes']:.1f} | {r['eval_minutes']:.1f} | {r.get('device', 'not recorded')} |"
+    lines += [f"| {r['name']} | {r['train_minutes']:.1f} | {r['eval_minutes']:.1f} | {r.get('device', 'not recorded')}"
+              f"{' (' + r['note'] + ')' if r.get('note') else ''} |"
               for r in [*(sweep_records or []), *records]]
     for seed in seeds:
         mine = [r for r in records if r["seed"] == seed and r["variant"] in VARIANTS]
