@@ -45,6 +45,7 @@ from tokencompose.ablation import (  # noqa: E402
     LABELS,
     AblationSettings,
     attention_before_after,
+    attention_specificity,
     held_out_prompts,
     loss_profile,
     toy_geometry,
@@ -118,7 +119,7 @@ def long_verdicts(long_records: list[dict]) -> list[str]:
 
 def report(profiles: dict[str, dict[str, float]], long_records: list[dict], figure_models: list[str],
            preset: str, machine: str, minutes: dict[str, float], scales: dict[str, float], batches: int,
-           batch_size: int, guidance_records: list[dict]) -> str:
+           batch_size: int, guidance_records: list[dict], specificity: dict[str, dict[str, dict[str, float]]]) -> str:
     counts = (2, 3, 4)
     steps = long_records[0]["settings"]["steps"]
     groups = [key.partition("/")[2] for key in next(iter(profiles.values())) if key.startswith("token/")]
@@ -138,6 +139,20 @@ def report(profiles: dict[str, dict[str, float]], long_records: list[dict], figu
     for name, p in profiles.items():
         lines.append(f"| {name} | {p['ldm']:.4f} | " + " | ".join(f"{p[f'token/{g}']:.3f}" for g in groups) + " | "
                      + " | ".join(f"{p[f'pixel/{g}']:.3f}" for g in groups) + " |")
+    lines += [
+        "", "### Where the attention goes: own object, other named objects, background", "",
+        "Same scenes. Per noun token, the share of its attention (heads and layers averaged) on its own object, on "
+        "the other named objects and on the background; specificity = (own share / own area) / (others' share / "
+        "others' area): 1 = the token attends to every object alike (an \"objectness\" map), larger = it picks "
+        "its own. Lower L_token can come from either.", "",
+        "<!-- readme:begin -->",
+        "| model | " + " | ".join(f"{g} own / others / background | {g} specificity" for g in groups) + " |",
+        "|---|" + "---|---|" * len(groups)]
+    for name, per_group in specificity.items():
+        lines.append(f"| {name} | " + " | ".join(
+            f"{per_group[g]['own']:.2f} / {per_group[g]['others']:.2f} / {per_group[g]['background']:.2f} | "
+            f"{per_group[g]['specificity']:.2f}" for g in groups) + " |")
+    lines += ["<!-- readme:end -->"]
     lam, gam = weights_for_ratio(scales, LONG_RATIO)
     lines += [
         "", f"## 2. Longer fine-tuning with stronger grounding (seed 0, {steps} steps, r = {LONG_RATIO}: "
@@ -183,7 +198,12 @@ def report(profiles: dict[str, dict[str, float]], long_records: list[dict], figu
     lines += ["", "## 4. Attention maps before and after", "",
               f"Rows: {', '.join(figure_models)}; two unseen 3-object validation prompts, sampling seed 0.", "",
               f"![attention before and after]({stem}.png)", "",
-              "## Time", "", ", ".join(f"{k} {v:.1f} min" for k, v in minutes.items()) + ".", ""]
+              "## Time", "", "Minutes of each job (cached jobs keep the record of the invocation that ran them):", "",
+              "| job | fine-tune | evaluate | where |", "|---|---|---|---|",
+              *[f"| {r['name']} | {r['train_minutes']:.1f} | {r['eval_minutes']:.1f} | {r.get('device', '')} |"
+                for r in [*long_records, *guidance_records]],
+              "", "Wall clock of this invocation: " + ", ".join(f"{k} {v:.1f} min" for k, v in minutes.items()) + ".",
+              ""]
     return "\n".join(lines)
 
 
@@ -257,6 +277,16 @@ def main(argv: list[str] | None = None) -> int:
     minutes["loss profiles"] = (time.time() - began) / 60
 
     began = time.time()
+    specificity_file = work / "specificity.json"
+    specificity = json.loads(specificity_file.read_text()) if specificity_file.is_file() else {}
+    for name, folder in models.items():
+        if name not in specificity:
+            specificity[name] = attention_specificity(folder, batches=sizes["profile_batches"],
+                                                      batch_size=preset["batch_size"], seed=PROFILE_SEED, groups=groups)
+            specificity_file.write_text(json.dumps(specificity, indent=1))
+    minutes["attention specificity"] = (time.time() - began) / 60
+
+    began = time.time()
     figure_models = [name for name in models if name == "base" or "L_LDM only" in name or "+ L_token + L_pixel" in name]
     prompts = held_out_prompts(2, 3, unseen=True, seed=ablation_bench.VALIDATION_PROMPT_SEED)
     figure = attention_before_after({name: models[name] for name in figure_models}, prompts,
@@ -266,9 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     minutes["figure"] = (time.time() - began) / 60
 
     text = report(profiles, long_records, figure_models, args.preset, ablation_bench._machine(), minutes, scales,
-                  sizes["profile_batches"], preset["batch_size"], guidance_records)
+                  sizes["profile_batches"], preset["batch_size"], guidance_records, specificity)
     stem.with_suffix(".md").write_text(text)
-    summary = {"profiles": profiles, "minutes": minutes, "scales": scales,
+    summary = {"profiles": profiles, "specificity": specificity, "minutes": minutes, "scales": scales,
                "long_runs": [{k: v for k, v in r.items() if k != "scores"} | {"scores": ablation_bench._strip(r["scores"])}
                              for r in long_records],
                "guidance": [{k: v for k, v in r.items() if k != "scores"} | {"scores": ablation_bench._strip(r["scores"])}

@@ -169,11 +169,13 @@ def test_ablation_and_investigation_scripts_run_end_to_end(tmp_path):
                                str(tmp_path / "investigation"), "--results",
                                str(results / "toy_investigation_smoke"), "--threads", "1"]) == 0
     report = (results / "toy_investigation_smoke.md").read_text()
-    section_one = report.split("## 1.")[1].split("## 2.")[0]
+    section_one, where = report.split("## 1.")[1].split("## 2.")[0].split("### Where the attention goes")
     profile_rows = [line for line in section_one.splitlines() if line.startswith("| ")][1:]  # after the header
     assert len(profile_rows) == 1 + 4 + 3  # base, the ablation's four seed-0 models, the three long runs
+    specificity_rows = [line for line in where.splitlines() if line.startswith("| ")][1:]
+    assert [row.split(" | ")[0] for row in specificity_rows] == [row.split(" | ")[0] for row in profile_rows]
     assert "(ablation, r = 0.1)" in report and "(long, r = 0.3)" in report
-    headline = report.split("<!-- readme:begin -->")[1].split("<!-- readme:end -->")[0]
+    headline = report.split("## 2.")[1].split("<!-- readme:begin -->")[1].split("<!-- readme:end -->")[0]
     long_rows = [line for line in headline.splitlines() if line.startswith("| ")][1:]
     assert [row.split(" | ")[0] for row in long_rows] == ["| L_LDM only", "| + L_token", "| + L_token + L_pixel"]
     section_three = report.split("## 3.")[1].split("## 4.")[0]
@@ -205,3 +207,17 @@ def test_ablation_follows_the_base_image_size(tmp_path):
     assert config["resolution"] == 64 and list(config["groups"]) == ["mid_16", "up_32"]
     with pytest.raises(FileNotFoundError, match="not a toy model folder"):
         toy_geometry(tmp_path)
+
+
+def test_attention_specificity_splits_each_tokens_attention_three_ways():
+    from tokencompose.ablation import attention_specificity
+
+    result = attention_specificity(batches=1, batch_size=4, seed=5)
+    assert set(result) == {"down_16", "mid_8", "up_16"}
+    for group, parts in result.items():
+        assert parts["tokens"] >= 8, group  # 4 scenes of 2-4 objects, one token a noun
+        assert 0 < parts["own"] < 1 and 0 < parts["others"] < 1 and 0 < parts["background"] < 1
+        assert math.isclose(parts["own"] + parts["others"] + parts["background"], 1.0, abs_tol=1e-6)
+        assert 0.5 < parts["specificity"] < 2.0  # the shipped base: no strong preference (about 1)
+    with pytest.raises(ValueError, match="not recorded"):
+        attention_specificity(batches=1, batch_size=2, groups=("up_32",))

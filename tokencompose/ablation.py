@@ -251,6 +251,80 @@ def loss_profile(model_dir: str | Path = str(TOY_BASE_DIR), batches: int = 8, ba
     return totals
 
 
+def attention_specificity(model_dir: str | Path = str(TOY_BASE_DIR), batches: int = 4, batch_size: int = 16,
+                          seed: int = 0, groups: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+    """Where each noun token's cross-attention goes, per layer group, on fresh 2-4-object toy scenes (noised
+    at random timesteps as in training, no update): the share on the noun's own object (the quantity inside
+    Eq. (3)), on the *other* named objects, and on the background.
+
+    L_token can fall in two ways: each noun attends to its own object (grounding), or every noun attends to
+    all objects alike (an "objectness" map, which also moves mass off the background). ``specificity`` tells
+    them apart: (own share / own area) / (others' share / others' area), the attention density on the own
+    object relative to the other objects; 1 = no preference, larger = the token picks its own object.
+
+    Returns ``{group: {"own", "others", "background", "specificity", "tokens"}}`` (means over noun tokens).
+    """
+    import torch
+
+    from .attention import attach_recorder
+    from .losses import _samples
+    from .models import load_components
+    from .train import TrainOptions, _ToySceneBatches
+
+    geometry = toy_geometry(model_dir)
+    groups = tuple(groups) if groups is not None else (*geometry["unsupervised"], *geometry["groups"])
+    config = get_config("toy", pretrained=str(model_dir), seed=seed, train_batch_size=batch_size,
+                        resolution=geometry["resolution"], groups=groups)
+    components = load_components(str(model_dir))
+    unet, scheduler = components.unet, components.scheduler
+    recorder = attach_recorder(unet, groups=sorted({g.partition("_")[0] for g in groups}))
+    scenes = _ToySceneBatches(components.tokenizer, config, TrainOptions(toy_scenes=True, toy_objects=(2, 4)), 0)
+    generator = torch.Generator().manual_seed(seed)
+    values: dict[str, dict[str, list[torch.Tensor]]] = {g: {"own": [], "others": [], "own_density": [],
+                                                              "others_density": []} for g in groups}
+    try:
+        with torch.no_grad():
+            for step in range(batches):
+                batch = scenes(step, 0)
+                images = batch["pixel_values"]  # pixel space: the images are the "latents"
+                noise = torch.randn(images.shape, generator=generator)
+                timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (images.shape[0],),
+                                          generator=generator)
+                recorder.reset()
+                unet(scheduler.add_noise(images, noise, timesteps), timesteps,
+                     components.text_encoder(batch["input_ids"])[0])
+                maps = recorder.maps()
+                for group in groups:
+                    if group not in maps:
+                        raise ValueError(f"layer group {group!r} not recorded; recorded: {sorted(maps)}")
+                    stacked, prepared = _samples(maps[group], batch["masks"], batch["positions"], None)
+                    for sample, noun_masks, token_index, token_noun in prepared:
+                        attention = stacked[:, sample][..., token_index].mean(dim=(0, 1))  # [H*W, K]
+                        share = attention / attention.sum(0, keepdim=True).clamp_min(1e-12)
+                        own_mask = noun_masks[token_noun].T  # [H*W, K]
+                        others_mask = (noun_masks.amax(0, keepdim=True).T - own_mask).clamp(0, 1)
+                        own, others = (own_mask * share).sum(0), (others_mask * share).sum(0)
+                        pixels = float(noun_masks.shape[1])
+                        own_area, others_area = own_mask.sum(0) / pixels, others_mask.sum(0) / pixels
+                        keep = (own_area > 0) & (others_area > 0)
+                        values[group]["own"].append(own)
+                        values[group]["others"].append(others)
+                        values[group]["own_density"].append((own / own_area.clamp_min(1e-12))[keep])
+                        values[group]["others_density"].append((others / others_area.clamp_min(1e-12))[keep])
+                recorder.reset()
+    finally:
+        recorder.detach()
+    result = {}
+    for group, parts in values.items():
+        own, others = torch.cat(parts["own"]), torch.cat(parts["others"])
+        density_own, density_others = torch.cat(parts["own_density"]), torch.cat(parts["others_density"])
+        result[group] = {"own": float(own.mean()), "others": float(others.mean()),
+                         "background": float(1 - own.mean() - others.mean()),
+                         "specificity": float(density_own.mean() / density_others.mean().clamp_min(1e-12)),
+                         "tokens": int(own.numel())}
+    return result
+
+
 def loss_scales(base: str | Path = str(TOY_BASE_DIR), batches: int = 8, batch_size: int = 16,
                 seed: int = 0) -> dict[str, float]:
     """Mean L_LDM, L_token and L_pixel of the base model on fine-tuning scenes (no update): the scale each
