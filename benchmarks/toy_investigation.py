@@ -84,16 +84,26 @@ def long_runs(work: Path, base: str, preset: dict[str, Any], scales: dict[str, f
 GUIDANCES = [1.0, 3.0, 7.5]
 
 
-def guidance_runs(work: Path, models: dict[str, Path], preset: dict[str, Any], sizes: dict[str, int]) -> list[dict]:
-    """Job specs that evaluate existing models (no fine-tuning) at every guidance scale on validation prompts."""
+def guidance_runs(work: Path, models: dict[str, Path], preset: dict[str, Any],
+                  sizes: dict[str, int]) -> dict[str, dict]:
+    """Job specs (by model label) that evaluate existing models, without fine-tuning, at every guidance scale
+    on validation prompts."""
     settings = AblationSettings(**{**preset, "prompt_seed": ablation_bench.VALIDATION_PROMPT_SEED,
                                    "prompts_per_count": sizes["prompts"], "images_per_prompt": sizes["images"],
                                    "seg_prompts": 0})
-    specs = []
-    for label, folder in models.items():
-        spec = ablation_bench.job_spec(work, str(folder), f"cfg_{label}", "base", 0, 0.0, settings, GUIDANCES, False)
-        specs.append(spec | {"label": label})
-    return specs
+    return {label: ablation_bench.job_spec(work, str(folder), f"cfg_{_slug(label)}", "base", 0, 0.0, settings,
+                                           GUIDANCES, False)
+            for label, folder in models.items()}
+
+
+def per_model(path: Path, models: dict[str, Path], measure) -> dict[str, Any]:
+    """``measure(folder)`` of every model, cached by label in the JSON file ``path`` (rewritten after each)."""
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    for name, folder in models.items():
+        if name not in results:
+            results[name] = measure(folder)
+            path.write_text(json.dumps(results, indent=1))
+    return {name: results[name] for name in models}
 
 
 def long_verdicts(long_records: list[dict]) -> list[str]:
@@ -258,32 +268,19 @@ def main(argv: list[str] | None = None) -> int:
     began = time.time()
     chosen = {name: models[name] for name in models if name == "base" or "(ablation" in name
               and ("L_LDM only" in name or "+ L_token + L_pixel" in name)}
-    guidance_records = []
-    for spec in guidance_runs(work, {_slug(name): folder for name, folder in chosen.items()}, preset, sizes):
-        label = next(name for name in chosen if _slug(name) == spec["label"])
-        guidance_records.append(ablation_bench.run_job({k: v for k, v in spec.items() if k != "label"}) | {"label": label})
+    guidance_records = [ablation_bench.run_job(spec) | {"label": label}
+                        for label, spec in guidance_runs(work, chosen, preset, sizes).items()]
     minutes["guidance sweep"] = (time.time() - began) / 60
 
     began = time.time()
     geometry = toy_geometry(args.base)
     groups = (*geometry["unsupervised"], *geometry["groups"])
-    profile_file = work / "profiles.json"
-    profiles = json.loads(profile_file.read_text()) if profile_file.is_file() else {}
-    for name, folder in models.items():
-        if name not in profiles:
-            profiles[name] = loss_profile(folder, batches=sizes["profile_batches"], batch_size=preset["batch_size"],
-                                          seed=PROFILE_SEED, groups=groups)
-            profile_file.write_text(json.dumps(profiles, indent=1))
+    sizing = dict(batches=sizes["profile_batches"], batch_size=preset["batch_size"], seed=PROFILE_SEED, groups=groups)
+    profiles = per_model(work / "profiles.json", models, lambda folder: loss_profile(folder, **sizing))
     minutes["loss profiles"] = (time.time() - began) / 60
 
     began = time.time()
-    specificity_file = work / "specificity.json"
-    specificity = json.loads(specificity_file.read_text()) if specificity_file.is_file() else {}
-    for name, folder in models.items():
-        if name not in specificity:
-            specificity[name] = attention_specificity(folder, batches=sizes["profile_batches"],
-                                                      batch_size=preset["batch_size"], seed=PROFILE_SEED, groups=groups)
-            specificity_file.write_text(json.dumps(specificity, indent=1))
+    specificity = per_model(work / "specificity.json", models, lambda folder: attention_specificity(folder, **sizing))
     minutes["attention specificity"] = (time.time() - began) / 60
 
     began = time.time()
