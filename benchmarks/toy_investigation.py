@@ -156,6 +156,8 @@ def report(profiles: dict[str, dict[str, float]], long_records: list[dict], figu
         "others' area): 1 = the token attends to every object alike (an \"objectness\" map), larger = it picks "
         "its own. Lower L_token can come from either.", "",
         "<!-- readme:begin -->",
+        "Where each noun token's attention goes on fresh scenes (share on its own object / the other named objects / "
+        "the background; specificity 1 = no preference for its own object):", "",
         "| model | " + " | ".join(f"{g} own / others / background | {g} specificity" for g in groups) + " |",
         "|---|" + "---|---|" * len(groups)]
     for name, per_group in specificity.items():
@@ -172,6 +174,8 @@ def report(profiles: dict[str, dict[str, float]], long_records: list[dict], figu
         f"images a cell, DDIM {long_records[0]['settings']['sample_steps']}, CFG 3; 95% intervals over prompts. "
         "Paired = minus L_LDM only on the same prompts and sampling seeds.", "",
         "<!-- readme:begin -->",
+        f"Seed 0 fine-tuned {steps} steps with the grounding terms at r = {LONG_RATIO} of L_LDM, validation prompts, "
+        "CFG 3, 95% intervals:", "",
         "| model | " + " | ".join(f"{s} MG{k}" for s in ("unseen", "seen") for k in counts)
         + " | paired unseen MG3 | attention mIoU |", "|---|" + "---|" * (2 * len(counts) + 2)]
     ldm = next(r for r in long_records if r["variant"] == "ldm")
