@@ -102,12 +102,6 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         cached = json.loads(done.read_text())
         if cached["settings"] != spec["settings"] or cached["guidances"] != spec["guidances"]:
             raise RuntimeError(f"{folder} holds a job run with other settings; delete it or use another --work")
-        if cached["variant"] != "base" and not (cached["losses"] or {}).get("first") and (folder / "train" / "log.csv").is_file():
-            # written by a version that took the losses from the run's in-memory history, which is empty when
-            # the fine-tune had finished in an interrupted earlier invocation: read them from the run's log
-            cached |= _from_log(folder / "train" / "log.csv")
-            cached["note"] = RESUMED_NOTE
-            done.write_text(json.dumps(cached, default=str))
         return cached
     settings = AblationSettings(**spec["settings"])
     began = time.time()

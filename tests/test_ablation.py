@@ -221,3 +221,15 @@ def test_attention_specificity_splits_each_tokens_attention_three_ways():
         assert 0.5 < parts["specificity"] < 2.0  # the shipped base: no strong preference (about 1)
     with pytest.raises(ValueError, match="not recorded"):
         attention_specificity(batches=1, batch_size=2, groups=("up_32",))
+
+
+def test_job_losses_and_minutes_come_from_the_whole_log(tmp_path):
+    """A resumed fine-tune returns only this invocation's history: the job reads its run's log.csv instead."""
+    log = tmp_path / "log.csv"
+    rows = [f"{step},{0.01 if step <= 20 else 0.002},2.0,1.0,0.01,0.0001,1.5" for step in range(1, 201)]
+    log.write_text("step,ldm,token,pixel,total,lr,seconds\n" + "\n".join(rows) + "\n")
+    logged = _bench()._from_log(log)
+    assert logged["losses"]["first"]["ldm"] == pytest.approx(0.01)
+    assert logged["losses"]["last"]["ldm"] == pytest.approx(0.002)
+    assert logged["losses"]["last"]["token"] == pytest.approx(2.0)
+    assert logged["train_minutes"] == pytest.approx(200 * 1.5 / 60)

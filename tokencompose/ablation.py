@@ -102,7 +102,8 @@ def finetune(variant: str, seed: int, settings: AblationSettings, out_dir: Path,
     use_token, use_pixel = VARIANTS[variant]
     geometry = toy_geometry(base)
     config = get_config(
-        "toy", pretrained=base, seed=seed, resolution=geometry["resolution"], groups=geometry["groups"], max_train_steps=settings.steps, train_batch_size=settings.batch_size,
+        "toy", pretrained=base, seed=seed, resolution=geometry["resolution"], groups=geometry["groups"],
+        max_train_steps=settings.steps, train_batch_size=settings.batch_size,
         gradient_accumulation_steps=1, learning_rate=settings.learning_rate, checkpointing_steps=settings.steps,
         token_weight=settings.token_weight if use_token else 0.0,
         pixel_weight=settings.pixel_weight if use_pixel else 0.0, output_dir=str(out_dir))
@@ -226,18 +227,10 @@ def loss_profile(model_dir: str | Path = str(TOY_BASE_DIR), batches: int = 8, ba
     attention is grounded. Scenes are drawn at the model's image size."""
     import torch
 
-    from .attention import attach_recorder
-    from .models import load_components
-    from .train import TrainOptions, _ToySceneBatches, compute_losses
+    from .train import compute_losses
 
-    geometry = toy_geometry(model_dir)
-    config = get_config("toy", pretrained=str(model_dir), seed=seed, train_batch_size=batch_size,
-                        token_weight=0.0, pixel_weight=0.0, resolution=geometry["resolution"],
-                        groups=tuple(groups) if groups is not None else geometry["groups"])
-    components = load_components(str(model_dir))
-    recorder = attach_recorder(components.unet, groups=sorted({g.partition("_")[0] for g in config.groups}))
-    scenes = _ToySceneBatches(components.tokenizer, config, TrainOptions(toy_scenes=True, toy_objects=(2, 4)), 0)
-    generator = torch.Generator().manual_seed(seed)
+    groups = tuple(groups) if groups is not None else toy_geometry(model_dir)["groups"]
+    components, config, recorder, scenes, generator = _probe(model_dir, batch_size, seed, groups)
     totals: dict[str, float] = {}
     try:
         with torch.no_grad():
@@ -249,6 +242,25 @@ def loss_profile(model_dir: str | Path = str(TOY_BASE_DIR), batches: int = 8, ba
     finally:
         recorder.detach()
     return totals
+
+
+def _probe(model_dir: str | Path, batch_size: int, seed: int, groups: Sequence[str]):
+    """What measuring a toy model on fresh 2-4-object training-like scenes needs (no update): its components,
+    a toy config at the model's size with ``groups`` and no grounding weights, a recorder of those groups'
+    cross-attention, the scene batches (``scenes(step, 0)``) and the noise generator, all seeded by ``seed``."""
+    import torch
+
+    from .attention import attach_recorder
+    from .models import load_components
+    from .train import TrainOptions, _ToySceneBatches
+
+    config = get_config("toy", pretrained=str(model_dir), seed=seed, train_batch_size=batch_size,
+                        token_weight=0.0, pixel_weight=0.0, resolution=toy_geometry(model_dir)["resolution"],
+                        groups=tuple(groups))
+    components = load_components(str(model_dir))
+    recorder = attach_recorder(components.unet, groups=sorted({g.partition("_")[0] for g in config.groups}))
+    scenes = _ToySceneBatches(components.tokenizer, config, TrainOptions(toy_scenes=True, toy_objects=(2, 4)), 0)
+    return components, config, recorder, scenes, torch.Generator().manual_seed(seed)
 
 
 def attention_specificity(model_dir: str | Path = str(TOY_BASE_DIR), batches: int = 4, batch_size: int = 16,
@@ -266,33 +278,20 @@ def attention_specificity(model_dir: str | Path = str(TOY_BASE_DIR), batches: in
     """
     import torch
 
-    from .attention import attach_recorder
     from .losses import _samples
-    from .models import load_components
-    from .train import TrainOptions, _ToySceneBatches
+    from .train import noised_prediction
 
     geometry = toy_geometry(model_dir)
     groups = tuple(groups) if groups is not None else (*geometry["unsupervised"], *geometry["groups"])
-    config = get_config("toy", pretrained=str(model_dir), seed=seed, train_batch_size=batch_size,
-                        resolution=geometry["resolution"], groups=groups)
-    components = load_components(str(model_dir))
-    unet, scheduler = components.unet, components.scheduler
-    recorder = attach_recorder(unet, groups=sorted({g.partition("_")[0] for g in groups}))
-    scenes = _ToySceneBatches(components.tokenizer, config, TrainOptions(toy_scenes=True, toy_objects=(2, 4)), 0)
-    generator = torch.Generator().manual_seed(seed)
+    components, config, recorder, scenes, generator = _probe(model_dir, batch_size, seed, groups)
     values: dict[str, dict[str, list[torch.Tensor]]] = {g: {"own": [], "others": [], "own_density": [],
                                                               "others_density": []} for g in groups}
     try:
         with torch.no_grad():
             for step in range(batches):
                 batch = scenes(step, 0)
-                images = batch["pixel_values"]  # pixel space: the images are the "latents"
-                noise = torch.randn(images.shape, generator=generator)
-                timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (images.shape[0],),
-                                          generator=generator)
                 recorder.reset()
-                unet(scheduler.add_noise(images, noise, timesteps), timesteps,
-                     components.text_encoder(batch["input_ids"])[0])
+                noised_prediction(components, batch, config, generator)
                 maps = recorder.maps()
                 for group in groups:
                     if group not in maps:

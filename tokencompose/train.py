@@ -260,14 +260,12 @@ class _ToySceneBatches:
 # one step of the objective
 # --------------------------------------------------------------------------------------------------
 
-def compute_losses(components: Components, recorder, batch: dict, config: Config,
-                   generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """One forward pass of Eq. (5) on ``batch``: the losses, with the graph for ``total`` to backpropagate.
+def noised_prediction(components: Components, batch: dict, config: Config,
+                      generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 1-4 of Eq. (5)'s forward pass: encode, noise at a random timestep, predict (Eq. 1).
 
-    ``recorder`` is ``attention.attach_recorder(unet, ...)``; ``generator`` (CPU) draws the noise and the
-    timesteps. Returns ``ldm``, ``token``, ``pixel``, ``total`` and ``token/<group>``, ``pixel/<group>``.
-    When ``token_weight == pixel_weight == 0`` the grounding losses are still computed, without a graph,
-    so that an L_LDM-only run logs how grounded its attention is.
+    Returns ``(prediction, target)``; a recorder attached to the UNet (``attention.attach_recorder``) holds
+    this forward's cross-attention maps afterwards. ``generator`` (CPU) draws the noise and the timesteps.
     """
     unet, vae, scheduler = components.unet, components.vae, components.scheduler
     device = next(unet.parameters()).device
@@ -294,11 +292,25 @@ def compute_losses(components: Components, recorder, batch: dict, config: Config
     else:  # v-prediction (SD 2.1): v = sqrt(abar_t) noise - sqrt(1 - abar_t) x_0
         target = scheduler.get_velocity(latents, noise, timesteps)
 
-    # 4. condition on the caption (frozen text encoder) and predict; the recorder keeps the attention maps
+    # 4. condition on the caption (frozen text encoder) and predict
     with torch.no_grad():
         context = components.text_encoder(batch["input_ids"].to(device))[0]  # [B, 77, dim]
+    return unet(noisy_latents, timesteps, context).sample, target
+
+
+def compute_losses(components: Components, recorder, batch: dict, config: Config,
+                   generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """One forward pass of Eq. (5) on ``batch``: the losses, with the graph for ``total`` to backpropagate.
+
+    ``recorder`` is ``attention.attach_recorder(unet, ...)``; ``generator`` (CPU) draws the noise and the
+    timesteps. Returns ``ldm``, ``token``, ``pixel``, ``total`` and ``token/<group>``, ``pixel/<group>``.
+    When ``token_weight == pixel_weight == 0`` the grounding losses are still computed, without a graph,
+    so that an L_LDM-only run logs how grounded its attention is.
+    """
+    device = next(components.unet.parameters()).device
+    # 1-4. encode, noise, predict; the recorder keeps the attention maps
     recorder.reset()
-    prediction = unet(noisy_latents, timesteps, context).sample
+    prediction, target = noised_prediction(components, batch, config, generator)
 
     # 5. the denoising loss L_LDM, in float32 as the authors
     ldm = F.mse_loss(prediction.float(), target.float(), reduction="mean")
