@@ -113,14 +113,24 @@ TOY_SCHEDULER = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2"
                      clip_sample=False)
 
 
-def build_toy_model(sample_size: int = 32, seed: int = 0) -> Components:
+#: how the text positions after the end token reach the UNet (the text encoder's config attribute
+#: ``tokencompose_padding``): "encoded" = CLIP's outputs there, as in SD (each has seen the whole caption in
+#: the causal encoder, and the first toy base read its caption from them); "zero" = zero vectors, which
+#: carry nothing (keys and values 0 in a bias-free attention): the caption can only be read from its own
+#: tokens, as Imagen masks its T5 padding.
+PADDING_MODES = ("encoded", "zero")
+
+
+def build_toy_model(sample_size: int = 32, seed: int = 0, padding: str = "encoded") -> Components:
     """A fresh (random) toy model: ~1 M-parameter pixel-space UNet + tiny frozen CLIP text encoder."""
     from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    if padding not in PADDING_MODES:
+        raise ValueError(f"unknown padding mode {padding!r}; choose one of {PADDING_MODES}")
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(**dict(TOY_UNET, sample_size=sample_size))
-    text_encoder = CLIPTextModel(CLIPTextConfig(**TOY_TEXT))
+    text_encoder = CLIPTextModel(CLIPTextConfig(**TOY_TEXT, tokencompose_padding=padding))
     text_encoder.requires_grad_(False)
     return Components(clip_tokenizer(), text_encoder.eval(), None, unet, DDPMScheduler(**TOY_SCHEDULER))
 
@@ -194,4 +204,16 @@ def encode_prompts(components: Components, prompts: list[str]) -> torch.Tensor:
     ids = tokenizer(prompts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
     encoder = components.text_encoder
     with torch.no_grad():
-        return encoder(ids.to(encoder.device))[0]
+        return encode_text(encoder, ids.to(encoder.device))
+
+
+def encode_text(text_encoder, input_ids: torch.Tensor) -> torch.Tensor:
+    """The UNet's context ``[B, 77, dim]`` for token ids ``[B, 77]``: the encoder's last hidden states, with
+    the positions after the first end token set to 0 when the encoder's ``tokencompose_padding`` is "zero"
+    (``PADDING_MODES``; SD's encoders have no such attribute and are used as they are)."""
+    hidden = text_encoder(input_ids)[0]
+    if getattr(text_encoder.config, "tokencompose_padding", "encoded") != "zero":
+        return hidden
+    first_end = (input_ids == text_encoder.config.eos_token_id).int().argmax(dim=1)  # [B]
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+    return hidden * (positions[None] <= first_end[:, None]).unsqueeze(-1).to(hidden.dtype)

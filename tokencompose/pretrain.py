@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .config import TOY_BASE_DIR
-from .models import Components, build_toy_model, encode_prompts, save_toy_model
+from .models import Components, build_toy_model, encode_prompts, encode_text, save_toy_model
 from .sample import generate_toy
 from .toyworld import EXCLUDED_PAIRS, TOY_CATEGORIES, ToyDetector, ToyScenes, caption_for, sample_categories
 
@@ -55,6 +55,15 @@ class PretrainSettings:
     caption_dropout: float = 0.1
     size: int = 32
     checkpoint_every: int = 500
+    #: "identity" (each category its own colour: the first base) or "attribute" (random colours named in the
+    #: caption, ``toyworld.COLOUR_MODES``)
+    colour_mode: str = "identity"
+    #: what the UNet sees after the caption's end token: "encoded" (CLIP's outputs, as SD) or "zero"
+    #: (``models.PADDING_MODES``)
+    padding: str = "encoded"
+    #: "frozen": the random text encoder stays as built (the first base); "joint": it trains with the UNet
+    #: on L_LDM, as GLIDE trained its text transformer (Nichol et al. 2022), then is frozen like SD's CLIP
+    text_encoder: str = "frozen"
 
 
 def learning_rate_at(step: int, settings: PretrainSettings) -> float:
@@ -146,16 +155,23 @@ def pretrain_toy(out_dir: str | Path = TOY_BASE_DIR, settings: PretrainSettings 
     settings = settings or PretrainSettings()
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    components = build_toy_model(sample_size=settings.size, seed=settings.seed)
+    components = build_toy_model(sample_size=settings.size, seed=settings.seed, padding=settings.padding)
+    if settings.text_encoder not in ("frozen", "joint"):
+        raise ValueError(f"text_encoder must be 'frozen' or 'joint', got {settings.text_encoder!r}")
+    joint = settings.text_encoder == "joint"
     components.text_encoder.to(device)
     unet, scheduler = components.unet.to(device), components.scheduler
     unet.train()
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=settings.learning_rate, weight_decay=0.01)
-    ema = {k: v.detach().clone() for k, v in unet.state_dict().items()}
+    # what the optimizer updates: the UNet, and with a jointly trained text encoder that too
+    trained = torch.nn.ModuleDict({"unet": unet, "text_encoder": components.text_encoder}) if joint else unet
+    if joint:
+        components.text_encoder.requires_grad_(True).train()
+    optimizer = torch.optim.AdamW(trained.parameters(), lr=settings.learning_rate, weight_decay=0.01)
+    ema = {k: v.detach().clone() for k, v in trained.state_dict().items()}
     start, earlier_seconds = 0, 0.0
     checkpoint = work_dir / "checkpoint"
     if resume and (checkpoint / "state.json").is_file():
-        unet.load_state_dict(load_file(checkpoint / "unet.safetensors", device=device))
+        trained.load_state_dict(load_file(checkpoint / "unet.safetensors", device=device))
         ema = load_file(checkpoint / "ema.safetensors", device=device)
         state = json.loads((checkpoint / "state.json").read_text())
         _load_optimizer(optimizer, load_file(checkpoint / "optimizer.safetensors", device=device),
@@ -165,7 +181,8 @@ def pretrain_toy(out_dir: str | Path = TOY_BASE_DIR, settings: PretrainSettings 
     embed = _EmbeddingCache(components)
     # data order depends on the seed and the step, so a resumed run sees the batches it would have seen
     scenes = ToyScenes(batch_size=settings.batch_size, seed=settings.seed, objects=(1, 4),
-                       object_weights=settings.object_weights, size=settings.size)
+                       object_weights=settings.object_weights, size=settings.size,
+                       colour_mode=settings.colour_mode)
     log_path = work_dir / "log.csv"
     log = open(log_path, "a", newline="")  # noqa: SIM115 - kept open for the whole run
     writer = csv.writer(log)
@@ -182,7 +199,9 @@ def pretrain_toy(out_dir: str | Path = TOY_BASE_DIR, settings: PretrainSettings 
         # drop some captions so the model also learns the unconditional prediction (classifier-free guidance)
         drop = torch.rand(len(batch.captions), generator=generator) < settings.caption_dropout
         captions = ["" if d else c for c, d in zip(batch.captions, drop.tolist(), strict=True)]
-        context = embed(captions)
+        context = encode_text(components.text_encoder, components.tokenizer(
+            captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+        ).input_ids.to(device)) if joint else embed(captions)
         # sample noise and a random timestep per image, and noise the images: x_t = sqrt(a) x_0 + sqrt(1-a) eps
         # (drawn on the CPU generator so the noise is the same on every device)
         noise = torch.randn(x0.shape, generator=generator).to(device)
@@ -192,23 +211,25 @@ def pretrain_toy(out_dir: str | Path = TOY_BASE_DIR, settings: PretrainSettings 
         loss = F.mse_loss(unet(x_t, t, context).sample, noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(step, settings)
         optimizer.step()
         with torch.no_grad():
-            for name, value in unet.state_dict().items():
-                ema[name].lerp_(value, 1 - settings.ema_decay)
+            for name, value in trained.state_dict().items():
+                if value.is_floating_point():
+                    ema[name].lerp_(value, 1 - settings.ema_decay)
         seconds = earlier_seconds + time.time() - began
         writer.writerow([step + 1, f"{loss.item():.6f}", f"{seconds:.1f}"])
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps:
             log.flush()
-            _save_checkpoint(checkpoint, unet, ema, optimizer, step + 1, seconds)
+            _save_checkpoint(checkpoint, trained, ema, optimizer, step + 1, seconds)
     log.close()
     seconds = earlier_seconds + time.time() - began
-    unet.load_state_dict(ema)
+    trained.load_state_dict(ema)
     unet.eval()
+    components.text_encoder.requires_grad_(False).eval()
     save_toy_model(components, out_dir)
     (Path(out_dir) / "pretrain_settings.json").write_text(json.dumps(asdict(settings), indent=1))
     return components, seconds

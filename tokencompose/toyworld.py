@@ -3,8 +3,13 @@
 A world small enough to train a text-to-image model on a CPU in minutes, where every mask is exact and
 every detection can be checked (DESIGN.md "The toy world"):
 
-- K object categories (default 10, ``TOY_CATEGORIES``), each a distinct shape in a distinct saturated
-  colour on a black background (black = 0, so an undertrained model gets the background right);
+- K object categories (default 10, ``TOY_CATEGORIES``), each a distinct shape on a black background
+  (black = 0, so an undertrained model gets the background right);
+- two colour modes (``COLOUR_MODES``): ``"identity"`` (the first world: each category has its own colour, so
+  a pixel's colour names its category) and ``"attribute"`` (each object is drawn in a random colour of
+  ``TOY_COLOURS``, distinct within a scene, and the caption names it: "a photo of a red circle and a blue
+  star."). In the attribute world a blob's colour does not say what it is, so a denoiser must ask the
+  caption, per location, which noun is drawn there: the question Stable Diffusion's cross-attention answers;
 - scenes of 1-4 objects of distinct categories, random size and position, never overlapping (at least one
   black pixel between the boxes of two objects);
 - captions in MultiGen's template: "a photo of a circle, a star and a ring.";
@@ -13,7 +18,8 @@ every detection can be checked (DESIGN.md "The toy world"):
   held-out "uncommon combinations" of the evaluation (MultiGen measures composition of objects the model
   rarely saw together);
 - ``ToyDetector``: a colour-and-shape detector (the toy world's stand-in for OWLv2) that finds every
-  rendered object and reports objects nobody asked for; ``colour_segmentation`` gives reference masks.
+  rendered object and reports objects nobody asked for (in the attribute world it classifies the shape
+  whatever the colour, and reports the colour); ``colour_segmentation`` gives reference masks.
 
 Every category name is a common English noun that CLIP's BPE tokenizer encodes as one token
 (``"circle</w>"``), so one noun = one cross-attention column, as for most COCO nouns in the paper.
@@ -99,6 +105,46 @@ EXCLUDED_PAIRS: tuple[tuple[str, str], ...] = (
     ("diamond", "arrow"),
 )
 
+#: "identity": each category is drawn in its own colour (``Category.rgb``); "attribute": each object in a
+#: random colour of ``TOY_COLOURS`` (distinct within a scene) named in the caption ("a red circle").
+COLOUR_MODES = ("identity", "attribute")
+
+
+@dataclass(frozen=True)
+class Colour:
+    """A colour of the attribute world: its caption word ``name`` and ``rgb`` (0-255)."""
+
+    name: str
+    rgb: tuple[int, int, int]
+
+
+#: The attribute world's palette: 8 saturated colours ~0.5 or more apart in chromaticity (what the detector
+#: compares), each one CLIP BPE token (checked in tests/test_toyworld.py).
+TOY_COLOURS: tuple[Colour, ...] = (
+    Colour("red", (255, 0, 0)),
+    Colour("green", (0, 255, 0)),
+    Colour("blue", (0, 0, 255)),
+    Colour("yellow", (255, 255, 0)),
+    Colour("pink", (255, 0, 255)),
+    Colour("orange", (255, 128, 0)),
+    Colour("white", (255, 255, 255)),
+    Colour("purple", (128, 0, 255)),
+)
+
+
+def check_colour_mode(colour_mode: str) -> str:
+    """``colour_mode`` if it is one of ``COLOUR_MODES``, else ``ValueError`` naming them."""
+    if colour_mode not in COLOUR_MODES:
+        raise ValueError(f"unknown colour mode {colour_mode!r}; choose one of {COLOUR_MODES}")
+    return colour_mode
+
+
+def sample_colours(rng: np.random.Generator, k: int, palette: Sequence[Colour] = TOY_COLOURS) -> list[Colour]:
+    """``k`` distinct colours of ``palette`` in random order (one per object of an attribute-world scene)."""
+    if not 1 <= k <= len(palette):
+        raise ValueError(f"cannot draw {k} distinct colours from a palette of {len(palette)}")
+    return [palette[i] for i in rng.permutation(len(palette))[:k]]
+
 
 def _check_world(categories: Sequence[Category]) -> tuple[Category, ...]:
     """The categories as a tuple, after checking they are Category objects with distinct names and colours."""
@@ -137,19 +183,34 @@ def _chromaticity(categories: Sequence[Category]) -> np.ndarray:
     return rgb / rgb.max(axis=1, keepdims=True)
 
 
+def model_colour_mode(model_dir: str | Path) -> str:
+    """The colour mode a toy model was trained in: ``colour_mode`` of its ``pretrain_settings.json``
+    ("identity" when the file or the key is missing: the first base predates the attribute world)."""
+    settings = Path(model_dir) / "pretrain_settings.json"
+    if not settings.is_file():
+        return "identity"
+    return check_colour_mode(json.loads(settings.read_text()).get("colour_mode", "identity"))
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Captions and category sampling
 # ----------------------------------------------------------------------------------------------------------
 
 
-def caption_for(names: Sequence[str | Category]) -> str:
+def caption_for(names: Sequence[str | Category], colours: Sequence[str | Colour] | None = None) -> str:
     """MultiGen's template: "a photo of a circle.", "... of a circle and a ring.", "... a, b and c." .
 
-    ``names`` are nouns or ``Category`` objects (their names are used), in caption order.
+    ``names`` are nouns or ``Category`` objects (their names are used), in caption order. ``colours`` (the
+    attribute world) puts one colour word before each noun: "a photo of a red circle and an orange star.".
     """
     names = [n.name if isinstance(n, Category) else n for n in names]
     if not names or not all(isinstance(n, str) and n for n in names):
         raise ValueError(f"caption_for needs one or more non-empty nouns, got {names!r}")
+    if colours is not None:
+        colours = [c.name if isinstance(c, Colour) else c for c in colours]
+        if len(colours) != len(names) or not all(isinstance(c, str) and c for c in colours):
+            raise ValueError(f"caption_for needs one colour word per noun, got {colours!r} for {names!r}")
+        names = [f"{c} {n}" for c, n in zip(colours, names, strict=True)]
     phrases = [("an " if n[0].lower() in "aeiou" else "a ") + n for n in names]
     listed = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
     return f"a photo of {listed}."
@@ -327,11 +388,13 @@ class Scene:
     names: tuple[str, ...]
     masks: dict[str, np.ndarray]
     boxes: dict[str, Box]
+    #: the attribute world: each object's colour word, in ``names`` order (``None``: identity colours)
+    colours: tuple[str, ...] | None = None
 
     @property
     def caption(self) -> str:
-        """The MultiGen-style caption, nouns in ``names`` order."""
-        return caption_for(self.names)
+        """The MultiGen-style caption, nouns in ``names`` order (with their colours in the attribute world)."""
+        return caption_for(self.names, self.colours)
 
 
 def default_object_size(size: int) -> tuple[int, int]:
@@ -360,8 +423,11 @@ def _free_positions(occupied: np.ndarray, height: int, width: int) -> np.ndarray
 
 
 def render_scene(categories: Sequence[Category], rng: np.random.Generator, size: int = 32,
-                 object_size: tuple[int, int] | None = None) -> Scene:
+                 object_size: tuple[int, int] | None = None, colours: Sequence[Colour] | None = None) -> Scene:
     """Draw one object of each of ``categories`` (caption order) at random sizes and places on black.
+
+    Each object is drawn in its category's colour, or in ``colours[i]`` (the attribute world: one distinct
+    colour per object, named in the caption).
 
     Sizes are uniform in ``object_size`` (default ``default_object_size(size)``); bars are drawn
     horizontally or vertically. Objects are placed largest first at a uniformly random free position whose
@@ -372,6 +438,8 @@ def render_scene(categories: Sequence[Category], rng: np.random.Generator, size:
     names = [c.name for c in categories]
     if not categories or len(set(names)) != len(names):
         raise ValueError(f"render_scene needs one or more distinct categories, got {names}")
+    if colours is not None and (len(colours) != len(categories) or len({c.rgb for c in colours}) != len(colours)):
+        raise ValueError(f"render_scene needs one distinct colour per object, got {list(colours)} for {names}")
     if not isinstance(size, (int, np.integer)) or size < 16:
         raise ValueError(f"image size must be an integer >= 16, got {size!r}")
     low, high = default_object_size(size) if object_size is None else object_size
@@ -405,20 +473,28 @@ def render_scene(categories: Sequence[Category], rng: np.random.Generator, size:
         top, left, height, width = placed[i]
         mask = np.zeros((size, size), dtype=bool)
         mask[top:top + height, left:left + width] = shape_mask(category.shape, height, width)
-        image[mask] = category.rgb
+        image[mask] = category.rgb if colours is None else colours[i].rgb
         masks[category.name] = mask
         boxes[category.name] = (float(left), float(top), float(left + width), float(top + height))
-    return Scene(image=image, names=tuple(names), masks=masks, boxes=boxes)
+    return Scene(image=image, names=tuple(names), masks=masks, boxes=boxes,
+                 colours=None if colours is None else tuple(c.name for c in colours))
 
 
 def random_scene(rng: np.random.Generator, categories: Sequence[Category] = TOY_CATEGORIES,
                  objects: tuple[int, int] = (1, 4), object_weights: Sequence[float] | None = None,
-                 exclude_pairs: Sequence[Sequence[str]] = EXCLUDED_PAIRS, size: int = 32) -> Scene:
-    """A scene with a random number of objects (``object_weights`` = probabilities of min..max objects)."""
+                 exclude_pairs: Sequence[Sequence[str]] = EXCLUDED_PAIRS, size: int = 32,
+                 colour_mode: str = "identity") -> Scene:
+    """A scene with a random number of objects (``object_weights`` = probabilities of min..max objects).
+
+    ``colour_mode="attribute"`` draws each object in a random distinct colour of ``TOY_COLOURS`` (drawn
+    right after the categories); ``"identity"`` draws nothing more, so its scenes are those of the first world.
+    """
     categories = _check_world(categories)
     counts, probabilities = _count_probabilities(tuple(objects), object_weights, len(categories))
     k = int(rng.choice(counts, p=probabilities))
-    return render_scene(sample_categories(rng, k, categories, exclude_pairs), rng, size=size)
+    chosen = sample_categories(rng, k, categories, exclude_pairs)
+    colours = sample_colours(rng, k) if check_colour_mode(colour_mode) == "attribute" else None
+    return render_scene(chosen, rng, size=size, colours=colours)
 
 
 @dataclass
@@ -432,11 +508,13 @@ class SceneBatch:
 
 def scene_batch(rng: np.random.Generator, batch: int, categories: Sequence[Category] = TOY_CATEGORIES,
                 objects: tuple[int, int] = (1, 4), object_weights: Sequence[float] | None = None,
-                exclude_pairs: Sequence[Sequence[str]] = EXCLUDED_PAIRS, size: int = 32) -> SceneBatch:
+                exclude_pairs: Sequence[Sequence[str]] = EXCLUDED_PAIRS, size: int = 32,
+                colour_mode: str = "identity") -> SceneBatch:
     """``batch`` fresh random scenes in memory (no disk): cheap enough to draw new ones every step."""
     if not isinstance(batch, (int, np.integer)) or batch < 1:
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
-    scenes = [random_scene(rng, categories, objects, object_weights, exclude_pairs, size) for _ in range(batch)]
+    scenes = [random_scene(rng, categories, objects, object_weights, exclude_pairs, size, colour_mode)
+              for _ in range(batch)]
     return SceneBatch(
         images=np.stack([s.image for s in scenes]).astype(np.float32) / 255.0,
         captions=[s.caption for s in scenes],
@@ -459,6 +537,7 @@ class ToyScenes:
     object_weights: Sequence[float] | None = None
     exclude_pairs: Sequence[Sequence[str]] = EXCLUDED_PAIRS
     size: int = 32
+    colour_mode: str = "identity"
 
     def batch(self, index: int) -> SceneBatch:
         """Batch number ``index`` (>= 0) of the stream: the same scenes whenever it is asked for."""
@@ -466,7 +545,7 @@ class ToyScenes:
             raise ValueError(f"batch index must be >= 0, got {index}")
         rng = np.random.default_rng([self.seed, index])
         return scene_batch(rng, self.batch_size, self.categories, self.objects, self.object_weights,
-                           self.exclude_pairs, self.size)
+                           self.exclude_pairs, self.size, self.colour_mode)
 
     def __iter__(self) -> Iterator[SceneBatch]:
         index = 0
@@ -484,7 +563,7 @@ def make_toy_dataset(out_dir: str | Path, n: int, objects: tuple[int, int] = (1,
                      categories: Sequence[Category] = TOY_CATEGORIES,
                      exclude_pairs: Sequence[Sequence[str]] = EXCLUDED_PAIRS,
                      object_weights: Sequence[float] | None = None, size: int = 32,
-                     overwrite: bool = False) -> Path:
+                     overwrite: bool = False, colour_mode: str = "identity") -> Path:
     """Write ``n`` random scenes to ``out_dir`` in the authors' format and return ``out_dir``.
 
     ``images/00000.png`` (RGB), ``seg/00000/mask_<noun>.png`` (L, 0/255, the image's resolution) and
@@ -515,7 +594,9 @@ def make_toy_dataset(out_dir: str | Path, n: int, objects: tuple[int, int] = (1,
     for i in tqdm(range(n), desc="toy scenes", disable=n < 500):
         rng = np.random.default_rng([seed, i])
         k = int(rng.choice(counts, p=probabilities))
-        scene = render_scene(sample_categories(rng, k, categories, exclude_pairs), rng, size=size)
+        chosen = sample_categories(rng, k, categories, exclude_pairs)
+        colours = sample_colours(rng, k) if check_colour_mode(colour_mode) == "attribute" else None
+        scene = render_scene(chosen, rng, size=size, colours=colours)
         stem = f"{i:0{digits}d}"
         file_name = f"images/{stem}.png"
         Image.fromarray(scene.image, mode="RGB").save(out_dir / file_name)
@@ -654,8 +735,11 @@ class ToyDetector:
     def __init__(self, categories: Sequence[Category] = TOY_CATEGORIES, dark: float = 0.3,
                  max_colour_distance: float = 0.4, min_area: float = 0.02, min_side: float = 0.2,
                  min_score: float = 0.5, shape_margin: float = 0.05, edge_level: float = 0.5,
-                 min_isolation: float = 0.5) -> None:
+                 min_isolation: float = 0.5, colour_mode: str = "identity",
+                 palette: Sequence[Colour] = TOY_COLOURS) -> None:
         self.categories = _check_world(categories)
+        self.colour_mode = check_colour_mode(colour_mode)
+        self.palette = tuple(palette)
         self.dark = dark
         self.max_colour_distance = max_colour_distance
         self.min_area = min_area
@@ -664,12 +748,15 @@ class ToyDetector:
         self.shape_margin = shape_margin
         self.edge_level = edge_level
         self.min_isolation = min_isolation
-        self._chroma = _chromaticity(self.categories)  # [K, 3]
+        # the colour classes of step 1: the categories' colours, or the attribute world's palette
+        self._classes = self.categories if colour_mode == "identity" else self.palette
+        self._chroma = _chromaticity(self._classes)  # [K, 3]
         self._templates: dict[tuple[str, int, int], np.ndarray] = {}
 
     # -- pixels -> classes -> components --------------------------------------------------------------
     def classify_pixels(self, image: Any) -> np.ndarray:
-        """[H, W] int: index into ``categories`` of each pixel's colour class, -1 for background (step 1)."""
+        """[H, W] int: each pixel's colour class, -1 for background (step 1): an index into ``categories``
+        (identity world) or into ``palette`` (attribute world)."""
         rgb = _as_float_image(image)
         brightness = rgb.max(axis=2)
         chroma = rgb / np.maximum(brightness, 1e-6)[..., None]
@@ -679,7 +766,7 @@ class ToyDetector:
         return np.where(background, -1, labels)
 
     def _majority_filter(self, labels: np.ndarray) -> np.ndarray:
-        classes = len(self.categories) + 1  # class 0 = background
+        classes = len(self._classes) + 1  # class 0 = background
         shifted = labels + 1
         counts = np.zeros((classes,) + labels.shape, dtype=np.int32)  # [K + 1, H, W]
         for dy, dx in _NEIGHBOURS + [(0, 0)]:
@@ -749,36 +836,62 @@ class ToyDetector:
                                  f"({known})")
         detections = []
         for component in self._components(image)[1]:
-            category = self.categories[component.label]
-            score = self.shape_score(component.mask, category.shape)
-            best_other = max(self.shape_score(component.mask, s) for s in SHAPES if s != category.shape)
-            if score < self.min_score or best_other > score + self.shape_margin:
+            category, score, colour = self._classify(component)
+            if category is None:
                 continue
             height, width = component.mask.shape
             box = (float(component.left), float(component.top), float(component.left + width),
                    float(component.top + height))
-            detections.append(Detection(name=category.name, score=score, box=box))
+            detections.append(Detection(name=category.name, score=score, box=box, attribute=colour))
         return sorted(detections, key=lambda d: -d.score)
+
+    def _classify(self, component: _Component) -> tuple[Category | None, float, str | None]:
+        """(category or None, shape score, colour word or None) of a component (step 4).
+
+        Identity world: the colour names the category; its shape must fit (no other shape better by more
+        than ``shape_margin``). Attribute world: the best-fitting shape among the world's categories names
+        it, whatever the colour, and the colour is reported.
+        """
+        if self.colour_mode == "identity":
+            category = self.categories[component.label]
+            score = self.shape_score(component.mask, category.shape)
+            best_other = max(self.shape_score(component.mask, s) for s in SHAPES if s != category.shape)
+            if score < self.min_score or best_other > score + self.shape_margin:
+                return None, score, None
+            return category, score, None
+        scores = [self.shape_score(component.mask, c.shape) for c in self.categories]
+        best = int(np.argmax(scores))
+        if scores[best] < self.min_score:
+            return None, scores[best], None
+        return self.categories[best], scores[best], self.palette[component.label].name
 
     def segment(self, image: Any) -> dict[str, np.ndarray]:
         """[H, W] bool mask per category: its colour's pixels in components that are not fragments.
 
-        Colour only (steps 1-3, no shape check): the reference masks of a generated image for the
-        segmentation-transfer check; a category absent from the image gets an all-False mask.
+        Identity world: colour only (steps 1-3, no shape check); attribute world: each component goes to its
+        best-fitting shape (step 4). The reference masks of a generated image for the segmentation-transfer
+        check; a category absent from the image gets an all-False mask.
         """
         labels, components = self._components(image)
         masks = {c.name: np.zeros(labels.shape, dtype=bool) for c in self.categories}
         for component in components:
+            if self.colour_mode == "identity":
+                category = self.categories[component.label]
+            else:  # the attribute world: the colour says nothing about the category; the shape does
+                category = self._classify(component)[0]
+                if category is None:
+                    continue
             height, width = component.mask.shape
-            region = masks[self.categories[component.label].name][component.top:component.top + height,
-                                                                  component.left:component.left + width]
+            region = masks[category.name][component.top:component.top + height,
+                                          component.left:component.left + width]
             region |= component.mask
         return masks
 
 
-def colour_segmentation(image: Any, categories: Sequence[Category] = TOY_CATEGORIES) -> dict[str, np.ndarray]:
+def colour_segmentation(image: Any, categories: Sequence[Category] = TOY_CATEGORIES,
+                        colour_mode: str = "identity") -> dict[str, np.ndarray]:
     """Reference masks of a (generated) toy image: ``{name: [H, W] bool}`` (``ToyDetector.segment``)."""
-    return ToyDetector(categories).segment(image)
+    return ToyDetector(categories, colour_mode=colour_mode).segment(image)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -800,6 +913,9 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--num-categories", type=int, default=len(TOY_CATEGORIES),
                         help=f"use the first K of the {len(TOY_CATEGORIES)} default categories")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
+    parser.add_argument("--colours", choices=COLOUR_MODES, default="identity",
+                        help="identity: each category in its own colour; attribute: random colours named in "
+                             "the caption")
     args = parser.parse_args(argv)
     if not 1 <= args.num_categories <= len(TOY_CATEGORIES):
         parser.error(f"--num-categories must be in 1..{len(TOY_CATEGORIES)}, got {args.num_categories}")
@@ -812,7 +928,7 @@ def cli(argv: list[str]) -> int:
     try:
         out = make_toy_dataset(args.out, args.n, objects=(args.min_objects, args.max_objects), seed=args.seed,
                                categories=TOY_CATEGORIES[:args.num_categories], object_weights=weights,
-                               size=args.size, overwrite=args.overwrite)
+                               size=args.size, overwrite=args.overwrite, colour_mode=args.colours)
     except (ValueError, FileExistsError, RuntimeError) as error:
         parser.error(str(error))
     logger.info("toy dataset ready: %s (%d scenes)", out / "metadata.jsonl", args.n)

@@ -86,7 +86,7 @@ from tqdm.auto import tqdm
 
 from .config import PRESETS, Config, get_config
 from .losses import grounding_losses, total_loss
-from .models import Components, WeightsNotFoundError
+from .models import Components, WeightsNotFoundError, encode_text
 from .pretrain import _flatten_optimizer, _load_optimizer
 
 logger = logging.getLogger(__name__)
@@ -119,6 +119,8 @@ class TrainOptions:
     toy_scenes: bool = False
     #: (min, max) objects in a toy scene; pairs in ``toyworld.EXCLUDED_PAIRS`` never co-occur
     toy_objects: tuple[int, int] = (2, 4)
+    #: toy colour mode (``toyworld.COLOUR_MODES``); ``None``: the base model's (its pretrain_settings.json)
+    toy_colours: str | None = None
     #: train on the good records of a dataset that fails validation (else it is refused)
     skip_bad: bool = False
     #: ``None`` (start afresh), ``"latest"`` (newest checkpoint of ``output_dir``, if any) or a checkpoint folder
@@ -240,7 +242,10 @@ class _ToySceneBatches:
     """Micro-batch ``(step, micro)`` of fresh toy scenes, drawn with a generator seeded by (seed, step, micro)."""
 
     def __init__(self, tokenizer, config: Config, options: TrainOptions, rank: int) -> None:
+        from .toyworld import check_colour_mode, model_colour_mode
+
         self.tokenizer, self.config, self.options, self.rank = tokenizer, config, options, rank
+        self.colour_mode = check_colour_mode(options.toy_colours or model_colour_mode(config.pretrained))
 
     def __call__(self, step: int, micro: int) -> dict:
         from .data import collate, encode_example
@@ -248,7 +253,8 @@ class _ToySceneBatches:
 
         rng = np.random.default_rng(_seed_for(self.config.seed, step, micro, self.rank, 2))
         scenes = scene_batch(rng, self.config.train_batch_size, objects=tuple(self.options.toy_objects),
-                             exclude_pairs=EXCLUDED_PAIRS, size=self.config.resolution)
+                             exclude_pairs=EXCLUDED_PAIRS, size=self.config.resolution,
+                             colour_mode=self.colour_mode)
         examples = []
         for image, caption, masks in zip(scenes.images, scenes.captions, scenes.masks, strict=True):
             examples.append(encode_example(image, caption, [n for n, _ in masks], [m for _, m in masks],
@@ -294,7 +300,7 @@ def noised_prediction(components: Components, batch: dict, config: Config,
 
     # 4. condition on the caption (frozen text encoder) and predict
     with torch.no_grad():
-        context = components.text_encoder(batch["input_ids"].to(device))[0]  # [B, 77, dim]
+        context = encode_text(components.text_encoder, batch["input_ids"].to(device))  # [B, 77, dim]
     return unet(noisy_latents, timesteps, context).sample, target
 
 

@@ -39,11 +39,16 @@ Box = tuple[float, float, float, float]
 
 @dataclass(frozen=True)
 class Detection:
-    """One detected object: its category ``name``, a ``score`` in [0, 1] and its ``box`` (x0, y0, x1, y1)."""
+    """One detected object: its category ``name``, a ``score`` in [0, 1] and its ``box`` (x0, y0, x1, y1).
+
+    ``attribute``: what a detector reports beside the category, if anything (the toy detector in the
+    attribute world: the object's colour word).
+    """
 
     name: str
     score: float
     box: Box
+    attribute: str | None = None
 
 
 @runtime_checkable

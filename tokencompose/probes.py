@@ -1,0 +1,132 @@
+"""Probes of a toy model: where the caption reaches the UNet, measured without any update.
+
+``routing(model_dir)``: L_LDM of the model on fresh 2-4-object toy scenes when parts of the 77-token context
+are replaced by the empty prompt's vectors at the same positions (nouns, end token, padding), or when every
+noun is swapped for another category's noun. A part the UNet reads costs L_LDM when it is taken away.
+
+Stable Diffusion reads its caption from the noun tokens (prompt-to-prompt edits swap a noun's attention;
+DAAM segments by noun; Toker et al., NAACL 2025: the padding is largely ignored), so in a toy that teaches
+TokenCompose replacing the nouns must cost more than replacing the padding. The first toy base read its
+caption from the padding (issue 12's table).
+
+Usage (Python)::
+
+    from tokencompose.probes import routing
+    routing("tokencompose/assets/toy_base")   # {"caption": 0.0042, "nouns replaced": ..., ...}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .models import encode_prompts, load_components
+from .tokens import noun_token_positions
+from .toyworld import TOY_CATEGORIES, ToyScenes, model_colour_mode
+
+#: the rows of the routing table, in order
+ROUTING_ROWS = ("caption", "nouns replaced", "nouns swapped", "end replaced", "padding replaced",
+                "end + padding replaced", "empty prompt")
+
+
+def _end_positions(ids: torch.Tensor, eos: int) -> torch.Tensor:
+    """[B] position of the first end token of each row of ``ids`` [B, 77]."""
+    return (ids == eos).int().argmax(dim=1)
+
+
+def routing(model_dir: str | Path, batches: int = 6, batch_size: int = 16, seed: int = 0,
+            timesteps: tuple[int, int] = (100, 700)) -> dict[str, float]:
+    """Mean L_LDM per ``ROUTING_ROWS`` context on the same noised scenes (the model's own colour mode).
+
+    Scenes: ``batches`` x ``batch_size`` fresh 2-4-object scenes from ``ToyScenes(seed=seed + 7919)`` (not
+    the training stream of seed ``seed``); timesteps uniform in ``timesteps``; the same noise for every row,
+    so differences between rows are paired. "nouns swapped": each noun replaced by another category's noun
+    absent from the scene (colour words kept), the caption then re-encoded.
+    """
+    components = load_components(str(model_dir))
+    unet = components.unet.eval()
+    size = unet.config.sample_size
+    scenes = ToyScenes(batch_size=batch_size, seed=seed + 7919, objects=(2, 4), size=size,
+                       colour_mode=model_colour_mode(model_dir))
+    tokenizer = components.tokenizer
+    eos = components.text_encoder.config.eos_token_id
+    empty = encode_prompts(components, [""])[0]  # [77, dim]
+    generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    names = [c.name for c in TOY_CATEGORIES]
+    totals = dict.fromkeys(ROUTING_ROWS, 0.0)
+    for index in range(batches):
+        batch = scenes.batch(index)
+        captions = batch.captions
+        x0 = torch.from_numpy(batch.images).permute(0, 3, 1, 2)
+        noise = torch.randn(x0.shape, generator=generator)
+        t = torch.randint(timesteps[0], timesteps[1], (x0.shape[0],), generator=generator)
+        x_t = components.scheduler.add_noise(x0, noise, t)
+        ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True,
+                        return_tensors="pt").input_ids
+        context = encode_prompts(components, captions)  # [B, 77, dim]
+        positions = torch.arange(77)[None]
+        end = _end_positions(ids, eos)[:, None]
+        nouns = torch.zeros_like(ids, dtype=torch.bool)
+        swapped = []
+        for row, (caption, masks) in enumerate(zip(captions, batch.masks, strict=True)):
+            scene_nouns = [name for name, _ in masks]
+            for token_list in noun_token_positions(caption, scene_nouns, tokenizer):
+                nouns[row, token_list] = True
+            others = [n for n in names if n not in scene_nouns]
+            replacement = [str(n) for n in rng.choice(others, len(scene_nouns), replace=False)]
+            swapped.append(_swap(caption, scene_nouns, replacement))
+        parts = {"nouns replaced": nouns, "end replaced": positions == end, "padding replaced": positions > end,
+                 "end + padding replaced": positions >= end}
+        contexts = {"caption": context, "nouns swapped": encode_prompts(components, swapped),
+                    "empty prompt": empty.expand_as(context)}
+        for row_name, where in parts.items():
+            contexts[row_name] = torch.where(where[..., None], empty[None], context)
+        with torch.no_grad():
+            for row_name in ROUTING_ROWS:
+                prediction = unet(x_t, t, contexts[row_name]).sample
+                totals[row_name] += float(F.mse_loss(prediction, noise)) / batches
+    return totals
+
+
+def _swap(caption: str, nouns: Sequence[str], replacement: Sequence[str]) -> str:
+    """``caption`` with each noun replaced word for word by ``replacement``, "a" / "an" fixed before each."""
+    words = caption.rstrip(".").split(" ")
+    mapping = dict(zip(nouns, replacement, strict=True))
+    out = [mapping.get(w.rstrip(","), w.rstrip(",")) + ("," if w.endswith(",") else "") for w in words]
+    text = " ".join(out) + "."
+    # fix "a"/"an" before the (new) next word
+    tokens = text.split(" ")
+    for i in range(len(tokens) - 1):
+        if tokens[i] in ("a", "an"):
+            tokens[i] = "an" if tokens[i + 1][0] in "aeiou" else "a"
+    return " ".join(tokens)
+
+
+
+def noun_feature_cosine(model_dir: str | Path, template: str = "a photo of a {noun}.") -> dict[str, float]:
+    """Mean and min pairwise cosine between the text encoder's outputs at the noun token of ``template`` for
+    the toy categories (and between their raw token embeddings): how much of a noun's identity survives the
+    encoder. The first toy base's random encoder: raw 0.039, encoded 0.945 (issue 12)."""
+    components = load_components(str(model_dir))
+    tokenizer, encoder = components.tokenizer, components.text_encoder
+    captions = [template.format(noun=c.name) for c in TOY_CATEGORIES]
+    ids = tokenizer(captions, padding="max_length", max_length=77, return_tensors="pt").input_ids
+    positions = [p[0][0] for p in (noun_token_positions(cap, [c.name], tokenizer)
+                                   for cap, c in zip(captions, TOY_CATEGORIES, strict=True))]
+    rows = torch.arange(len(captions))
+    with torch.no_grad():
+        encoded = encoder(ids)[0][rows, positions]  # [K, dim]
+        raw = encoder.get_input_embeddings()(ids)[rows, positions]
+
+    def cosines(features: torch.Tensor) -> torch.Tensor:
+        unit = F.normalize(features.float(), dim=1)
+        similarity = unit @ unit.T
+        return similarity[~torch.eye(len(features), dtype=torch.bool)]
+
+    return {"encoded mean": float(cosines(encoded).mean()), "encoded min": float(cosines(encoded).min()),
+            "raw mean": float(cosines(raw).mean())}
