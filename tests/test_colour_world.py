@@ -15,8 +15,8 @@ from tokencompose.toyworld import (
     ToyScenes,
     caption_for,
     check_colour_mode,
-    model_colour_mode,
     get_category,
+    model_colour_mode,
     random_scene,
     render_scene,
 )
