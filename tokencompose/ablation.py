@@ -26,7 +26,15 @@ import numpy as np
 from .config import TOY_BASE_DIR, get_config
 from .evaluate.multigen import MultiGenPrompt, run_multigen
 from .results import readme_blocks, title
-from .toyworld import EXCLUDED_PAIRS, TOY_CATEGORIES, ToyDetector, caption_for, sample_categories
+from .toyworld import (
+    EXCLUDED_PAIRS,
+    TOY_CATEGORIES,
+    ToyDetector,
+    caption_for,
+    check_colour_mode,
+    sample_categories,
+    sample_colours,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +65,12 @@ class AblationSettings:
     seg_prompts: int = 0
 
 
-def held_out_prompts(n: int, num_objects: int, unseen: bool, seed: int = 2024) -> list[MultiGenPrompt]:
-    """``n`` toy prompts of ``num_objects`` categories: each containing one excluded pair (``unseen``) or none."""
+def held_out_prompts(n: int, num_objects: int, unseen: bool, seed: int = 2024,
+                     colour_mode: str = "identity") -> list[MultiGenPrompt]:
+    """``n`` toy prompts of ``num_objects`` categories: each containing one excluded pair (``unseen``) or none.
+
+    In the attribute world (``colour_mode="attribute"``) each noun gets a distinct random colour word."""
+    check_colour_mode(colour_mode)
     rng = np.random.default_rng([seed, num_objects, int(unseen)])
     names = [c.name for c in TOY_CATEGORIES]
     prompts = []
@@ -74,7 +86,8 @@ def held_out_prompts(n: int, num_objects: int, unseen: bool, seed: int = 2024) -
             chosen = [str(x) for x in rng.permutation(pair + extra)]
         else:
             chosen = [c.name for c in sample_categories(rng, num_objects)]
-        prompts.append(MultiGenPrompt(index, tuple(chosen), caption_for(chosen)))
+        colours = sample_colours(rng, num_objects) if colour_mode == "attribute" else None
+        prompts.append(MultiGenPrompt(index, tuple(chosen), caption_for(chosen, colours)))
     return prompts
 
 

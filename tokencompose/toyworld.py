@@ -35,6 +35,7 @@ import argparse
 import json
 import logging
 import math
+import re
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -214,6 +215,17 @@ def caption_for(names: Sequence[str | Category], colours: Sequence[str | Colour]
     phrases = [("an " if n[0].lower() in "aeiou" else "a ") + n for n in names]
     listed = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
     return f"a photo of {listed}."
+
+
+def caption_colours(caption: str, names: Sequence[str]) -> list[str | None]:
+    """The colour word right before each noun of ``names`` in an attribute-world ``caption`` (``None`` where
+    the word before the noun is not a colour of ``TOY_COLOURS``)."""
+    palette = {c.name for c in TOY_COLOURS}
+    colours = []
+    for name in names:
+        match = re.search(rf"\b([a-z]+) {re.escape(name)}\b", caption)
+        colours.append(match.group(1) if match and match.group(1) in palette else None)
+    return colours
 
 
 def _pairs_in_world(exclude_pairs: Sequence[Sequence[str]], names: Sequence[str]) -> list[frozenset[str]]:
