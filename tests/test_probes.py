@@ -4,14 +4,17 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from tokencompose.ablation import held_out_prompts
 from tokencompose.models import build_toy_model, save_toy_model
 from tokencompose.probes import (
     ROUTING_ROWS,
+    AttentionEdit,
     _swap,
     composition_scores,
     image_errors,
+    intervention,
     noun_feature_cosine,
     routing,
 )
@@ -78,3 +81,48 @@ def test_noun_feature_cosine_of_a_random_encoder(tmp_path):
     cosine = noun_feature_cosine(_toy_folder(tmp_path / "m"))
     assert abs(cosine["raw mean"]) < 0.2  # random token embeddings: nearly orthogonal
     assert cosine["encoded mean"] > cosine["raw mean"] + 0.3 and cosine["encoded min"] <= cosine["encoded mean"]
+
+
+def _random_probs(batch=4, heads=2, side=4, tokens=10, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, heads, side * side, tokens, generator=generator).softmax(-1)
+
+
+def test_oracle_edit_moves_each_nouns_attention_onto_its_mask():
+    probs = _random_probs()
+    mask = torch.zeros(2, 4, 4, dtype=torch.bool)
+    mask[0, :2, :2] = True
+    mask[1, 2:, :] = True
+    edit = AttentionEdit("oracle", positions=[[[3], [5, 6]], [[2], [4]]], masks=[mask, mask])
+    out = edit("up_4", probs)
+    assert torch.allclose(out.sum(-1), torch.ones(4, 2, 16))
+    assert torch.equal(out[:2], probs[:2])  # the unconditional half of [uncond; cond] is left alone
+    flat = mask.flatten(1)
+    for token, noun in ((3, 0), (5, 1), (6, 1)):
+        column = out[2, :, :, token]
+        assert (column[:, ~flat[noun]] == 0).all() and (column[:, flat[noun]] > 0).all()
+        # before each row is renormalised, the token holds its whole mass spread evenly over the mask:
+        # against an untouched token (0), out[u, t] / out[u, 0] = (sum_u A[u, t] / |M|) / A[u, 0]
+        expected = probs[2, :, :, token].sum(-1, keepdim=True) / flat[noun].sum() / probs[2, :, :, 0]
+        ratio = column / out[2, :, :, 0]
+        assert torch.allclose(ratio[:, flat[noun]], expected[:, flat[noun]], rtol=1e-4)
+    edit.active = False
+    assert torch.equal(edit("up_4", probs), probs)
+
+
+def test_excite_edit_raises_the_nouns_share_everywhere():
+    probs = _random_probs()
+    out = AttentionEdit("excite", positions=[[[3]], [[4]]], factor=3.0)("mid_4", probs)
+    assert torch.allclose(out.sum(-1), torch.ones(4, 2, 16))
+    assert (out[2, ..., 3] > probs[2, ..., 3]).all() and (out[3, ..., 4] > probs[3, ..., 4]).all()
+    ratio = out[2, ..., 3] / probs[2, ..., 3] / (out[2, ..., 0] / probs[2, ..., 0])
+    assert torch.allclose(ratio, torch.full_like(ratio, 3.0), rtol=1e-4)
+    with pytest.raises(ValueError, match="layout"):
+        AttentionEdit("oracle", positions=[[[3]]])
+
+
+@pytest.mark.parametrize("mode", ["none", "oracle", "excite"])
+def test_intervention_runs_on_a_tiny_model(tmp_path, mode):
+    folder = _toy_folder(tmp_path / "m", padding="zero", colour_mode="attribute")
+    result = intervention(folder, mode=mode, n=3, count=2, steps=3, batch_size=2)
+    assert result["n"] == 3 and set(result["mg"]) == {1, 2}

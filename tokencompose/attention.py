@@ -69,9 +69,10 @@ def attention_layers(unet) -> list[AttentionLayer]:
 class _Store:
     """Where recorded maps go; open only while the UNet's own forward runs."""
 
-    def __init__(self, keep: str, detach: bool) -> None:
+    def __init__(self, keep: str, detach: bool, edit=None) -> None:
         self.keep = keep
         self.detach = detach
+        self.edit = edit
         self.enabled = True
         self.window_open = False
         self.input_hw: tuple[int, int] | None = None
@@ -131,6 +132,9 @@ class RecordingAttnProcessor:
         probs = attn.get_attention_scores(query, key, attention_mask)  # [B*heads, H*W, T], softmax over T
         if self.store.enabled and self.store.window_open:
             key_name = self.store.key(self.layer.place, self.layer.cross, queries)
+            if self.store.edit is not None:  # an intervention on the maps (probes: oracle, excitation)
+                edited = self.store.edit(key_name, probs.view(batch, attn.heads, queries, -1))
+                probs = edited.reshape(batch * attn.heads, queries, -1).to(probs.dtype)
             self.store.add(key_name, probs.view(batch, attn.heads, queries, -1), self.layer.name)
         hidden_states = attn.batch_to_head_dim(torch.bmm(probs, value))
 
@@ -205,6 +209,7 @@ def attach_recorder(
     mode: str = "cross",
     keep: str = "all",
     detach: bool = False,
+    edit=None,
 ) -> AttentionRecorder:
     """Install recording processors on a diffusers ``UNet2DConditionModel``.
 
@@ -216,6 +221,9 @@ def attach_recorder(
         keep: "all" keeps the whole batch; "cond" keeps the second half (the conditional half of a
             classifier-free-guidance batch ``[uncond; cond]``).
         detach: store maps without their graph (analysis and sampling; saves memory).
+        edit: optional ``edit(key, probs) -> probs`` applied to every recorded map (``[B, heads, H*W, T]``,
+            rows summing to 1) before it weights the values: an intervention on where tokens attend
+            (``probes.AttentionEdit``); what is recorded is the edited map.
 
     Returns:
         An ``AttentionRecorder``; ``recorder.maps()`` after a forward pass.
@@ -232,7 +240,7 @@ def attach_recorder(
     if not chosen:
         raise ValueError(f"this UNet has no cross-attention layers in {tuple(groups)}")
 
-    store = _Store(keep=keep, detach=detach)
+    store = _Store(keep=keep, detach=detach, edit=edit)
     original = dict(unet.attn_processors)
     processors = dict(original)
     for layer in chosen:

@@ -24,9 +24,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .ablation import held_out_prompts
+from .attention import attach_recorder
+from .losses import resize_masks
 from .models import encode_prompts, load_components
+from .sample import generate_toy
 from .tokens import noun_token_positions
-from .toyworld import TOY_CATEGORIES, ToyScenes, model_colour_mode
+from .toyworld import (
+    TOY_CATEGORIES,
+    TOY_COLOURS,
+    ToyDetector,
+    ToyScenes,
+    caption_colours,
+    get_category,
+    model_colour_mode,
+    render_scene,
+)
 
 #: the rows of the routing table, in order
 ROUTING_ROWS = ("caption", "nouns replaced", "nouns swapped", "end replaced", "padding replaced",
@@ -148,8 +161,6 @@ def composition(model_dir: str | Path, counts: Sequence[int] = (1, 2, 3, 4), n: 
     """Composition of a toy model on ``n`` held-out prompts per object count (seen or ``unseen`` combinations,
     ``ablation.held_out_prompts`` in the model's colour mode), one image each (seeds 0..n-1), scored by
     ``composition_scores`` with the toy detector of that world."""
-    from .ablation import held_out_prompts
-    from .sample import generate_toy
 
     components = load_components(str(model_dir))
     mode = model_colour_mode(model_dir)
@@ -173,8 +184,6 @@ def composition_scores(prompts: Sequence, images: Sequence[np.ndarray], colour_m
     whose i-th named object was detected: first-mention bias) and, in the attribute world,
     ``colour_correct`` (share of detected named objects drawn in the colour the caption gave them).
     """
-    from .toyworld import ToyDetector, caption_colours
-
     detector = ToyDetector(colour_mode=colour_mode)
     count = len(prompts[0].objects)
     if any(len(p.objects) != count for p in prompts) or len(prompts) != len(images):
@@ -211,3 +220,99 @@ def composition_scores(prompts: Sequence, images: Sequence[np.ndarray], colour_m
         "recall_by_position": [float(r / n) for r in recall],
         "colour_correct": colour_right / colour_total if colour_total else None,
     }
+
+
+class AttentionEdit:
+    """An intervention on the nouns' cross-attention during sampling (``attention.attach_recorder(edit=...)``).
+
+    - ``"oracle"``: each noun token's map is replaced by its object's exact mask of a layout (a rendered
+      scene for the prompt), keeping the attention mass the token had (``A'[:, t] = M / |M| * sum_u A[u, t]``),
+      then each pixel's row is renormalised over the tokens. It tells *where* for free: if composition does
+      not improve, where the nouns attend is not what limits it, and losses that move it cannot help.
+    - ``"excite"``: each noun token's attention is multiplied by ``factor`` at every pixel, then rows are
+      renormalised (prompt-to-prompt's re-weighting applied to the nouns; Attend-and-Excite's idea of raising
+      a neglected token's attention, without its latent optimisation).
+
+    Active while ``active`` is true (the sampler's step callback switches it off after the first ``fraction``
+    of the steps); edits the conditional half of a classifier-free-guidance batch ``[uncond; cond]``.
+    """
+
+    def __init__(self, mode: str, positions: Sequence[Sequence[Sequence[int]]],
+                 masks: Sequence[torch.Tensor] | None = None, factor: float = 3.0, guided: bool = True) -> None:
+        if mode not in ("oracle", "excite"):
+            raise ValueError(f"mode must be 'oracle' or 'excite', got {mode!r}")
+        if mode == "oracle" and masks is None:
+            raise ValueError("the oracle needs the layout's masks: one [nouns, H, W] tensor per prompt")
+        self.mode, self.positions, self.masks, self.factor, self.guided = mode, positions, masks, factor, guided
+        self.active = True
+
+    def __call__(self, key: str, probs: torch.Tensor) -> torch.Tensor:
+        """``probs`` [B, heads, H*W, T] -> edited ``probs`` (rows sum to 1)."""
+        if not self.active:
+            return probs
+        probs = probs.clone()
+        start = probs.shape[0] // 2 if self.guided else 0
+        side = int(round(probs.shape[2] ** 0.5))
+        for sample, noun_positions in enumerate(self.positions):
+            row = probs[start + sample]  # [heads, H*W, T]
+            if self.mode == "oracle":
+                masks = resize_masks(self.masks[sample].float(), (side, side)).flatten(1).to(row.dtype)  # [N, H*W]
+            for noun, token_list in enumerate(noun_positions):
+                for token in token_list:
+                    if self.mode == "excite":
+                        row[..., token] *= self.factor
+                    elif masks[noun].sum() > 0:
+                        mass = row[..., token].sum(-1, keepdim=True)  # [heads, 1]
+                        row[..., token] = masks[noun] / masks[noun].sum() * mass
+            probs[start + sample] = row / row.sum(-1, keepdim=True).clamp_min(1e-12)
+        return probs
+
+
+def intervention(model_dir: str | Path, mode: str = "none", n: int = 64, count: int = 4, unseen: bool = False,
+                 fraction: float = 0.4, factor: float = 3.0, seed: int = 1234, steps: int = 25,
+                 guidance: float = 3.0, batch_size: int = 32) -> dict:
+    """Composition (``composition_scores``) of a toy model on ``n`` held-out ``count``-object prompts, sampled
+    with an ``AttentionEdit`` (``mode`` "oracle" or "excite", or "none" for the plain sampler) on every
+    cross-attention layer for the first ``fraction`` of the DDIM steps. The same prompts and seeds for every
+    mode, so modes compare image by image. The oracle's layout for prompt ``i`` is a scene rendered for it
+    with ``numpy.random.default_rng([seed, i])``."""
+
+    components = load_components(str(model_dir))
+    colour_mode = model_colour_mode(model_dir)
+    prompts = held_out_prompts(n, count, unseen=unseen, seed=seed, colour_mode=colour_mode)
+    size = components.unet.config.sample_size
+    cutoff = int(round(fraction * steps))  # the edit acts on DDIM steps 0 .. cutoff - 1
+    images = []
+    for start in range(0, n, batch_size):
+        chunk = prompts[start:start + batch_size]
+        texts = [p.text for p in chunk]
+        if mode == "none":
+            images.append(generate_toy(components, texts, list(range(start, start + len(chunk))), steps=steps,
+                                       guidance=guidance, progress=False))
+            continue
+        positions = [noun_token_positions(p.text, list(p.objects), components.tokenizer) for p in chunk]
+        masks = None
+        if mode == "oracle":
+            masks = []
+            for offset, prompt in enumerate(chunk):
+                layout_rng = np.random.default_rng([seed, start + offset])
+                colours = None
+                if colour_mode == "attribute":
+                    palette = {c.name: c for c in TOY_COLOURS}
+                    colours = [palette[w] for w in caption_colours(prompt.text, list(prompt.objects))]
+                scene = render_scene([get_category(o) for o in prompt.objects], layout_rng, size=size,
+                                     colours=colours)
+                masks.append(torch.from_numpy(np.stack([scene.masks[o] for o in prompt.objects])))
+        edit = AttentionEdit(mode, positions, masks, factor=factor, guided=guidance != 1.0)
+        recorder = attach_recorder(components.unet, groups=("down", "mid", "up"), detach=True, edit=edit)
+
+        def step_end(i: int, t: int, edit: AttentionEdit = edit, recorder=recorder) -> None:
+            recorder.reset()  # the records are not needed, only the edit
+            edit.active = i + 1 < cutoff
+
+        try:
+            images.append(generate_toy(components, texts, list(range(start, start + len(chunk))), steps=steps,
+                                       guidance=guidance, progress=False, callback=step_end))
+        finally:
+            recorder.detach()
+    return composition_scores(prompts, np.concatenate(images), colour_mode)
