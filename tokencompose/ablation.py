@@ -32,6 +32,7 @@ from .toyworld import (
     ToyDetector,
     caption_for,
     check_colour_mode,
+    model_colour_mode,
     sample_categories,
     sample_colours,
 )
@@ -169,13 +170,14 @@ def evaluate_model(model_dir: str | Path, settings: AblationSettings, out_dir: P
     def generate_fn(prompts, seeds):
         return generate_batch(model, prompts, seeds, steps=settings.sample_steps, guidance=settings.guidance)
 
-    detector = ToyDetector()
+    colour_mode = model_colour_mode(model_dir)
+    detector = ToyDetector(colour_mode=colour_mode)
     results: dict[str, Any] = {}
     for split in ("seen", "unseen"):
         results[split] = {}
         for count in settings.counts:
             prompts = held_out_prompts(settings.prompts_per_count, count, unseen=split == "unseen",
-                                       seed=settings.prompt_seed)
+                                       seed=settings.prompt_seed, colour_mode=colour_mode)
             folder = out_dir / f"{split}_{count}"
             result = run_multigen(
                 prompts, detector, folder, generate_fn=generate_fn, images_per_prompt=settings.images_per_prompt,
@@ -192,7 +194,8 @@ def attention_miou(model_dir: str | Path, settings: AblationSettings) -> dict[st
         return None
     from .evaluate.segmentation import segmentation_transfer
 
-    prompts = held_out_prompts(settings.seg_prompts, 3, unseen=True, seed=settings.prompt_seed + 1)
+    prompts = held_out_prompts(settings.seg_prompts, 3, unseen=True, seed=settings.prompt_seed + 1,
+                               colour_mode=model_colour_mode(model_dir))
     result = segmentation_transfer(str(model_dir), [p.text for p in prompts], seeds=(0,),
                                    nouns=[list(p.objects) for p in prompts], steps=settings.sample_steps,
                                    guidance=settings.guidance, batch_size=settings.generate_batch_size,

@@ -449,6 +449,9 @@ def _save_final(output_dir: Path, unet, ema: dict | None, components: Components
     if components.vae is None:  # a pixel-space (toy) model: make the folder a whole loadable model
         components.text_encoder.save_pretrained(output_dir / "text_encoder", safe_serialization=True)
         components.scheduler.save_pretrained(output_dir / "scheduler")
+        world = Path(config.pretrained) / "pretrain_settings.json"  # the toy world it lives in travels with it
+        if world.is_file():
+            shutil.copyfile(world, output_dir / "pretrain_settings.json")
     (output_dir / "training_config.json").write_text(json.dumps(_config_dict(config), indent=1))
     return target
 

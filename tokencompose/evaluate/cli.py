@@ -64,12 +64,22 @@ def _toy_categories(num_categories: int | None) -> list:
     return list(TOY_CATEGORIES[:num_categories] if num_categories else TOY_CATEGORIES)
 
 
-def make_detector(name: str, device: str, num_categories: int | None = None) -> Any:
-    """``ToyDetector`` for "toy", else ``OwlDetector.from_pretrained(name)`` on ``device``."""
+def toy_colour_mode(model: str | None) -> str:
+    """The toy world of ``--model``: its folder's colour mode ("toy" = the shipped base), else "identity"."""
+    from tokencompose.config import TOY_BASE_DIR
+    from tokencompose.toyworld import model_colour_mode
+
+    folder = TOY_BASE_DIR if model == "toy" else Path(model) if model else None
+    return model_colour_mode(folder) if folder is not None and folder.is_dir() else "identity"
+
+
+def make_detector(name: str, device: str, num_categories: int | None = None, colour_mode: str = "identity") -> Any:
+    """``ToyDetector`` for "toy" (of the toy world ``colour_mode``), else ``OwlDetector.from_pretrained(name)``
+    on ``device``."""
     if name == "toy":
         from tokencompose.toyworld import ToyDetector
 
-        return ToyDetector(_toy_categories(num_categories))
+        return ToyDetector(_toy_categories(num_categories), colour_mode=colour_mode)
     from tokencompose.evaluate.detectors import OwlDetector
 
     return OwlDetector.from_pretrained(name, device=device)
@@ -128,6 +138,7 @@ def multigen_cli(argv: list[str]) -> int:
     if source.suffix == ".json" and not source.is_file():
         parser.error(f"prompt file {source} not found (the authors' files: coco_obj_comp_5_1k.json, "
                      "ade20k_obj_comp_5_1k.json from mlpc-ucsd/TokenCompose, folder multigen/)")
+    colour_mode = toy_colour_mode(args.model)
     if source.suffix == ".json":
         prompts = multigen.load_prompts(source)
     else:
@@ -135,8 +146,9 @@ def multigen_cli(argv: list[str]) -> int:
         categories = ([c.name for c in _toy_categories(args.num_categories)] if toy
                       else multigen.load_categories(args.prompts))
         counts = [int(k) for k in (args.num_objects or ("2,3,4" if toy else "5")).split(",")]
+        template = "authors" if not toy else "toy-attribute" if colour_mode == "attribute" else "toy"
         prompts = multigen.make_prompts(categories, args.num_prompts, counts, seed=args.prompt_seed,
-                                        template="toy" if toy else "authors")
+                                        template=template)
         prompt_file = out / "prompts.json"
         if prompt_file.is_file() and multigen.load_prompts(prompt_file) != prompts:
             parser.error(f"{prompt_file} holds other prompts than this command makes; use another --out or "
@@ -146,7 +158,7 @@ def multigen_cli(argv: list[str]) -> int:
         prompts = prompts[:args.limit]
     state = multigen.process_state()
     device = _device(state, args.device)
-    detector = make_detector(args.detector, device, args.num_categories)
+    detector = make_detector(args.detector, device, args.num_categories, colour_mode)
     name = args.name or args.model or Path(args.images).name
     result = multigen.run_multigen(prompts, detector, out, generate_fn=make_generate_fn(args, device),
                                    images_dir=args.images, images_per_prompt=args.n_images, model_name=name,
@@ -183,7 +195,7 @@ def visor_cli(argv: list[str]) -> int:
             else f"all {full} prompts")
     state = multigen.process_state()
     device = _device(state, args.device)
-    detector = make_detector(args.detector, device, args.num_categories)
+    detector = make_detector(args.detector, device, args.num_categories, toy_colour_mode(args.model))
     name = args.name or args.model or Path(args.images).name
     result = visor.run_visor(prompts, detector, out, generate_fn=make_generate_fn(args, device),
                              images_dir=args.images, images_per_prompt=args.n_images, model_name=name,

@@ -149,8 +149,9 @@ def make_prompts(categories: Sequence[str], n: int, num_objects: int | Sequence[
     """``n`` prompts of distinct categories drawn uniformly (numpy ``default_rng(seed)``), in drawn order.
 
     ``num_objects``: an int, or a sequence cycled over the prompts (``(2, 3, 4)`` gives a balanced mix).
-    ``template``: "authors" (``multigen_caption``) or "toy" (``toyworld.caption_for``, the captions the toy
-    model was trained on: "a photo of a circle, a star and a ring.").
+    ``template``: "authors" (``multigen_caption``), "toy" (``toyworld.caption_for``, the captions the toy
+    model was trained on: "a photo of a circle, a star and a ring.") or "toy-attribute" (the attribute world's:
+    a distinct random colour word before each noun, "a photo of a red circle and a blue star.").
     """
     categories = list(categories)
     counts = [num_objects] if isinstance(num_objects, int) else list(num_objects)
@@ -161,17 +162,19 @@ def make_prompts(categories: Sequence[str], n: int, num_objects: int | Sequence[
     if not counts or any(not isinstance(k, int) or not 1 <= k <= len(categories) for k in counts):
         raise ValueError(f"num_objects must be integers in 1..{len(categories)} (the number of categories), "
                          f"got {num_objects!r}")
-    if template == "authors":
-        caption = multigen_caption
-    elif template == "toy":
-        from tokencompose.toyworld import caption_for as caption
-    else:
-        raise ValueError(f"unknown template {template!r}; use 'authors' or 'toy'")
+    from tokencompose.toyworld import caption_for, sample_colours
+
+    if template not in ("authors", "toy", "toy-attribute"):
+        raise ValueError(f"unknown template {template!r}; use 'authors', 'toy' or 'toy-attribute'")
     rng = np.random.default_rng(seed)
     prompts = []
     for i in range(n):
         chosen = [categories[c] for c in rng.choice(len(categories), size=counts[i % len(counts)], replace=False)]
-        prompts.append(MultiGenPrompt(i, tuple(chosen), caption(chosen)))
+        if template == "authors":
+            text = multigen_caption(chosen)
+        else:
+            text = caption_for(chosen, sample_colours(rng, len(chosen)) if template == "toy-attribute" else None)
+        prompts.append(MultiGenPrompt(i, tuple(chosen), text))
     return prompts
 
 

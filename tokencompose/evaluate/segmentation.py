@@ -372,14 +372,14 @@ def toy_nouns(prompt: str) -> list[str]:
 
 
 def _reference_masks(reference: Any, image: np.ndarray, nouns: Sequence[str], prompt_index: int,
-                     seed: int) -> dict[str, Any]:
+                     seed: int, colour_mode: str = "identity") -> dict[str, Any]:
     """``{noun: mask or None}`` for one generated image from the chosen reference."""
     from PIL import Image
 
     if reference == "toy":
         from tokencompose.toyworld import colour_segmentation
 
-        segmentation = colour_segmentation(image)
+        segmentation = colour_segmentation(image, colour_mode=colour_mode)
         return {noun: segmentation.get(noun) for noun in nouns}
     if isinstance(reference, (str, Path)):
         from tokencompose.masks import mask_file_name
@@ -417,9 +417,14 @@ def segmentation_transfer(model, prompts: Sequence[str], seeds: Sequence[int] = 
         ``{"miou", "interval", "per_noun", "pairs", "missing", "records", "settings"}``; ``records`` has one
         entry per (image, noun) with its IoU (``None`` when the reference mask was empty/absent: missing).
     """
+    from tokencompose.config import TOY_BASE_DIR
     from tokencompose.models import Components
     from tokencompose.sample import default_guidance, load_model
+    from tokencompose.toyworld import model_colour_mode
 
+    # the toy world a toy model folder was trained in (the attribute world segments by shape, not colour)
+    folder = TOY_BASE_DIR if model == "toy" else model
+    colour_mode = model_colour_mode(folder) if isinstance(folder, (str, Path)) and Path(folder).is_dir() else "identity"
     model = load_model(model)
     pixel_space = isinstance(model, Components) and model.vae is None
     guidance = default_guidance(model) if guidance is None else guidance
@@ -453,7 +458,7 @@ def segmentation_transfer(model, prompts: Sequence[str], seeds: Sequence[int] = 
             if not nouns[index]:
                 continue
             maps = heat_maps(image_attention, positions[index])
-            masks = _reference_masks(reference, image, nouns[index], index, seed)
+            masks = _reference_masks(reference, image, nouns[index], index, seed, colour_mode)
             for noun, heat in zip(nouns[index], maps, strict=True):
                 mask = masks.get(noun)
                 present = mask is not None and bool(_as_mask(mask).any())
