@@ -24,8 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .ablation import held_out_prompts
+from .ablation import attention_specificity, held_out_prompts, toy_geometry
 from .attention import attach_recorder
+from .evaluate.segmentation import segmentation_transfer
 from .losses import resize_masks
 from .models import encode_prompts, load_components
 from .sample import generate_toy
@@ -316,3 +317,130 @@ def intervention(model_dir: str | Path, mode: str = "none", n: int = 64, count: 
         finally:
             recorder.detach()
     return composition_scores(prompts, np.concatenate(images), colour_mode)
+
+
+# --------------------------------------------------------------------------------------------------
+# the gates a toy base must pass before the ablation tests the method on it (issue 12, DESIGN.md)
+# --------------------------------------------------------------------------------------------------
+
+#: gate thresholds: one-object prompts exact; per-noun attention (specificity at one or more supervised
+#: levels, noun-map mIoU); composition weak by neglect on 4-object prompts
+GATES = {"one_object_exact": 0.95, "specificity": 2.0, "noun_miou": 0.35, "four_all_named_below": 0.60,
+         "missing_share": 0.5}
+
+
+def base_report(model_dir: str | Path, n: int = 128, seg_prompts: int = 48, intervention_prompts: int = 64,
+                steps: int = 25, guidance: float = 3.0, progress: bool = False) -> dict:
+    """Every measurement of a toy base that the gates and the discriminating experiments need (validation
+    prompts and fresh scenes only): composition on seen (1-4 objects) and unseen (2-4) prompts, attention
+    specificity per group, the noun maps' segmentation-transfer mIoU on 2-4-object prompts, the routing table,
+    the noun-feature cosine, and composition of 4-object prompts under the oracle and excitation edits."""
+    geometry = toy_geometry(model_dir)
+    colour_mode = model_colour_mode(model_dir)
+    seg = held_out_prompts(seg_prompts, 3, unseen=False, seed=4321, colour_mode=colour_mode)
+    seg += held_out_prompts(seg_prompts // 2, 2, unseen=False, seed=4321, colour_mode=colour_mode)
+    seg += held_out_prompts(seg_prompts // 2, 4, unseen=False, seed=4321, colour_mode=colour_mode)
+    transfer = segmentation_transfer(str(model_dir), [p.text for p in seg], seeds=(0,),
+                                     nouns=[list(p.objects) for p in seg], steps=steps, guidance=guidance,
+                                     progress=progress)
+    report = {
+        "model": str(model_dir), "colour_mode": colour_mode,
+        "supervised_groups": list(geometry["groups"]),
+        "seen": composition(model_dir, (1, 2, 3, 4), n, unseen=False, steps=steps, guidance=guidance),
+        "unseen": composition(model_dir, (2, 3, 4), n, unseen=True, steps=steps, guidance=guidance),
+        "specificity": attention_specificity(model_dir, batches=4, batch_size=16, seed=1,
+                                             groups=(*geometry["unsupervised"], *geometry["groups"])),
+        "noun_miou": {"miou": transfer["miou"], "interval": transfer["interval"], "pairs": transfer["pairs"],
+                      "missing": transfer["missing"]},
+        "routing": routing(model_dir, batches=6, batch_size=16, seed=1),
+        "cosine": noun_feature_cosine(model_dir),
+        "intervention": {mode: intervention(model_dir, mode, n=intervention_prompts, count=4, steps=steps,
+                                            guidance=guidance) for mode in ("none", "oracle", "excite")},
+        "settings": {"n": n, "seg_prompts": len(seg), "intervention_prompts": intervention_prompts,
+                     "steps": steps, "guidance": guidance},
+    }
+    report["gates"] = gate_verdicts(report)
+    return report
+
+
+def gate_verdicts(report: dict) -> dict[str, dict]:
+    """``{gate: {"value", "bar", "met"}}`` of a ``base_report`` (``GATES``)."""
+    supervised = {g: report["specificity"][g]["specificity"] for g in report["supervised_groups"]}
+    best_group = max(supervised, key=supervised.get)
+    four = report["seen"][4] if 4 in report["seen"] else report["seen"][str(4)]
+    one = report["seen"][1] if 1 in report["seen"] else report["seen"]["1"]
+    miou = report["noun_miou"]["miou"] or 0.0
+    return {
+        "one-object exact": {"value": one["exact"], "bar": f">= {GATES['one_object_exact']}",
+                             "met": one["exact"] >= GATES["one_object_exact"]},
+        f"specificity ({best_group}, best supervised group)": {
+            "value": supervised[best_group], "bar": f">= {GATES['specificity']}",
+            "met": supervised[best_group] >= GATES["specificity"]},
+        "noun-map mIoU": {"value": miou, "bar": f">= {GATES['noun_miou']}", "met": miou >= GATES["noun_miou"]},
+        "4 objects: all named": {"value": four["all_named"], "bar": f"< {GATES['four_all_named_below']}",
+                                 "met": four["all_named"] < GATES["four_all_named_below"]},
+        "4 objects: missing share of errors": {"value": four["errors"]["missing"],
+                                               "bar": f">= {GATES['missing_share']}",
+                                               "met": four["errors"]["missing"] >= GATES["missing_share"]},
+    }
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def gates_markdown(reports: dict[str, dict]) -> str:
+    """Side-by-side tables of ``base_report``s (``{label: report}``): the gates, composition with the paper's
+    MG_k and the error breakdown, specificity per group, the routing table, the interventions."""
+    names = list(reports)
+    head = "| | " + " | ".join(names) + " |\n|---|" + "---|" * len(names)
+    lines = ["### Gates", "", "| gate | bar | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for gate in next(iter(reports.values()))["gates"]:
+        cells = []
+        for report in reports.values():
+            entry = next((v for k, v in report["gates"].items() if k.split(" (")[0] == gate.split(" (")[0]), None)
+            cells.append("-" if entry is None else f"{entry['value']:.3f} {'met' if entry['met'] else 'NOT met'}")
+        bar = next(iter(reports.values()))["gates"][gate]["bar"]
+        lines.append(f"| {gate.split(' (')[0]} | {bar} | " + " | ".join(cells) + " |")
+    lines += ["", "### Composition (one image a prompt, toy detector; MG_k = % of images with >= k of the "
+              "named categories detected, the paper's definition)", ""]
+    lines += ["| model | split | objects | all named % | exact % | MG_1..MG_k % | missing / wrong / extra "
+              "(% of errors) | recall by mention position % | colour right % |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, report in reports.items():
+        for split in ("seen", "unseen"):
+            for count, row in report[split].items():
+                mg = " / ".join(_pct(v) for v in row["mg"].values())
+                errors = " / ".join(_pct(row["errors"][k]) for k in ("missing", "wrong", "extra"))
+                recall = " / ".join(_pct(v) for v in row["recall_by_position"])
+                lines.append(f"| {name} | {split} | {count} | {_pct(row['all_named'])} | {_pct(row['exact'])} | "
+                             f"{mg} | {errors} | {recall} | {_pct(row['colour_correct'])} |")
+    groups = list(next(iter(reports.values()))["specificity"])
+    lines += ["", "### Where a noun's attention goes (fresh 2-4-object scenes, noised as in training)", "",
+              "specificity = attention density on the noun's own object / on the other named objects (1 = none)",
+              "", head]
+    for group in groups:
+        lines.append(f"| {group} specificity (own / others / background share) | " + " | ".join(
+            f"{r['specificity'][group]['specificity']:.2f} ({r['specificity'][group]['own']:.2f} / "
+            f"{r['specificity'][group]['others']:.2f} / {r['specificity'][group]['background']:.2f})"
+            if group in r["specificity"] else "-" for r in reports.values()) + " |")
+    lines.append("| noun-map mIoU (segmentation transfer, generated 2-4-object images) | " + " | ".join(
+        f"{r['noun_miou']['miou']:.3f} [{r['noun_miou']['interval']['low']:.3f}, "
+        f"{r['noun_miou']['interval']['high']:.3f}]" if r["noun_miou"]["interval"] else "-"
+        for r in reports.values()) + " |")
+    lines.append("| noun-feature cosine (encoder outputs; raw embeddings 0.04) | " + " | ".join(
+        f"{r['cosine']['encoded mean']:.3f} (min {r['cosine']['encoded min']:.3f})" for r in reports.values()) + " |")
+    lines += ["", "### Routing: L_LDM when a part of the context is replaced by the empty prompt's vectors "
+              "(timesteps 100-700)", "", head]
+    for row in ROUTING_ROWS:
+        lines.append(f"| {row} | " + " | ".join(
+            f"{r['routing'][row]:.5f} ({100 * (r['routing'][row] / r['routing']['caption'] - 1):+.1f}%)"
+            for r in reports.values()) + " |")
+    lines += ["", "### Interventions at sampling (4-object seen prompts, first 40% of the DDIM steps)", "",
+              "| model | sampler | all named % | MG_1..MG_4 % | missing share of errors % |", "|---|---|---|---|---|"]
+    for name, report in reports.items():
+        for mode, row in report["intervention"].items():
+            label = {"none": "plain", "oracle": "oracle attention (layout masks)",
+                     "excite": "excitation (nouns x3)"}[mode]
+            lines.append(f"| {name} | {label} | {_pct(row['all_named'])} | "
+                         + " / ".join(_pct(v) for v in row["mg"].values()) + f" | {_pct(row['errors']['missing'])} |")
+    return "\n".join(lines) + "\n"
