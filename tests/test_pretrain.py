@@ -46,4 +46,37 @@ def test_cli_trains_at_another_image_size_and_the_card_says_so(tmp_path):
                 "--decay-start", "1", "--size", "16", "--eval-images", "1", "--eval-steps", "1", "--threads", "1"]) == 0
     assert json.loads((out / "unet" / "config.json").read_text())["sample_size"] == 16
     card = (out / "README.md").read_text()
-    assert "16 x 16 RGB images" in card and "cross-attention at 8 (down),\n  4 (mid), 8 (up)" in card
+    assert "16 x 16 RGB images" in card and "cross-attention at 8 (down), 4 (mid), 8 (up)" in card
+    assert "### Gates" in card and "Gates NOT met" in card  # one step of training meets no gate
+    assert "frozen random 2-layer CLIP" in card and "identity" in card
+
+
+def test_cli_attribute_world_with_zero_padding_and_a_jointly_trained_encoder(tmp_path):
+    from tokencompose.models import encode_prompts, load_components
+    from tokencompose.pretrain import cli
+
+    out = tmp_path / "attribute"
+    assert cli(["--out", str(out), "--work-dir", str(tmp_path / "work"), "--steps", "2", "--batch-size", "2",
+                "--decay-start", "2", "--size", "16", "--colours", "attribute", "--padding", "zero",
+                "--text-encoder", "joint", "--eval-images", "1", "--eval-steps", "1", "--threads", "1"]) == 0
+    settings = json.loads((out / "pretrain_settings.json").read_text())
+    assert (settings["colour_mode"], settings["padding"], settings["text_encoder"]) == ("attribute", "zero", "joint")
+    assert (encode_prompts(load_components(str(out)), ["a photo of a red star."])[0, 9:] == 0).all()
+    card = (out / "README.md").read_text()
+    assert "random colour named in the caption" in card and "trained jointly" in card
+
+
+@pytest.mark.parametrize("text_encoder", ["frozen", "joint"])
+def test_only_a_joint_text_encoder_trains(tmp_path, text_encoder):
+    from tokencompose.models import build_toy_model
+
+    torch.set_num_threads(1)
+    settings = PretrainSettings(steps=2, batch_size=2, decay_start=2, size=16, ema_decay=0.0, padding="zero",
+                                colour_mode="attribute", text_encoder=text_encoder)
+    components, _ = pretrain_toy(tmp_path / "m", settings, tmp_path / "work")
+    fresh = build_toy_model(sample_size=16, padding="zero").text_encoder.state_dict()  # where the run began
+    # (the saved model is stored in float16: compare with the fresh weights rounded the same way)
+    moved = [name for name, value in components.text_encoder.state_dict().items()
+             if value.is_floating_point() and not torch.equal(value, fresh[name].half().float())]
+    assert bool(moved) == (text_encoder == "joint")
+    assert not any(p.requires_grad for p in components.text_encoder.parameters())  # frozen afterwards
