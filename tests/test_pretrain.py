@@ -80,3 +80,22 @@ def test_only_a_joint_text_encoder_trains(tmp_path, text_encoder):
              if value.is_floating_point() and not torch.equal(value, fresh[name].half().float())]
     assert bool(moved) == (text_encoder == "joint")
     assert not any(p.requires_grad for p in components.text_encoder.parameters())  # frozen afterwards
+
+
+def test_export_checkpoint_of_a_running_pretraining(tmp_path):
+    from tokencompose.models import load_components
+    from tokencompose.pretrain import export_checkpoint
+
+    torch.set_num_threads(1)
+    settings = PretrainSettings(steps=2, batch_size=2, decay_start=2, size=16, text_encoder="joint",
+                                padding="zero", colour_mode="attribute", checkpoint_every=1)
+    components, _ = pretrain_toy(tmp_path / "final", settings, tmp_path / "work")
+    exported = export_checkpoint(tmp_path / "work", tmp_path / "ema", settings)
+    loaded = load_components(str(exported))
+    for name, value in components.unet.state_dict().items():  # the finished run ships the EMA weights
+        torch.testing.assert_close(loaded.unet.state_dict()[name], value.half().float())  # stored in float16
+    assert json.loads((exported / "pretrain_settings.json").read_text())["exported_step"] == 2
+    raw = load_components(str(export_checkpoint(tmp_path / "work", tmp_path / "raw", settings, weights="raw")))
+    assert any(not torch.equal(raw.unet.state_dict()[k], v) for k, v in loaded.unet.state_dict().items())
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        export_checkpoint(tmp_path / "nothing", tmp_path / "x", settings)

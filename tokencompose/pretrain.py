@@ -234,6 +234,28 @@ def pretrain_toy(out_dir: str | Path = TOY_BASE_DIR, settings: PretrainSettings 
     return components, seconds
 
 
+def export_checkpoint(work_dir: str | Path, out_dir: str | Path, settings: PretrainSettings,
+                      weights: str = "ema") -> Path:
+    """The newest checkpoint of a (running) pre-training as a loadable toy model folder: its EMA weights
+    (``weights="ema"``, what the finished run ships) or the raw ones (``"raw"``, the model as it is now, for
+    probing a run while it trains). ``settings`` must be the run's (they rebuild the architecture)."""
+    checkpoint = Path(work_dir) / "checkpoint"
+    if not (checkpoint / "state.json").is_file():
+        raise FileNotFoundError(f"no checkpoint in {work_dir}; has the run saved one yet?")
+    if weights not in ("ema", "raw"):
+        raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
+    components = build_toy_model(sample_size=settings.size, seed=settings.seed, padding=settings.padding)
+    state = load_file(checkpoint / ("ema.safetensors" if weights == "ema" else "unet.safetensors"))
+    trained = (torch.nn.ModuleDict({"unet": components.unet, "text_encoder": components.text_encoder})
+               if settings.text_encoder == "joint" else components.unet)
+    trained.load_state_dict(state)
+    save_toy_model(components, out_dir)
+    step = json.loads((checkpoint / "state.json").read_text())["step"]
+    (Path(out_dir) / "pretrain_settings.json").write_text(json.dumps(dict(asdict(settings), exported_step=step,
+                                                                          exported_weights=weights), indent=1))
+    return Path(out_dir)
+
+
 def write_model_card(out_dir: Path, settings: PretrainSettings, minutes: float, report: dict,
                      device: str = "cpu") -> Path:
     """The toy base model's README: world, architecture, data, steps, seed, time, machine, and its gates
