@@ -71,11 +71,12 @@ def table(args: argparse.Namespace) -> None:
         caption = routing_row["caption"]
         spec = " / ".join(f"{result['specificity'][g]['specificity']:.2f}" for g in GROUPS)
         rows.append(f"| {name} | {settings.get('colour_mode', 'identity')} | {settings.get('padding', 'encoded')} "
-                    f"| {settings.get('steps', '')} | {spec} | "
+                    f"| {settings.get('exported_step', settings.get('steps', ''))} | {spec} | "
                     + " | ".join(f"{100 * (routing_row[r] / caption - 1):+.1f}" for r in ROUTING_ROWS[1:])
-                    + f" | {result['cosine']['encoded mean']:.3f} |")
+                    + f" | {result['cosine']['encoded mean']:.3f} | {caption:.4f} | "
+                    + ("yes" if routing_row["empty prompt"] > 1.05 * caption else "no") + " |")
     header = ("| probe | colours | padding | steps | specificity " + " / ".join(GROUPS) + " | "
-              + " | ".join(ROUTING_ROWS[1:]) + " | noun cosine |\n|" + "---|" * (6 + len(ROUTING_ROWS)))
+              + " | ".join(ROUTING_ROWS[1:]) + " | noun cosine | L_LDM (caption) | reads its caption |\n|" + "---|" * (7 + len(ROUTING_ROWS)))
     text = f"""# Toy route probes (issue 12)
 
 Short from-scratch trainings (L_LDM only, batch 32, lr 1e-3, EMA as given) of toy bases in each world, measured
@@ -83,7 +84,9 @@ on fresh 2-4-object scenes (seed 1). Specificity: attention density on the noun'
 named objects (1 = no preference; the gate for the ablation's base is >= 2). Routing: % change of L_LDM when a
 part of the context is replaced by the empty prompt's vectors (timesteps 100-700, 96 scenes); a part the UNet
 reads costs L_LDM. Noun cosine: mean pairwise cosine of the encoder's outputs at the noun of
-"a photo of a {{noun}}." (raw token embeddings: 0.039). "base" is the first shipped base (the control).
+"a photo of a {{noun}}." (raw token embeddings: 0.039). "Reads its caption": the empty prompt costs > 5% L_LDM.
+"base" is the first shipped base (the control). Rows named "<arm>_<step>" are checkpoints of a longer run
+(``pretrain.export_checkpoint``, raw weights) measured while it trains.
 Machine: {platform.machine()} CPU, one thread a probe, torch {torch.__version__}.
 
 {header}
