@@ -243,7 +243,7 @@ def loss_profile(model_dir: str | Path = str(TOY_BASE_DIR), batches: int = 8, ba
     attention is grounded. Scenes are drawn at the model's image size."""
     import torch
 
-    from .train import compute_losses
+    from .objective import compute_losses
 
     groups = tuple(groups) if groups is not None else toy_geometry(model_dir)["groups"]
     components, config, recorder, scenes, generator = _probe(model_dir, batch_size, seed, groups)
@@ -268,14 +268,14 @@ def _probe(model_dir: str | Path, batch_size: int, seed: int, groups: Sequence[s
 
     from .attention import attach_recorder
     from .models import load_components
-    from .train import TrainOptions, _ToySceneBatches
+    from .train import TrainOptions, toy_scene_batches
 
     config = get_config("toy", pretrained=str(model_dir), seed=seed, train_batch_size=batch_size,
                         token_weight=0.0, pixel_weight=0.0, resolution=toy_geometry(model_dir)["resolution"],
                         groups=tuple(groups))
     components = load_components(str(model_dir))
     recorder = attach_recorder(components.unet, groups=sorted({g.partition("_")[0] for g in config.groups}))
-    scenes = _ToySceneBatches(components.tokenizer, config, TrainOptions(toy_scenes=True, toy_objects=(2, 4)), 0)
+    scenes = toy_scene_batches(components.tokenizer, config, TrainOptions(toy_scenes=True, toy_objects=(2, 4)))
     return components, config, recorder, scenes, torch.Generator().manual_seed(seed)
 
 
@@ -294,8 +294,8 @@ def attention_specificity(model_dir: str | Path = str(TOY_BASE_DIR), batches: in
     """
     import torch
 
-    from .losses import _samples
-    from .train import noised_prediction
+    from .losses import prepare_samples
+    from .objective import noised_prediction
 
     geometry = toy_geometry(model_dir)
     groups = tuple(groups) if groups is not None else (*geometry["unsupervised"], *geometry["groups"])
@@ -312,7 +312,7 @@ def attention_specificity(model_dir: str | Path = str(TOY_BASE_DIR), batches: in
                 for group in groups:
                     if group not in maps:
                         raise ValueError(f"layer group {group!r} not recorded; recorded: {sorted(maps)}")
-                    stacked, prepared = _samples(maps[group], batch["masks"], batch["positions"], None)
+                    stacked, prepared = prepare_samples(maps[group], batch["masks"], batch["positions"], None)
                     for sample, noun_masks, token_index, token_noun in prepared:
                         attention = stacked[:, sample][..., token_index].mean(dim=(0, 1))  # [H*W, K]
                         share = attention / attention.sum(0, keepdim=True).clamp_min(1e-12)

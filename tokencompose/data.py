@@ -591,6 +591,39 @@ class TokenComposeDataset(torch.utils.data.Dataset):
 # command line
 # --------------------------------------------------------------------------------------------------
 
+# --------------------------------------------------------------------------------------------------
+# batches of a training run: a pure function of (step, micro-step), so a resumed run continues exactly
+# --------------------------------------------------------------------------------------------------
+
+def seed_for(*keys: int) -> int:
+    """A 63-bit seed mixed from ``keys`` (NumPy's SeedSequence): nearby keys give unrelated streams."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint64)[0] >> 1)
+
+
+class DatasetBatches:
+    """Micro-batch ``(step, micro)`` of a dataset: sample k of the run is ``permutation(epoch)[k mod n]``.
+
+    ``config`` gives ``seed``, ``train_batch_size`` and ``gradient_accumulation_steps``; process ``rank`` of
+    ``world`` takes every ``world``-th micro-batch.
+    """
+
+    def __init__(self, dataset, config, rank: int = 0, world: int = 1) -> None:
+        self.dataset, self.config, self.rank, self.world = dataset, config, rank, world
+        self._permutations: dict[int, torch.Tensor] = {}
+
+    def _index(self, k: int) -> int:
+        epoch, position = divmod(k, len(self.dataset))
+        if epoch not in self._permutations:
+            self._permutations = {epoch: torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(
+                seed_for(self.config.seed, epoch, 1)))}
+        return int(self._permutations[epoch][position])
+
+    def __call__(self, step: int, micro: int) -> dict:
+        size = self.config.train_batch_size
+        first = ((step * self.config.gradient_accumulation_steps + micro) * self.world + self.rank) * size
+        return collate([self.dataset[self._index(first + i)] for i in range(size)])
+
+
 def cli(argv: list[str]) -> int:
     """``python -m tokencompose validate DIR``: print every problem of a dataset; exit status 1 if any."""
     parser = argparse.ArgumentParser(prog="tokencompose validate", description=cli.__doc__)

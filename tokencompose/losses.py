@@ -230,7 +230,7 @@ def _check_batch(stacked: Tensor, masks: MasksLike, positions: PositionsLike) ->
         )
 
 
-def _samples(maps: MapsLike, masks: MasksLike, positions: PositionsLike, size: tuple[int, int] | None):
+def prepare_samples(maps: MapsLike, masks: MasksLike, positions: PositionsLike, size: tuple[int, int] | None):
     """Stacked maps ``[L, B, heads, H*W, T]`` and, for each sample with nouns, its prepared masks and tokens.
 
     The shared front of ``token_loss`` and ``pixel_loss``: checks the batch, skips samples without nouns,
@@ -308,7 +308,7 @@ def token_loss(
     Raises:
         ValueError: mismatched counts or shapes, empty or out-of-range token positions.
     """
-    stacked, samples = _samples(maps, masks, positions, size)  # stacked: [L, B, heads, H*W, T]
+    stacked, samples = prepare_samples(maps, masks, positions, size)  # stacked: [L, B, heads, H*W, T]
     per_sample: list[Tensor] = []
     for sample, noun_masks, token_index, token_noun in samples:
         selected = stacked[:, sample][..., token_index]  # [L, heads, H*W, K]: every token of every noun
@@ -347,7 +347,7 @@ def pixel_loss(
     Raises:
         ValueError: mismatched counts or shapes, empty or out-of-range token positions.
     """
-    stacked, samples = _samples(maps, masks, positions, size)  # stacked: [L, B, heads, H*W, T]
+    stacked, samples = prepare_samples(maps, masks, positions, size)  # stacked: [L, B, heads, H*W, T]
     per_sample: list[Tensor] = []
     for sample, noun_masks, token_index, token_noun in samples:
         mean_map = stacked[:, sample].mean(dim=1).mean(dim=0)  # heads, then layers -> [H*W, T]

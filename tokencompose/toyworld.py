@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from tokencompose.data import collate, encode_example, seed_for
 from tokencompose.evaluate.detectors import Box, Detection
 
 logger = logging.getLogger(__name__)
@@ -564,6 +565,34 @@ class ToyScenes:
         while True:
             yield self.batch(index)
             index += 1
+
+
+@dataclass
+class ToySceneBatches:
+    """Training micro-batches of fresh toy scenes, encoded as a dataset's (``data.encode_example`` +
+    ``data.collate``): micro-batch ``(step, micro)`` of process ``rank`` is drawn with a generator seeded by
+    (seed, step, micro, rank), so a resumed run sees the scenes it would have seen."""
+
+    tokenizer: Any
+    seed: int = 0
+    batch_size: int = 16
+    resolution: int = 32
+    value_range: tuple[float, float] = (0.0, 1.0)
+    objects: tuple[int, int] = (2, 4)
+    colour_mode: str = "identity"
+    rank: int = 0
+
+    def __post_init__(self) -> None:
+        check_colour_mode(self.colour_mode)
+
+    def __call__(self, step: int, micro: int) -> dict:
+        rng = np.random.default_rng(seed_for(self.seed, step, micro, self.rank, 2))
+        scenes = scene_batch(rng, self.batch_size, objects=tuple(self.objects), exclude_pairs=EXCLUDED_PAIRS,
+                             size=self.resolution, colour_mode=self.colour_mode)
+        examples = [encode_example(image, caption, [n for n, _ in masks], [m for _, m in masks], self.tokenizer,
+                                   self.resolution, self.value_range)
+                    for image, caption, masks in zip(scenes.images, scenes.captions, scenes.masks, strict=True)]
+        return collate(examples)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -78,16 +78,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .config import PRESETS, Config, get_config
-from .losses import grounding_losses, total_loss
-from .models import Components, WeightsNotFoundError, encode_text
+from .data import DatasetBatches, TokenComposeDataset, seed_for
+from .models import Components, WeightsNotFoundError
+from .objective import compute_losses
 from .pretrain import _flatten_optimizer, _load_optimizer
+from .toyworld import ToySceneBatches, model_colour_mode
 
 logger = logging.getLogger(__name__)
 
@@ -209,129 +209,6 @@ def check_config(config: Config, options: TrainOptions) -> None:
 # --------------------------------------------------------------------------------------------------
 # seeding: everything random depends on (seed, step, micro-step, process) only
 # --------------------------------------------------------------------------------------------------
-
-def _seed_for(*keys: int) -> int:
-    """A 63-bit seed mixed from ``keys`` (NumPy's SeedSequence): nearby keys give unrelated streams."""
-    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint64)[0] >> 1)
-
-
-class _DatasetBatches:
-    """Micro-batch ``(step, micro)`` of a dataset: sample k of the run is ``permutation(epoch)[k mod n]``."""
-
-    def __init__(self, dataset, config: Config, rank: int, world: int) -> None:
-        from .data import collate
-
-        self.dataset, self.config, self.rank, self.world = dataset, config, rank, world
-        self.collate = collate
-        self._permutations: dict[int, torch.Tensor] = {}
-
-    def _index(self, k: int) -> int:
-        epoch, position = divmod(k, len(self.dataset))
-        if epoch not in self._permutations:
-            self._permutations = {epoch: torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(
-                _seed_for(self.config.seed, epoch, 1)))}
-        return int(self._permutations[epoch][position])
-
-    def __call__(self, step: int, micro: int) -> dict:
-        size = self.config.train_batch_size
-        first = ((step * self.config.gradient_accumulation_steps + micro) * self.world + self.rank) * size
-        return self.collate([self.dataset[self._index(first + i)] for i in range(size)])
-
-
-class _ToySceneBatches:
-    """Micro-batch ``(step, micro)`` of fresh toy scenes, drawn with a generator seeded by (seed, step, micro)."""
-
-    def __init__(self, tokenizer, config: Config, options: TrainOptions, rank: int) -> None:
-        from .toyworld import check_colour_mode, model_colour_mode
-
-        self.tokenizer, self.config, self.options, self.rank = tokenizer, config, options, rank
-        self.colour_mode = check_colour_mode(options.toy_colours or model_colour_mode(config.pretrained))
-
-    def __call__(self, step: int, micro: int) -> dict:
-        from .data import collate, encode_example
-        from .toyworld import EXCLUDED_PAIRS, scene_batch
-
-        rng = np.random.default_rng(_seed_for(self.config.seed, step, micro, self.rank, 2))
-        scenes = scene_batch(rng, self.config.train_batch_size, objects=tuple(self.options.toy_objects),
-                             exclude_pairs=EXCLUDED_PAIRS, size=self.config.resolution,
-                             colour_mode=self.colour_mode)
-        examples = []
-        for image, caption, masks in zip(scenes.images, scenes.captions, scenes.masks, strict=True):
-            examples.append(encode_example(image, caption, [n for n, _ in masks], [m for _, m in masks],
-                                           self.tokenizer, self.config.resolution, self.config.value_range))
-        return collate(examples)
-
-
-# --------------------------------------------------------------------------------------------------
-# one step of the objective
-# --------------------------------------------------------------------------------------------------
-
-def noised_prediction(components: Components, batch: dict, config: Config,
-                      generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Steps 1-4 of Eq. (5)'s forward pass: encode, noise at a random timestep, predict (Eq. 1).
-
-    Returns ``(prediction, target)``; a recorder attached to the UNet (``attention.attach_recorder``) holds
-    this forward's cross-attention maps afterwards. ``generator`` (CPU) draws the noise and the timesteps.
-    """
-    unet, vae, scheduler = components.unet, components.vae, components.scheduler
-    device = next(unet.parameters()).device
-    pixel_values = batch["pixel_values"].to(device)  # [B, 3, R, R] in config.value_range
-
-    # 1. encode the image: the VAE's latents times its scaling factor (SD), or the image itself (toy)
-    if vae is None:
-        latents = pixel_values
-    else:
-        with torch.no_grad():
-            posterior = vae.encode(pixel_values.to(vae.dtype)).latent_dist  # [B, 4, R/8, R/8]
-            eps = torch.randn(posterior.mean.shape, generator=generator).to(device, posterior.mean.dtype)
-            latents = (posterior.mean + posterior.std * eps).float() * vae.config.scaling_factor
-
-    # 2. sample the noise and one timestep per image, uniformly in [0, T)
-    noise = torch.randn(latents.shape, generator=generator).to(device)
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],),
-                              generator=generator).to(device)
-
-    # 3. noise the latents: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise  (Eq. 1)
-    noisy_latents = scheduler.add_noise(latents, noise, timesteps)
-    if config.prediction_type == "epsilon":
-        target = noise
-    else:  # v-prediction (SD 2.1): v = sqrt(abar_t) noise - sqrt(1 - abar_t) x_0
-        target = scheduler.get_velocity(latents, noise, timesteps)
-
-    # 4. condition on the caption (frozen text encoder) and predict
-    with torch.no_grad():
-        context = encode_text(components.text_encoder, batch["input_ids"].to(device))  # [B, 77, dim]
-    return unet(noisy_latents, timesteps, context).sample, target
-
-
-def compute_losses(components: Components, recorder, batch: dict, config: Config,
-                   generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """One forward pass of Eq. (5) on ``batch``: the losses, with the graph for ``total`` to backpropagate.
-
-    ``recorder`` is ``attention.attach_recorder(unet, ...)``; ``generator`` (CPU) draws the noise and the
-    timesteps. Returns ``ldm``, ``token``, ``pixel``, ``total`` and ``token/<group>``, ``pixel/<group>``.
-    When ``token_weight == pixel_weight == 0`` the grounding losses are still computed, without a graph,
-    so that an L_LDM-only run logs how grounded its attention is.
-    """
-    device = next(components.unet.parameters()).device
-    # 1-4. encode, noise, predict; the recorder keeps the attention maps
-    recorder.reset()
-    prediction, target = noised_prediction(components, batch, config, generator)
-
-    # 5. the denoising loss L_LDM, in float32 as the authors
-    ldm = F.mse_loss(prediction.float(), target.float(), reduction="mean")
-
-    # 6. the grounding losses from the recorded maps, the noun masks and the nouns' token positions
-    masks = [m.to(device) for m in batch["masks"]]
-    supervised = config.token_weight > 0 or config.pixel_weight > 0
-    with nullcontext() if supervised else torch.no_grad():
-        grounding = grounding_losses(recorder.maps(), masks, batch["positions"], groups=config.groups)
-    recorder.reset()  # the graph keeps what backward needs; the recorder lets go of the maps
-
-    # 7. the total of Eq. (5): L_LDM + lambda L_token + gamma L_pixel
-    total = total_loss(ldm, grounding, config.token_weight, config.pixel_weight)
-    return {"ldm": ldm, "total": total, **grounding}
-
 
 # --------------------------------------------------------------------------------------------------
 # checkpoints (safetensors + JSON, written then renamed)
@@ -456,6 +333,15 @@ def _save_final(output_dir: Path, unet, ema: dict | None, components: Components
     return target
 
 
+def toy_scene_batches(tokenizer, config: Config, options: TrainOptions, rank: int = 0) -> ToySceneBatches:
+    """The toy scenes a run trains on: ``options.toy_objects`` objects, in the colour mode of
+    ``options.toy_colours`` or else of the base model (``config.pretrained``), at ``config.resolution``."""
+    colour_mode = options.toy_colours or model_colour_mode(config.pretrained)
+    return ToySceneBatches(tokenizer, seed=config.seed, batch_size=config.train_batch_size,
+                           resolution=config.resolution, value_range=config.value_range,
+                           objects=tuple(options.toy_objects), colour_mode=colour_mode, rank=rank)
+
+
 def train(config: Config, options: TrainOptions | None = None, components: Components | None = None,
           on_step: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
     """Fine-tune ``config.pretrained``'s UNet with Eq. (5); returns where the UNet is and the loss history.
@@ -493,13 +379,11 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
     # data: a validated dataset folder, or fresh toy scenes; either way a pure function of (step, micro)
     rank, world = accelerator.process_index, accelerator.num_processes
     if options.toy_scenes:
-        batches = _ToySceneBatches(components.tokenizer, config, options, rank)
+        batches = toy_scene_batches(components.tokenizer, config, options, rank)
     else:
-        from .data import TokenComposeDataset
-
         dataset = TokenComposeDataset(config.train_data_dir, components.tokenizer, config.resolution,
                                       config.value_range, skip_bad=options.skip_bad)
-        batches = _DatasetBatches(dataset, config, rank, world)
+        batches = DatasetBatches(dataset, config, rank, world)
 
     # models: frozen text encoder and VAE (in the mixed-precision dtype), trainable UNet in float32
     frozen_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
@@ -563,7 +447,7 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
             sums: dict[str, float] = {}
             for micro in range(accumulation):
                 batch = batches(step, micro)
-                generator = torch.Generator().manual_seed(_seed_for(config.seed, step, micro, rank, 3))
+                generator = torch.Generator().manual_seed(seed_for(config.seed, step, micro, rank, 3))
                 last = micro == accumulation - 1
                 # gradients are averaged across processes only on the last micro-step
                 with nullcontext() if last else accelerator.no_sync(unet):
