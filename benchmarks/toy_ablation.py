@@ -48,13 +48,13 @@ from tokencompose.ablation import (  # noqa: E402
     VARIANTS,
     AblationSettings,
     attention_miou,
-    cluster_interval,
     evaluate_model,
     finetune,
     loss_scales,
     weights_for_ratio,
 )
 from tokencompose.config import TOY_BASE_DIR  # noqa: E402
+from tokencompose.stats import cluster_interval, paired_interval  # noqa: E402
 
 logger = logging.getLogger("toy_ablation")
 
@@ -214,11 +214,7 @@ def paired_difference(a: dict, b: dict, guidance: str, split: str, count: int) -
     """Mean per-prompt difference a - b (same prompts and sampling seeds) with a 95% interval."""
     rows_a = a["scores"][guidance][split][str(count)]["outcomes"]["all_named"]
     rows_b = b["scores"][guidance][split][str(count)]["outcomes"]["all_named"]
-    from tokencompose.evaluate.segmentation import mean_interval
-
-    diffs = [100.0 * (np.mean(x) - np.mean(y)) for x, y in zip(rows_a, rows_b, strict=True)]
-    interval = mean_interval(diffs)
-    return {"mean": interval.mean, "low": interval.low, "high": interval.high}
+    return paired_interval(rows_a, rows_b)
 
 
 def _cell(stat: dict[str, float]) -> str:

@@ -41,7 +41,7 @@ import math  # noqa: E402
 
 from repo_scripts import load_script  # noqa: E402
 
-from tokencompose.ablation import cluster_interval, image_outcomes, weights_for_ratio  # noqa: E402
+from tokencompose.ablation import image_outcomes, weights_for_ratio  # noqa: E402
 from tokencompose.evaluate.multigen import MultiGenPrompt  # noqa: E402
 
 
@@ -62,14 +62,6 @@ def test_image_outcomes_scores_all_named_and_exact():
     assert outcomes == {"all_named": [[1, 1], [0, 0]], "exact": [[1, 0], [0, 0]]}
     with pytest.raises(KeyError, match="0_2"):
         image_outcomes(detections, prompts, images_per_prompt=3)
-
-
-def test_cluster_interval_is_over_prompts():
-    stat = cluster_interval([[1, 1], [0, 0], [1, 0], [1, 0]])
-    assert stat["mean"] == pytest.approx(50.0) and stat["prompts"] == 4
-    # per-prompt means 100, 0, 50, 50: sample std 40.82, half-width 1.96 * 40.82 / 2
-    assert stat["high"] - stat["mean"] == pytest.approx(1.959964 * 40.8248 / 2, rel=1e-3)
-    assert math.isnan(cluster_interval([[1, 0]])["low"])
 
 
 def test_weights_for_ratio_match_the_ratio_of_terms():

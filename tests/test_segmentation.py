@@ -1,6 +1,5 @@
 """evaluate/segmentation.py: IoU, heat-map aggregation, the mean-IoU interval, and recording while sampling."""
 
-import math
 
 import numpy as np
 import pytest
@@ -13,7 +12,6 @@ from tokencompose.evaluate.segmentation import (
     generate_with_attention,
     heat_maps,
     iou,
-    mean_interval,
     normalise,
     noun_heat_maps,
     recording,
@@ -122,30 +120,6 @@ def test_heat_maps_from_recorder_format_in_unit_range():
 def test_normalise_range():
     maps = torch.tensor([[[1.0, 3.0], [2.0, 5.0]]])
     assert torch.allclose(normalise(maps), torch.tensor([[[0.0, 0.5], [0.25, 1.0]]]))
-
-
-# ---------------------------------------------------------------------------------------------- interval
-
-def test_mean_interval_normal_by_hand():
-    result = mean_interval([0.2, 0.4, 0.6])
-    # mean 0.4, sample std 0.2, se 0.2 / sqrt(3) = 0.11547, z(97.5%) = 1.959964 -> half width 0.226318
-    assert result.mean == pytest.approx(0.4)
-    assert result.low == pytest.approx(0.4 - 0.226318, abs=1e-6)
-    assert result.high == pytest.approx(0.4 + 0.226318, abs=1e-6)
-    assert result.n == 3 and result.method == "normal"
-
-
-def test_mean_interval_bootstrap_and_edge_cases():
-    constant = mean_interval([0.5] * 10, method="bootstrap")
-    assert (constant.low, constant.high) == (0.5, 0.5)
-    spread = mean_interval([0.0, 1.0] * 20, method="bootstrap", seed=1)
-    assert 0.0 < spread.low < 0.5 < spread.high < 1.0
-    single = mean_interval([0.7])
-    assert single.mean == 0.7 and math.isnan(single.low) and math.isnan(single.high)
-    with pytest.raises(ValueError, match="no values"):
-        mean_interval([])
-    with pytest.raises(ValueError, match="method"):
-        mean_interval([0.1, 0.2], method="t")
 
 
 # ---------------------------------------------------------------------------------------------- recording

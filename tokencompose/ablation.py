@@ -127,7 +127,7 @@ def finetune(variant: str, seed: int, settings: AblationSettings, out_dir: Path,
 def image_outcomes(detections: dict[str, dict[str, Any]], prompts: Sequence[MultiGenPrompt],
                    images_per_prompt: int, threshold: float = 0.1) -> dict[str, list[list[int]]]:
     """Per prompt and image: 1 if every named category was detected (``all_named``), 1 if exactly the named
-    ones were (``exact``); the raw material of intervals clustered by prompt (``cluster_interval``)."""
+    ones were (``exact``); the raw material of intervals clustered by prompt (``stats.cluster_interval``)."""
     all_named, exact = [], []
     for index, prompt in enumerate(prompts):
         named = set(prompt.objects)
@@ -142,19 +142,6 @@ def image_outcomes(detections: dict[str, dict[str, Any]], prompts: Sequence[Mult
         all_named.append(row_all)
         exact.append(row_exact)
     return {"all_named": all_named, "exact": exact}
-
-
-def cluster_interval(rows: Sequence[Sequence[float]], level: float = 0.95) -> dict[str, float]:
-    """Mean (percent) of a per-image outcome with a normal-approximation interval over prompts (clusters).
-
-    Images of one prompt are not independent, so the standard error is taken over the per-prompt means:
-    ``mean +- z s_prompts / sqrt(P)``. Pass rows of several seeds together to pool them (each row one cluster).
-    """
-    from .evaluate.segmentation import mean_interval
-
-    per_prompt = [100.0 * float(np.mean(row)) for row in rows]
-    interval = mean_interval(per_prompt, level=level)
-    return {"mean": interval.mean, "low": interval.low, "high": interval.high, "prompts": len(per_prompt)}
 
 
 def evaluate_model(model_dir: str | Path, settings: AblationSettings, out_dir: Path, name: str) -> dict[str, Any]:

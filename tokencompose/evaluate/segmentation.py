@@ -47,10 +47,8 @@ import json
 import logging
 import math
 import re
-import statistics
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +58,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from tokencompose.attention import attach_recorder
+from tokencompose.stats import mean_interval
 
 logger = logging.getLogger(__name__)
 
@@ -313,49 +312,6 @@ def iou(heat_map: Any, mask: Any, threshold: float = DEFAULT_THRESHOLD) -> float
     if union == 0:
         return 1.0
     return (predicted & reference).sum().item() / union
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A mean with its confidence interval ``[low, high]`` at ``level`` over ``n`` values."""
-
-    mean: float
-    low: float
-    high: float
-    n: int
-    level: float
-    method: str
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def mean_interval(values: Sequence[float], level: float = 0.95, method: str = "normal", resamples: int = 2000,
-                  seed: int = 0) -> Interval:
-    """Mean of ``values`` with a ``level`` confidence interval.
-
-    ``method="normal"``: ``mean +- z s / sqrt(n)``, ``s`` the sample standard deviation (n - 1), ``z`` the
-    normal quantile (1.96 for 95%); ``"bootstrap"``: percentiles of the means of ``resamples`` resamples
-    with replacement (numpy generator seeded with ``seed``). With one value the interval is ``nan``.
-    """
-    data = np.asarray(list(values), dtype=np.float64)
-    if data.size == 0:
-        raise ValueError("no values: cannot take a mean (were all nouns missing from the generated images?)")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    mean = float(data.mean())
-    if data.size == 1:
-        return Interval(mean, math.nan, math.nan, 1, level, method)
-    if method == "normal":
-        z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
-        half = z * float(data.std(ddof=1)) / math.sqrt(data.size)
-        return Interval(mean, mean - half, mean + half, int(data.size), level, method)
-    if method == "bootstrap":
-        rng = np.random.default_rng(seed)
-        means = data[rng.integers(0, data.size, size=(resamples, data.size))].mean(axis=1)
-        low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-        return Interval(mean, float(low), float(high), int(data.size), level, method)
-    raise ValueError(f"method must be 'normal' or 'bootstrap', got {method!r}")
 
 
 # --------------------------------------------------------------------------------------------------
