@@ -125,6 +125,7 @@ class FakeGenerator:
 
         self.objects = {p.text: [get_category(n) for n in p.objects] for p in prompts}
         self.calls = 0
+        self.provenance = {"model": "truth"}  # what a sample.Generator carries: keys the cached images
 
     def __call__(self, texts, seeds):
         from tokencompose.toyworld import render_scene
@@ -150,11 +151,14 @@ def test_runner_toy_end_to_end(tmp_path):
     table = (tmp_path / "multigen.md").read_text()
     assert "| Model | MG_1 | MG_2 | MG_3 | MG_4 | Num_Imgs | det_threshold |" in table
     assert "| truth | 100.00(0.00) |" in table
-    # resumable: nothing is regenerated, nothing re-detected (a detector that fails if called)
-    class Refuse:
-        def detect(self, image, names=None):
-            raise AssertionError("detected again")
-    again = multigen.run_multigen(prompts, Refuse(), tmp_path, generate_fn=generate, images_per_prompt=2,
+    # resumable: nothing is regenerated, nothing re-detected (the same detector, failing if called)
+    refuse = ToyDetector()
+
+    def detect(image, names=None):
+        raise AssertionError("detected again")
+
+    refuse.detect = detect
+    again = multigen.run_multigen(prompts, refuse, tmp_path, generate_fn=generate, images_per_prompt=2,
                                   progress=False, report_extra=False)
     assert generate.calls == 8 and again["scores"] == result["scores"]
     # a lost detection is redone, a lost image regenerated
@@ -172,6 +176,41 @@ def test_runner_toy_end_to_end(tmp_path):
     grid = multigen.example_figure(tmp_path / "images", multigen.load_detections(tmp_path / "detections"),
                                    ["0_0", "1_0"], tmp_path / "ex.png")
     assert grid.stat().st_size > 0
+
+
+def test_another_model_is_never_scored_on_the_first_ones_images(tmp_path):
+    """The stale-cache bug (notebook 07's base row, issue 17): a second model evaluated into the same folder
+    was scored on the first model's images. Now the folder's manifest names the model that made them."""
+    from tokencompose.toyworld import ToyDetector
+
+    prompts = make_prompts(multigen.load_categories("toy"), 3, 2, seed=2, template="toy")
+    truth = FakeGenerator(prompts)
+
+    class Blank(FakeGenerator):  # a model that draws nothing
+        def __call__(self, texts, seeds):
+            self.calls += len(texts)
+            return np.zeros((len(texts), 48, 48, 3), dtype=np.uint8)
+
+    blank = Blank(prompts)
+    blank.provenance = {"model": "blank"}
+    good = multigen.run_multigen(prompts, ToyDetector(), tmp_path, generate_fn=truth, images_per_prompt=2,
+                                 progress=False)
+    bad = multigen.run_multigen(prompts, ToyDetector(), tmp_path, generate_fn=blank, images_per_prompt=2,
+                                progress=False)
+    assert blank.calls == 6 and good["scores"]["MG1"][0] == 100.0 and bad["scores"]["MG1"][0] == 0.0
+    assert json.loads((tmp_path / "images" / "manifest.json").read_text())["model"] == "blank"
+    # the same model again reuses its images; a generator without provenance is refused
+    multigen.run_multigen(prompts, ToyDetector(), tmp_path, generate_fn=blank, images_per_prompt=2, progress=False)
+    assert blank.calls == 6
+    with pytest.raises(ValueError, match="provenance"):
+        multigen.run_multigen(prompts, ToyDetector(), tmp_path, generate_fn=lambda t, s: None, images_per_prompt=2,
+                              progress=False)
+    # another detector setting re-detects (the images stay)
+    strict = ToyDetector(min_score=0.99)
+    multigen.run_multigen(prompts, strict, tmp_path, generate_fn=blank, images_per_prompt=2, progress=False)
+    assert blank.calls == 6
+    detections = json.loads((tmp_path / "detections" / "manifest.json").read_text())
+    assert detections["detector_settings"]["min_score"] == 0.99
 
 
 def test_runner_missing_images(tmp_path):

@@ -95,6 +95,19 @@ def test_generate_toy_files_naming_and_resume(toy, tmp_path):
     assert np.abs(regenerated.astype(int) - first.astype(int)).max() <= 1  # same seed, same image
 
 
+def test_generate_never_keeps_images_of_other_weights_or_settings(toy, tmp_path):
+    """`--steps 0` noise kept by a rerun with `--steps 20`, a second model scored on the first one's images:
+    the folder's manifest (weights digest + settings) decides whether an image on disk may be reused."""
+    first = generate(toy, PROMPTS[:1], [0], steps=1, out_dir=tmp_path, progress=False)[0].read_bytes()
+    assert generate(toy, PROMPTS[:1], [0], steps=1, out_dir=tmp_path, progress=False)[0].read_bytes() == first
+    more_steps = generate(toy, PROMPTS[:1], [0], steps=3, out_dir=tmp_path, progress=False)[0].read_bytes()
+    assert more_steps != first
+    other = build_toy_model(sample_size=16, seed=5)
+    other_model = generate(other, PROMPTS[:1], [0], steps=3, out_dir=tmp_path, progress=False)[0].read_bytes()
+    assert other_model != more_steps
+    assert json.loads((tmp_path / "manifest.json").read_text())["steps"] == 3
+
+
 def test_generate_refuses_other_prompts_in_same_folder(toy, tmp_path):
     generate(toy, PROMPTS[:1], [0], steps=1, out_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="another --out folder"):

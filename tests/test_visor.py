@@ -72,7 +72,8 @@ def test_run_visor_toy(tmp_path):
                 for t, s in zip(texts, seeds, strict=True)]
 
     result = visor.run_visor(prompts, ToyDetector(), tmp_path, generate_fn=generate, images_per_prompt=2,
-                             model_name="truth", subset_note="5 of 24", progress=False)
+                             model_name="truth", subset_note="5 of 24", progress=False,
+                             provenance={"model": "truth"})
     assert result["OA"] == 100.0 and result["num_images"] == 10
     saved = json.loads((tmp_path / "visor.json").read_text())
     assert saved["prompt_set"] == "5 of 24"

@@ -150,13 +150,9 @@ def evaluate_model(model_dir: str | Path, settings: AblationSettings, out_dir: P
     Each result is ``run_multigen``'s, plus ``outcomes`` (``image_outcomes``) for intervals and paired tests.
     """
     from .evaluate.multigen import load_detections
-    from .sample import generate_batch, load_model
+    from .sample import Generator
 
-    model = load_model(str(model_dir))
-
-    def generate_fn(prompts, seeds):
-        return generate_batch(model, prompts, seeds, steps=settings.sample_steps, guidance=settings.guidance)
-
+    generate_fn = Generator(str(model_dir), steps=settings.sample_steps, guidance=settings.guidance)
     colour_mode = model_colour_mode(model_dir)
     detector = ToyDetector(colour_mode=colour_mode)
     results: dict[str, Any] = {}

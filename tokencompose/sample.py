@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from .config import resolve_device
 from .models import HUB_IDS, Components, WeightsNotFoundError, encode_prompts
+from .provenance import claim_folder, model_digest
 
 logger = logging.getLogger(__name__)
 
@@ -330,6 +331,25 @@ def generate_batch(model: Any, prompts: Sequence[str], seeds: Sequence[int], ste
     return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
 
 
+class Generator:
+    """``generator(prompts, seeds) -> [N, H, W, 3]`` uint8 images of one loaded model with fixed sampling
+    settings, and ``provenance``: what makes its images (the weights' ``provenance.model_digest`` and the
+    settings), which the folders that keep images check (``evaluate.multigen.run_multigen``, ``run_visor``)
+    so that images of another model or setting are never reused."""
+
+    def __init__(self, model: Any, steps: int = 50, guidance: float | None = None, height: int | None = None,
+                 width: int | None = None) -> None:
+        self.model = load_model(model)
+        self.steps, self.height, self.width = steps, height, width
+        self.guidance = default_guidance(self.model) if guidance is None else guidance
+        self.provenance = {"model": model_digest(self.model), "steps": steps, "guidance": self.guidance,
+                           "height": height, "width": width}
+
+    def __call__(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
+        return generate_batch(self.model, prompts, seeds, steps=self.steps, guidance=self.guidance,
+                              height=self.height, width=self.width)
+
+
 def _check_prompt_record(out_dir: Path, prompts: Sequence[str]) -> None:
     """``out_dir/prompts.json`` keeps the prompts behind the indices of the file names; a resumed run must match."""
     record = out_dir / "prompts.json"
@@ -357,8 +377,10 @@ def generate(model: Any, prompts: Sequence[str], seeds: Sequence[int], steps: in
             (a preset name, folder or hub id).
         seeds: the seeds of every prompt (the paper: 10 images a prompt, seeds 0-9).
         guidance: classifier-free guidance scale; ``None``: 3.0 for the toy model, 7.5 for SD.
-        out_dir: where to write ``{prompt_index}_{seed}.png``; existing files are skipped (resume), and
-            ``prompts.json`` there records the prompt list (a resumed run with other prompts is refused).
+        out_dir: where to write ``{prompt_index}_{seed}.png``; existing files are skipped (resume) when the
+            folder's ``manifest.json`` says the same weights and settings made them, and removed otherwise
+            (``provenance.claim_folder``); ``prompts.json`` there records the prompt list (a resumed run with
+            other prompts is refused).
         batch_size: images a forward pass.
 
     Returns:
@@ -376,7 +398,7 @@ def generate(model: Any, prompts: Sequence[str], seeds: Sequence[int], steps: in
     folder = None
     if out_dir is not None:
         folder = Path(out_dir)
-        folder.mkdir(parents=True, exist_ok=True)
+        claim_folder(folder, Generator(model, steps, guidance, height, width).provenance, patterns=("*_*.png",))
         _check_prompt_record(folder, list(prompts))
         todo = [job for job in jobs if not (folder / image_name(*job)).is_file()]
         if len(todo) < len(jobs):

@@ -86,17 +86,13 @@ def make_detector(name: str, device: str, num_categories: int | None = None, col
 
 
 def make_generate_fn(args: argparse.Namespace, device: str) -> Any:
-    """``generate_fn(prompts, seeds) -> images`` for ``--model`` (via ``tokencompose.sample``), or None."""
+    """``sample.Generator`` of ``--model`` (its ``provenance`` keys the images it makes), or None."""
     if not args.model:
         return None
     from tokencompose import sample
 
-    model = sample.load_model(args.model, base=args.base, device=device)
-
-    def generate_fn(prompts: list[str], seeds: list[int]) -> Any:
-        return sample.generate_batch(model, prompts, seeds, steps=args.steps, guidance=args.guidance)
-
-    return generate_fn
+    return sample.Generator(sample.load_model(args.model, base=args.base, device=device), steps=args.steps,
+                            guidance=args.guidance)
 
 
 def _check_source(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from tokencompose.evaluate.detectors import Detection
+from tokencompose.provenance import MANIFEST, claim_folder
 
 logger = logging.getLogger(__name__)
 
@@ -339,7 +340,7 @@ def _save_png(image: Any, path: Path) -> None:
     os.replace(tmp, path)  # a crash never leaves a half-written image that a resumed run would trust
 
 
-def _write_json(data: Any, path: Path) -> None:
+def write_json(data: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
     os.replace(tmp, path)
@@ -349,7 +350,8 @@ def load_detections(folder: str | Path) -> dict[str, dict[str, Any]]:
     """All detection JSON files of ``folder`` merged (the authors' layout: one file per process)."""
     merged: dict[str, dict[str, Any]] = {}
     for path in sorted(Path(folder).glob("*.json")):
-        merged.update(json.loads(path.read_text(encoding="utf-8")))
+        if path.name != MANIFEST:  # what made them (provenance.claim_folder), not detections
+            merged.update(json.loads(path.read_text(encoding="utf-8")))
     return merged
 
 
@@ -357,7 +359,7 @@ def generate_and_detect(items: Sequence[tuple[int, str, Sequence[str]]], detecto
                         images_per_prompt: int, generate_fn: GenerateFn | None = None,
                         images_dir: str | Path | None = None, save_threshold: float = 0.01,
                         generate_batch_size: int = 16, progress: bool = True, state: Any = None,
-                        desc: str = "") -> dict[str, dict[str, Any]]:
+                        desc: str = "", provenance: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """Images ``{id}_{j}.png`` (j = seed = 0..N-1) for each ``(id, text, query names)``, detected and saved.
 
     - images: in ``images_dir`` (default ``out_dir/images``); with ``generate_fn`` the missing ones are
@@ -366,7 +368,11 @@ def generate_and_detect(items: Sequence[tuple[int, str, Sequence[str]]], detecto
     - detections: ``out_dir/detections/<rank>.json``, ``{"<id>_<j>": {"classes", "scores", "boxes"}}``
       with scores > ``save_threshold``, rewritten after every prompt; images already detected are skipped;
     - under ``accelerate launch`` each process takes its share of the items
-      (``PartialState.split_between_processes``) and writes its own file.
+      (``PartialState.split_between_processes``) and writes its own file;
+    - ``provenance``: what makes the images (``{"model": provenance.model_digest(model), settings...}``;
+      default: ``generate_fn.provenance``, which ``sample.Generator`` has). With ``generate_fn`` it is required: images and detections made by anything else are removed first
+      (``provenance.claim_folder``), so a second model evaluated into the same folder is never scored on the
+      first one's images. Detections are claimed for (images, detector, save threshold).
 
     Returns every detection of the folder (all processes), once all processes are done.
     """
@@ -376,6 +382,18 @@ def generate_and_detect(items: Sequence[tuple[int, str, Sequence[str]]], detecto
     out_dir = Path(out_dir)
     image_folder = Path(images_dir) if images_dir is not None else out_dir / "images"
     detection_folder = out_dir / "detections"
+    provenance = provenance if provenance is not None else getattr(generate_fn, "provenance", None)
+    if generate_fn is not None and provenance is None:
+        raise ValueError("generating images needs their provenance (model digest and sampling settings), so that "
+                         "images of another model are never reused: use sample.Generator(model, steps) as generate_fn, or pass provenance={'model': model_digest(model), ...}")
+    images_record = dict(provenance) if generate_fn is not None else {"images_dir": str(image_folder.resolve())}
+    if state.is_main_process:
+        if generate_fn is not None:
+            claim_folder(image_folder, images_record, patterns=("*_*.png",))
+        claim_folder(detection_folder, {"images": images_record, "detector": type(detector).__name__,
+                                        "detector_settings": _detector_settings(detector),
+                                        "save_threshold": save_threshold}, patterns=("[0-9]*.json",))
+    state.wait_for_everyone()
     image_folder.mkdir(parents=True, exist_ok=True)
     detection_folder.mkdir(parents=True, exist_ok=True)
     own_file = detection_folder / f"{state.process_index}.json"
@@ -405,9 +423,16 @@ def generate_and_detect(items: Sequence[tuple[int, str, Sequence[str]]], detecto
                 kept = [d for d in found if d.score > save_threshold]
                 own[f"{pid}_{j}"] = {"classes": [d.name for d in kept], "scores": [d.score for d in kept],
                                      "boxes": [list(d.box) for d in kept]}
-            _write_json(own, own_file)
+            write_json(own, own_file)
     state.wait_for_everyone()
     return load_detections(detection_folder)
+
+
+def _detector_settings(detector: Any) -> dict[str, Any]:
+    """The public scalar settings of a detector (thresholds, colour mode, model name): part of what made a
+    detection file."""
+    return {k: v for k, v in sorted(vars(detector).items())
+            if not k.startswith("_") and isinstance(v, (str, int, float, bool, type(None)))}
 
 
 def _load_rgb(path: Path) -> Any:
@@ -433,11 +458,14 @@ def run_multigen(prompts: Sequence[MultiGenPrompt], detector: Any, out_dir: str 
                  generate_fn: GenerateFn | None = None, images_dir: str | Path | None = None,
                  images_per_prompt: int = 10, model_name: str = "model", threshold: float = 0.1,
                  save_threshold: float = 0.01, report_extra: bool | None = None, generate_batch_size: int = 16,
-                 progress: bool = True, state: Any = None) -> dict[str, Any]:
+                 progress: bool = True, state: Any = None, provenance: Mapping[str, Any] | None = None
+                 ) -> dict[str, Any]:
     """Generate (or read), detect, score; write ``multigen.json`` and ``multigen.md`` in ``out_dir``.
 
     ``report_extra`` (default: when the detector is the toy world's) adds ``nothing_extra``. Resumable: a
-    second run regenerates no image on disk and re-detects no image already in ``out_dir/detections``.
+    second run with the same ``provenance`` (model digest, settings; see ``generate_and_detect``) regenerates
+    no image on disk and re-detects no image already in ``out_dir/detections``; another model's images and
+    detections in the folder are removed first.
     Returns the result dict (every process gets it; only the main process writes files).
     """
     from tokencompose.toyworld import ToyDetector
@@ -445,7 +473,8 @@ def run_multigen(prompts: Sequence[MultiGenPrompt], detector: Any, out_dir: str 
     state = state or process_state()
     items = [(i, p.text, p.objects) for i, p in enumerate(prompts)]
     detections = generate_and_detect(items, detector, out_dir, images_per_prompt, generate_fn, images_dir,
-                                     save_threshold, generate_batch_size, progress, state, desc="MultiGen")
+                                     save_threshold, generate_batch_size, progress, state, desc="MultiGen",
+                                     provenance=provenance)
     wanted = {f"{i}_{j}" for i in range(len(prompts)) for j in range(images_per_prompt)}
     detections = {k: v for k, v in detections.items() if k in wanted}
     result: dict[str, Any] = {
@@ -458,7 +487,7 @@ def run_multigen(prompts: Sequence[MultiGenPrompt], detector: Any, out_dir: str 
         result["nothing_extra"] = nothing_extra_share(detections, prompts, threshold)
     if state.is_main_process:
         out_dir = Path(out_dir)
-        _write_json(result, out_dir / "multigen.json")
+        write_json(result, out_dir / "multigen.json")
         (out_dir / "multigen.md").write_text(multigen_table([result]) + "\n", encoding="utf-8")
     return result
 
