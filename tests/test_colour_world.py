@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from tokencompose.evaluate.toy_detector import ToyDetector
 from tokencompose.models import build_toy_model, encode_prompts, encode_text, load_components, save_toy_model
 from tokencompose.tokens import clip_tokenizer
 from tokencompose.toyworld import (
     TOY_COLOURS,
-    ToyDetector,
     ToyScenes,
     caption_for,
     check_colour_mode,

@@ -1,4 +1,4 @@
-"""evaluate/detectors.py interface + the toy world's colour-and-shape detector (toyworld.ToyDetector).
+"""evaluate/detectors.py interface + the toy world's colour-and-shape detector (evaluate/toy_detector.py).
 
 Measured on rendered scenes (seeded, so these numbers are reproducible): the detector must find >= 99.9% of
 the objects with zero false positives, and >= 97% under noise, tint and blur.
@@ -9,10 +9,9 @@ import pytest
 from PIL import Image
 
 from tokencompose.evaluate import Detection, Detector
+from tokencompose.evaluate.toy_detector import ToyDetector, colour_segmentation
 from tokencompose.toyworld import (
     TOY_CATEGORIES,
-    ToyDetector,
-    colour_segmentation,
     degrade,
     get_category,
     random_scene,

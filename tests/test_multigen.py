@@ -136,7 +136,7 @@ class FakeGenerator:
 
 
 def test_runner_toy_end_to_end(tmp_path):
-    from tokencompose.toyworld import ToyDetector
+    from tokencompose.evaluate.toy_detector import ToyDetector
 
     prompts = make_prompts(multigen.load_categories("toy"), 4, (2, 3, 4), seed=1, template="toy")
     generate = FakeGenerator(prompts)
@@ -181,7 +181,7 @@ def test_runner_toy_end_to_end(tmp_path):
 def test_another_model_is_never_scored_on_the_first_ones_images(tmp_path):
     """The stale-cache bug (notebook 07's base row, issue 17): a second model evaluated into the same folder
     was scored on the first model's images. Now the folder's manifest names the model that made them."""
-    from tokencompose.toyworld import ToyDetector
+    from tokencompose.evaluate.toy_detector import ToyDetector
 
     prompts = make_prompts(multigen.load_categories("toy"), 3, 2, seed=2, template="toy")
     truth = FakeGenerator(prompts)
@@ -214,7 +214,7 @@ def test_another_model_is_never_scored_on_the_first_ones_images(tmp_path):
 
 
 def test_runner_missing_images(tmp_path):
-    from tokencompose.toyworld import ToyDetector
+    from tokencompose.evaluate.toy_detector import ToyDetector
 
     prompts = make_prompts(multigen.load_categories("toy"), 1, 2, template="toy")
     with pytest.raises(FileNotFoundError, match="0_0.png"):

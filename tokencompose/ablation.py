@@ -25,11 +25,11 @@ import numpy as np
 
 from .config import TOY_BASE_DIR, get_config
 from .evaluate.multigen import MultiGenPrompt, run_multigen
+from .evaluate.toy_detector import ToyDetector
 from .results import readme_blocks, title
 from .toyworld import (
     EXCLUDED_PAIRS,
     TOY_CATEGORIES,
-    ToyDetector,
     caption_for,
     check_colour_mode,
     model_colour_mode,

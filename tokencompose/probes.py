@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from .ablation import attention_specificity, held_out_prompts, toy_geometry
 from .attention import attach_recorder
 from .evaluate.segmentation import segmentation_transfer
+from .evaluate.toy_detector import ToyDetector
 from .losses import resize_masks
 from .models import encode_prompts, load_components
 from .sample import generate_toy
@@ -34,7 +35,6 @@ from .tokens import noun_token_positions
 from .toyworld import (
     TOY_CATEGORIES,
     TOY_COLOURS,
-    ToyDetector,
     ToyScenes,
     caption_colours,
     get_category,

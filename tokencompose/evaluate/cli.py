@@ -77,7 +77,7 @@ def make_detector(name: str, device: str, num_categories: int | None = None, col
     """``ToyDetector`` for "toy" (of the toy world ``colour_mode``), else ``OwlDetector.from_pretrained(name)``
     on ``device``."""
     if name == "toy":
-        from tokencompose.toyworld import ToyDetector
+        from tokencompose.evaluate.toy_detector import ToyDetector
 
         return ToyDetector(_toy_categories(num_categories), colour_mode=colour_mode)
     from tokencompose.evaluate.detectors import OwlDetector

@@ -468,7 +468,7 @@ def run_multigen(prompts: Sequence[MultiGenPrompt], detector: Any, out_dir: str 
     detections in the folder are removed first.
     Returns the result dict (every process gets it; only the main process writes files).
     """
-    from tokencompose.toyworld import ToyDetector
+    from tokencompose.evaluate.toy_detector import ToyDetector
 
     state = state or process_state()
     items = [(i, p.text, p.objects) for i, p in enumerate(prompts)]

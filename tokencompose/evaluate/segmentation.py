@@ -28,7 +28,7 @@ Choices (documented because they change the number):
   are not independent, so both intervals are somewhat optimistic.
 
 Reference masks: on the toy world, the colour segmentation of the generated image
-(``toyworld.colour_segmentation``, exact up to the model's colours); for Stable Diffusion a mask folder
+(``evaluate.toy_detector.colour_segmentation``, exact up to the model's colours); for Stable Diffusion a mask folder
 (``{masks}/{prompt_index}_{seed}/mask_{noun}.png``, written e.g. by ``masks.GroundedSAM`` on the generated
 images) or a segmenter callable ``(PIL image, nouns) -> {noun: mask or None}`` (``GroundedSAM`` is one).
 
@@ -333,7 +333,7 @@ def _reference_masks(reference: Any, image: np.ndarray, nouns: Sequence[str], pr
     from PIL import Image
 
     if reference == "toy":
-        from tokencompose.toyworld import colour_segmentation
+        from tokencompose.evaluate.toy_detector import colour_segmentation
 
         segmentation = colour_segmentation(image, colour_mode=colour_mode)
         return {noun: segmentation.get(noun) for noun in nouns}
