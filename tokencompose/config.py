@@ -2,7 +2,8 @@
 
 ``get_config("toy")`` is the offline default (the project's own tiny base model, CPU, minutes);
 ``get_config("sd14")`` is the paper's recipe for Stable Diffusion 1.4 (the authors' ``train.sh``:
-lr 5e-6 constant, batch 1 x 4 accumulation, 24k steps, lambda = 1e-3, gamma = 5e-5, supervised
+lr 5e-6 constant, batch 1 x 4 accumulation, 24,000 steps (the paper's; ``train.sh`` sets 24,500 "to be safe",
+and its last checkpoint, every 8,000 steps, is at 24,000), lambda = 1e-3, gamma = 5e-5, supervised
 groups mid_8 + up_16/32/64, gradient checkpointing, a checkpoint every 8000 steps, at most 10); ``get_config("sd21")`` is SD 2.1 at 768 px with v-prediction, whose
 attention resolutions are SD 1.4's times 1.5 (12/24/48/96).
 

@@ -36,6 +36,14 @@ Where this loop differs from the authors' script:
   with EMA the final ``unet/`` holds the EMA weights (as diffusers' ``train_text_to_image.py``), with the
   decay ``min(ema_decay, (1 + n) / (10 + n))`` after n updates (diffusers' ``EMAModel`` default).
 
+SD 2.1: where we differ from the authors' code. Their public script cannot train SD 2.1 as written: for SD 2.1
+``attn_utils.get_cross_attn_map_from_unet`` already multiplies the map resolutions by 1.5 (keys ``mid_12``,
+``up_24``, ``up_48``, ``up_96``), and ``loss_utils.get_grounding_loss_by_layer`` multiplies the resolution it is
+given by 1.5 again, while the loop passes the key's own number and looks the maps up under it: keys named after
+SD 1.4's 8/16/32/64 are missing from the dictionary, and keys named 12/24/48/96 are reshaped to 18/36/72/144.
+Our ``sd21`` preset supervises ``mid_12`` + ``up_24/48/96`` and resizes masks to each map's own size once
+(``config.py``); that is our fix, not a setting of theirs.
+
 Which GPU each profile needs (memory at batch 1). Measured (``benchmarks/results/gpu_train_step.md``, H200):
 the UNet's training step alone, float32 AdamW + gradient checkpointing, peaks at 16.2 GiB allocated with
 fp32 or bf16 autocast alike (weights 3.2 + gradients 3.2 + Adam states 6.4 GiB dominate); the grounding
