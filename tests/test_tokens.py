@@ -110,3 +110,19 @@ def test_model_folder_tokenizer_is_preferred(tokenizer, tmp_path, caplog):
     own = clip_tokenizer(str(tmp_path / "model"))
     assert own("a cat")["input_ids"] == [49406, 320, 2368, 49407]
     assert "the model's own" in caplog.text
+
+
+def test_positions_are_right_after_any_unicode_prefix(tokenizer):
+    """Search and slice the same string: a prefix whose lower case is longer ("İ" -> "i̇") or shorter, or that
+    the tokenizer splits oddly, never shifts a noun onto its neighbours (property over random prefixes)."""
+    import random
+
+    alphabet = ["İ", "ß", "ẞ", "K", "ſ", "ﬁ", "É", "ö", "Σ", "ς", "日本", "😀", "-", " ", "A", "z", "0", "'", "\u200b"]
+    rng = random.Random(0)
+    for _ in range(150):
+        prefix = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 8)))
+        prompt = f"{prefix} a photo of a Cat and a kite."
+        ids = tokenizer(prompt, padding="max_length", max_length=77)["input_ids"]
+        for noun in ("cat", "kite"):
+            tokens = [tokenizer.convert_ids_to_tokens(ids[p]) for p in token_positions(prompt, noun, tokenizer)]
+            assert "".join(tokens).replace("</w>", "") == noun, (prompt, noun, tokens)

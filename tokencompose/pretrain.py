@@ -145,8 +145,14 @@ def _load_optimizer(optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> 
 
 def pretrain_toy(out_dir: str | Path = TOY_BASE_DIR, settings: PretrainSettings | None = None,
                  work_dir: str | Path = "outputs/pretrain_toy", resume: bool = True,
-                 device: str = "cpu") -> tuple[Components, float]:
+                 device: str = "cpu", init_from: str | Path | None = None) -> tuple[Components, float]:
     """Train the toy base model, saved in diffusers layout to ``out_dir``.
+
+    ``init_from``: a toy model folder whose ``pretrain_settings.json`` has this run's settings (a model that
+    ``export_checkpoint`` or an earlier, shorter run wrote, e.g. a base shipped before its gates were met):
+    training continues from its weights at its step (``exported_step``, else ``steps``), with the EMA
+    starting at those weights and a fresh optimizer: close to, not bit-identical with, an uninterrupted run.
+    Ignored when ``work_dir`` holds a checkpoint (that resumes exactly).
 
     Returns the model with its EMA weights (on ``device``) and the training time in seconds, summed over
     resumed segments.
@@ -177,6 +183,11 @@ def pretrain_toy(out_dir: str | Path = TOY_BASE_DIR, settings: PretrainSettings 
                         state["optimizer"])
         start, earlier_seconds = state["step"], state.get("seconds", 0.0)
         logger.info("resuming toy pre-training at step %d from %s", start, checkpoint)
+    elif init_from is not None:
+        start, earlier_seconds = _initialise_from(Path(init_from), components, settings)
+        ema = {k: v.detach().clone() for k, v in trained.state_dict().items()}
+        logger.info("continuing toy pre-training at step %d from the weights in %s (fresh optimizer)", start,
+                    init_from)
     embed = _EmbeddingCache(components)
     # data order depends on the seed and the step, so a resumed run sees the batches it would have seen
     scenes = ToyScenes(batch_size=settings.batch_size, seed=settings.seed, objects=(1, 4),
@@ -230,8 +241,40 @@ def pretrain_toy(out_dir: str | Path = TOY_BASE_DIR, settings: PretrainSettings 
     unet.eval()
     components.text_encoder.requires_grad_(False).eval()
     save_toy_model(components, out_dir)
-    (Path(out_dir) / "pretrain_settings.json").write_text(json.dumps(asdict(settings), indent=1))
+    (Path(out_dir) / "pretrain_settings.json").write_text(json.dumps(dict(asdict(settings), seconds=seconds),
+                                                                     indent=1))
     return components, seconds
+
+
+#: settings that must match between a run and the model it continues from (``init_from``)
+_SAME_WORLD = ("size", "seed", "colour_mode", "padding", "text_encoder", "batch_size", "object_weights",
+               "caption_dropout")
+
+
+def _initialise_from(folder: Path, components: Components, settings: PretrainSettings) -> tuple[int, float]:
+    """Load ``folder``'s weights into ``components`` (UNet; text encoder too when it trains jointly) and
+    return (its step, its training seconds); ``ValueError`` when it was trained in another world or setting."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    saved_file = folder / "pretrain_settings.json"
+    if not saved_file.is_file():
+        raise FileNotFoundError(f"{saved_file} not found: --init-from needs a toy model written by pretrain-toy")
+    saved = json.loads(saved_file.read_text())
+    mine = json.loads(json.dumps(asdict(settings)))
+    different = [k for k in _SAME_WORLD if saved.get(k) != mine.get(k)]
+    if different:
+        listed = ", ".join(f"{k}: {saved.get(k)!r} there, {mine.get(k)!r} here" for k in different)
+        raise ValueError(f"{folder} was trained with other settings ({listed}); continue it with the same ones")
+    step = int(saved.get("exported_step", saved.get("steps", 0)))
+    if step >= settings.steps:
+        raise ValueError(f"{folder} is already at step {step}; ask for more --steps than that")
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=torch.float32)
+    components.unet.load_state_dict(unet.state_dict())
+    if settings.text_encoder == "joint":
+        encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=torch.float32)
+        components.text_encoder.load_state_dict(encoder.state_dict())
+    return step, float(saved.get("seconds", 0.0))
 
 
 def export_checkpoint(work_dir: str | Path, out_dir: str | Path, settings: PretrainSettings,
@@ -250,9 +293,10 @@ def export_checkpoint(work_dir: str | Path, out_dir: str | Path, settings: Pretr
                if settings.text_encoder == "joint" else components.unet)
     trained.load_state_dict(state)
     save_toy_model(components, out_dir)
-    step = json.loads((checkpoint / "state.json").read_text())["step"]
-    (Path(out_dir) / "pretrain_settings.json").write_text(json.dumps(dict(asdict(settings), exported_step=step,
-                                                                          exported_weights=weights), indent=1))
+    progress = json.loads((checkpoint / "state.json").read_text())
+    (Path(out_dir) / "pretrain_settings.json").write_text(json.dumps(dict(
+        asdict(settings), exported_step=progress["step"], exported_weights=weights,
+        seconds=progress.get("seconds", 0.0)), indent=1))
     return Path(out_dir)
 
 
@@ -335,13 +379,17 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--eval-steps", type=int, default=25, help="DDIM steps of the evaluation samples")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--no-resume", action="store_true")
+    parser.add_argument("--init-from", default=None,
+                        help="continue from a toy model folder of the same settings (an exported or shipped base) "
+                             "at its step, with a fresh optimizer")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = PretrainSettings(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
                                 decay_start=args.decay_start, seed=args.seed, size=args.size,
                                 colour_mode=args.colours, padding=args.padding, text_encoder=args.text_encoder)
-    _, seconds = pretrain_toy(args.out, settings, args.work_dir, resume=not args.no_resume, device=args.device)
+    _, seconds = pretrain_toy(args.out, settings, args.work_dir, resume=not args.no_resume, device=args.device,
+                              init_from=args.init_from)
     n = args.eval_images
     report = base_report(args.out, n=n, seg_prompts=min(48, n), intervention_prompts=min(64, n),
                          steps=args.eval_steps)

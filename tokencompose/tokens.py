@@ -48,6 +48,8 @@ BPE_WHEEL = "clip-anytorch==2.6.0"
 N_MERGES = 49152 - 256 - 2
 
 _WORD = re.compile(r"[a-z0-9]+")
+#: the same words found in a prompt of any case, so that their spans index the prompt itself
+_PROMPT_WORD = re.compile(r"[a-z0-9]+", re.IGNORECASE)
 
 
 class PhraseNotFoundError(ValueError):
@@ -92,8 +94,9 @@ def token_positions(prompt: str, phrase: str, tokenizer, occurrence: int = 0) ->
         raise PhraseNotFoundError(f"phrase {phrase!r} has no letters or digits to look for in prompt {prompt!r}")
     if occurrence < 0:
         raise ValueError(f"occurrence must be >= 0, got {occurrence}")
-    lowered = prompt.lower()
-    words = [(m.group(), m.start(), m.end()) for m in _WORD.finditer(lowered)]
+    # words of the prompt itself, compared in lower case: their spans index ``prompt`` (``prompt.lower()`` can
+    # be longer than ``prompt``, e.g. "İ" -> "i̇", which would shift every span after it)
+    words = [(m.group().lower(), m.start(), m.end()) for m in _PROMPT_WORD.finditer(prompt)]
     n = len(phrase_words)
     spans = [
         (words[i][1], words[i + n - 1][2])
