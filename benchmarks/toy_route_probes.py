@@ -71,12 +71,13 @@ def table(args: argparse.Namespace) -> None:
         caption = routing_row["caption"]
         spec = " / ".join(f"{result['specificity'][g]['specificity']:.2f}" for g in GROUPS)
         rows.append(f"| {name} | {settings.get('colour_mode', 'identity')} | {settings.get('padding', 'encoded')} "
+                    f"| {settings.get('text_encoder', 'frozen')} "
                     f"| {settings.get('exported_step', settings.get('steps', ''))} | {spec} | "
                     + " | ".join(f"{100 * (routing_row[r] / caption - 1):+.1f}" for r in ROUTING_ROWS[1:])
                     + f" | {result['cosine']['encoded mean']:.3f} | {caption:.4f} | "
                     + ("yes" if routing_row["empty prompt"] > 1.05 * caption else "no") + " |")
-    header = ("| probe | colours | padding | steps | specificity " + " / ".join(GROUPS) + " | "
-              + " | ".join(ROUTING_ROWS[1:]) + " | noun cosine | L_LDM (caption) | reads its caption |\n|" + "---|" * (7 + len(ROUTING_ROWS)))
+    header = ("| probe | colours | padding | text encoder | steps | specificity " + " / ".join(GROUPS) + " | "
+              + " | ".join(ROUTING_ROWS[1:]) + " | noun cosine | L_LDM (caption) | reads its caption |\n|" + "---|" * (8 + len(ROUTING_ROWS)))
     text = f"""# Toy route probes (issue 12)
 
 Short from-scratch trainings (L_LDM only, batch 32, lr 1e-3, EMA as given) of toy bases in each world, measured
