@@ -1,18 +1,23 @@
 """Command line: ``python -m tokencompose COMMAND [options]`` (``tokencompose COMMAND --help`` for each).
 
 Each command lives in the module that does the work, as a ``cli(argv) -> int`` function with its own
-argparse parser; this file only dispatches, so importing one command never imports the others' weight.
+argparse parser (``evaluate``'s subcommands too); ``dispatch`` is the one dispatcher, used here and by
+``evaluate``, and imports a command's module only when that command runs. The set-up step
+(``setup-tokenizer``) is the package's own and lives here, not in the core module ``tokens.py``.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import logging
 import sys
+from collections.abc import Mapping
 
 #: command -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "setup-tokenizer": ("tokencompose.tokens", "cli", "build the offline CLIP tokenizer files into the cache"),
+    "setup-tokenizer": ("tokencompose.__main__", "setup_tokenizer_cli",
+                        "build the offline CLIP tokenizer files into the cache"),
     "toy-data": ("tokencompose.toyworld", "cli", "write a toy-world dataset (authors' format)"),
     "validate": ("tokencompose.data", "cli", "check a dataset folder and report every problem"),
     "prepare": ("tokencompose.prepare", "cli", "captions + images -> nouns -> Grounded-SAM masks -> dataset"),
@@ -24,24 +29,23 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def _usage() -> str:
-    lines = ["usage: python -m tokencompose COMMAND [options]", "", "commands:"]
-    lines += [f"  {name:<16} {text}" for name, (_, _, text) in COMMANDS.items()]
+def usage(prog: str, commands: Mapping[str, tuple[str, str, str]]) -> str:
+    """The list of ``commands`` with their one-line help."""
+    lines = [f"usage: {prog} COMMAND [options]", "", "commands:"]
+    lines += [f"  {name:<16} {text}" for name, (_, _, text) in commands.items()]
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Dispatch ``argv[0]`` to its module's ``cli`` function; returns the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+def dispatch(argv: list[str], commands: Mapping[str, tuple[str, str, str]], prog: str) -> int:
+    """Run ``commands[argv[0]]``'s function on the rest of ``argv``; usage on ``-h``; 2 on an unknown name."""
     if not argv or argv[0] in ("-h", "--help"):
-        print(_usage())
-        return 0
+        print(usage(prog, commands))
+        return 0 if argv else 2
     name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
-        print(f"unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+    if name not in commands:
+        print(f"unknown command {name!r}\n\n{usage(prog, commands)}", file=sys.stderr)
         return 2
-    module_name, function_name, _ = COMMANDS[name]
+    module_name, function_name, _ = commands[name]
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
@@ -50,6 +54,30 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
     return int(getattr(module, function_name)(rest) or 0)
+
+
+def setup_tokenizer_cli(argv: list[str]) -> int:
+    """``python -m tokencompose setup-tokenizer [--bpe FILE]``: build the offline tokenizer into the cache."""
+    from tokencompose.tokens import BPE_FILE, clip_tokenizer, offline_tokenizer_dir
+
+    parser = argparse.ArgumentParser(prog="tokencompose setup-tokenizer", description=setup_tokenizer_cli.__doc__)
+    parser.add_argument("--bpe", help=f"path to {BPE_FILE} (default: installed open_clip/clip, else PyPI)")
+    args = parser.parse_args(argv)
+    folder = offline_tokenizer_dir(args.bpe)
+    ids = clip_tokenizer()("a photo of a cat.")["input_ids"]
+    logging.getLogger("tokencompose.tokens").info("offline CLIP tokenizer ready in %s; 'a photo of a cat.' -> %s",
+                                                  folder, ids)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch ``argv[0]`` to its module's ``cli`` function; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not argv:
+        print(usage("python -m tokencompose", COMMANDS))
+        return 0
+    return dispatch(argv, COMMANDS, "python -m tokencompose")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from the ``clip-anytorch`` wheel on PyPI with ``pip download --no-deps``), deriv
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import importlib.util
 import json
@@ -249,13 +248,3 @@ def clip_tokenizer(model: str | None = None):
     logger.info("CLIP tokenizer: offline, built from CLIP's BPE vocabulary in %s", folder)
     return CLIPTokenizer.from_pretrained(str(folder), model_max_length=MAX_LENGTH)
 
-
-def cli(argv: list[str]) -> int:
-    """``python -m tokencompose setup-tokenizer [--bpe FILE]``: build the offline tokenizer into the cache."""
-    parser = argparse.ArgumentParser(prog="tokencompose setup-tokenizer", description=cli.__doc__)
-    parser.add_argument("--bpe", help=f"path to {BPE_FILE} (default: installed open_clip/clip, else PyPI)")
-    args = parser.parse_args(argv)
-    folder = offline_tokenizer_dir(args.bpe)
-    ids = clip_tokenizer()("a photo of a cat.")["input_ids"]
-    logger.info("offline CLIP tokenizer ready in %s; 'a photo of a cat.' -> %s", folder, ids)
-    return 0

@@ -22,14 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
-
-SUBCOMMANDS = ("multigen", "visor", "latency", "segmentation", "fid")
-
 
 def _add_common(parser: argparse.ArgumentParser, detector: str, images_per_prompt: int) -> None:
     parser.add_argument("--out", required=True, help="output folder (images/, detections/, results)")
@@ -204,27 +200,18 @@ def visor_cli(argv: list[str]) -> int:
     return 0
 
 
+#: evaluation -> (module, function, one-line help), run by the package's one dispatcher
+SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    "multigen": ("tokencompose.evaluate.cli", "multigen_cli", "MultiGen MG1-5 (the paper's composition metric)"),
+    "visor": ("tokencompose.evaluate.cli", "visor_cli", "VISOR object accuracy (both objects detected)"),
+    "latency": ("tokencompose.evaluate.latency", "cli", "seconds an image, fine-tuned vs base"),
+    "segmentation": ("tokencompose.evaluate.segmentation", "cli", "segmentation transfer of the attention maps"),
+    "fid": ("tokencompose.evaluate.fid", "cli", "FID against a folder of reference images"),
+}
+
+
 def cli(argv: list[str]) -> int:
-    """Dispatch ``evaluate SUBCOMMAND [options]``."""
-    if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: python -m tokencompose evaluate {{{','.join(SUBCOMMANDS)}}} [options]\n\n{__doc__}")
-        return 0 if argv else 2
-    name, rest = argv[0], argv[1:]
-    if name == "multigen":
-        return multigen_cli(rest)
-    if name == "visor":
-        return visor_cli(rest)
-    if name == "latency":
-        from tokencompose.evaluate import latency
+    """Dispatch ``evaluate SUBCOMMAND [options]`` (``__main__.dispatch``)."""
+    from tokencompose.__main__ import dispatch
 
-        return int(latency.cli(rest) or 0)
-    if name == "segmentation":
-        from tokencompose.evaluate import segmentation
-
-        return int(segmentation.cli(rest) or 0)
-    if name == "fid":
-        from tokencompose.evaluate import fid
-
-        return int(fid.cli(rest) or 0)
-    print(f"unknown evaluation {name!r}; choose one of {', '.join(SUBCOMMANDS)}", file=sys.stderr)
-    return 2
+    return dispatch(list(argv), SUBCOMMANDS, "python -m tokencompose evaluate")
