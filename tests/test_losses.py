@@ -370,3 +370,13 @@ def test_matches_a_loop_written_like_the_authors_code():
         assert token.item() > 0.01 and pixel.item() > 0.01  # not a vacuous comparison
         for mine, reference in zip(ours_grad, theirs_grad, strict=True):
             torch.testing.assert_close(mine, reference, rtol=1e-4, atol=1e-7)
+
+
+def test_non_finite_maps_give_nan_losses_not_an_exception():
+    """A diverged run's attention maps (NaN) must reach the loop's divergence guard as a NaN loss;
+    F.binary_cross_entropy alone raises on them."""
+    from tokencompose.losses import pixel_loss
+
+    maps = {"up_4": [torch.full((1, 2, 16, 77), float("nan"))]}
+    masks = [torch.ones(1, 4, 4, dtype=torch.bool)]
+    assert torch.isnan(pixel_loss(maps["up_4"], masks, [[[5]]]))

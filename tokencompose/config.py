@@ -14,6 +14,7 @@ fields and bad values with a message that names the field.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,10 +86,12 @@ class Config:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         for name in ("token_weight", "pixel_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not isinstance(self.learning_rate, (int, float)) or not math.isfinite(self.learning_rate) \
+                or not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate!r}")
         low, high = self.value_range
         if not low < high:
             raise ValueError(f"value_range must be (low, high) with low < high, got {self.value_range!r}")

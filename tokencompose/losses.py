@@ -267,10 +267,15 @@ def _bce(probabilities: Tensor, target: Tensor) -> Tensor:
     """``nn.BCELoss(reduction="none")`` in float32, also inside an autocast region (where it is refused).
 
     Probabilities are clamped to [0, 1] first: a sum of softmax entries can exceed 1 by rounding only.
+    Non-finite probabilities (a diverged run) give NaN, never an exception: the loop's divergence guard then
+    names the step (``F.binary_cross_entropy`` itself raises on NaN inputs).
     """
     device_type = probabilities.device.type
     with torch.autocast(device_type=device_type, enabled=False):
-        return F.binary_cross_entropy(probabilities.float().clamp(0.0, 1.0), target.float(), reduction="none")
+        probabilities = probabilities.float()
+        poison = probabilities - probabilities  # 0 where finite, NaN where not (propagates without a host sync)
+        safe = torch.nan_to_num(probabilities, nan=0.5).clamp(0.0, 1.0)
+        return F.binary_cross_entropy(safe, target.float(), reduction="none") + poison
 
 
 # --------------------------------------------------------------------------------------------------

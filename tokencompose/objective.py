@@ -17,6 +17,7 @@ what a probe measures is exactly what training optimises. Usage::
 from __future__ import annotations
 
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,22 @@ import torch.nn.functional as F
 from .config import Config
 from .losses import grounding_losses, total_loss
 from .models import Components, encode_text
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; ``step``, ``captions`` and ``checkpoint`` (last good one or None)."""
+
+    def __init__(self, message: str, step: int, captions: list[str], checkpoint: Path | None) -> None:
+        super().__init__(message)
+        self.step = step
+        self.captions = captions
+        self.checkpoint = checkpoint
+
+
+def all_finite(tensors) -> bool:
+    """Whether every tensor of ``tensors`` is finite (one host sync)."""
+    flags = [torch.isfinite(t).all() for t in tensors]
+    return bool(torch.stack(flags).all()) if flags else True
 
 
 def noised_prediction(components: Components, batch: dict, config: Config,

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from .config import TOY_BASE_DIR
 from .models import PADDING_MODES, Components, build_toy_model, encode_prompts, encode_text, save_toy_model
+from .objective import NonFiniteLossError, all_finite
 from .probes import base_report, gates_markdown
 from .toyworld import COLOUR_MODES, EXCLUDED_PAIRS, TOY_CATEGORIES, ToyScenes
 
@@ -225,6 +226,14 @@ def pretrain_toy(out_dir: str | Path = TOY_BASE_DIR, settings: PretrainSettings 
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(step, settings)
         optimizer.step()
+        # a diverged run stops before anything non-finite reaches the EMA or a checkpoint
+        if not torch.isfinite(loss.detach()) or not all_finite(p.detach() for p in trained.parameters()):
+            good = checkpoint if (checkpoint / "state.json").is_file() else None
+            raise NonFiniteLossError(
+                f"toy pre-training step {step + 1}: the loss ({float(loss):.4g}) or the weights are not finite "
+                f"(learning rate {learning_rate_at(step, settings):g}); nothing of this step was saved; "
+                + (f"the last good checkpoint is {good} (run again to resume)" if good else "no checkpoint yet"),
+                step=step + 1, captions=list(batch.captions), checkpoint=good)
         with torch.no_grad():
             for name, value in trained.state_dict().items():
                 if value.is_floating_point():

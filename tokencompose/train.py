@@ -93,7 +93,7 @@ from tqdm.auto import tqdm
 from .config import PRESETS, Config, get_config
 from .data import DatasetBatches, TokenComposeDataset, seed_for
 from .models import Components, WeightsNotFoundError
-from .objective import compute_losses
+from .objective import NonFiniteLossError, all_finite, compute_losses
 from .pretrain import _flatten_optimizer, _load_optimizer
 from .toyworld import ToySceneBatches, model_colour_mode
 
@@ -107,16 +107,6 @@ CHECKPOINT_PREFIX = "checkpoint-"
 PROFILES: dict[str, dict[str, Any]] = {
     "t4": dict(mixed_precision="fp16", gradient_checkpointing=True, use_8bit_adam=True, use_ema=False),
 }
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; ``step``, ``captions`` and ``checkpoint`` (last good one or None)."""
-
-    def __init__(self, message: str, step: int, captions: list[str], checkpoint: Path | None) -> None:
-        super().__init__(message)
-        self.step = step
-        self.captions = captions
-        self.checkpoint = checkpoint
 
 
 @dataclass(frozen=True)
@@ -236,6 +226,9 @@ def _checkpoint_dirs(output_dir: Path) -> list[Path]:
 def _save_checkpoint(output_dir: Path, step: int, unet, optimizer, ema: dict | None, scaler, config: Config,
                      limit: int) -> Path:
     """Write ``checkpoints/checkpoint-<step>`` via a temporary folder, then drop the oldest beyond ``limit``."""
+    if not all_finite(unet.state_dict().values()) or (ema is not None and not all_finite(ema.values())):
+        raise NonFiniteLossError(f"step {step}: refusing to write a checkpoint with non-finite weights",
+                                 step=step, captions=[], checkpoint=None)
     final = output_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{step}"
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -469,6 +462,8 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
             accelerator.clip_grad_norm_(unet.parameters(), config.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            # a finite loss can still leave non-finite weights (a huge learning rate): stop before any save
+            _stop_if_weights_not_finite(base_unet, step + 1, lr, last_checkpoint)
             if ema is not None:
                 decay = min(options.ema_decay, (1 + step + 1) / (10 + step + 1))
                 with torch.no_grad():
@@ -535,6 +530,17 @@ def _stop_if_not_finite(losses: dict[str, torch.Tensor], step: int, micro: int, 
         f"batch with captions {captions}. Training stopped before this step changed any weight; {where}. "
         "Try a lower learning rate, bf16 instead of fp16, or check these images and masks.",
         step=step, captions=captions, checkpoint=checkpoint)
+
+
+def _stop_if_weights_not_finite(unet, step: int, lr: float, checkpoint: Path | None) -> None:
+    if all_finite(p.detach() for p in unet.parameters()):
+        return
+    where = f"the last good checkpoint is {checkpoint} (resume with --resume latest)" if checkpoint else \
+        "no checkpoint was written yet"
+    raise NonFiniteLossError(
+        f"step {step}: the UNet's weights are not finite after the optimizer step (learning rate {lr:g}); "
+        f"nothing of this step was saved; {where}. Lower the learning rate.", step=step, captions=[],
+        checkpoint=checkpoint)
 
 
 def _warn_config_changes(saved: dict, config: Config) -> None:
