@@ -269,3 +269,25 @@ def test_accelerate_launch_runs_two_processes(tmp_path, base_dir):
     assert (out / "unet" / "config.json").is_file()
     with open(out / "log.csv") as handle:
         assert [row["step"] for row in csv.DictReader(handle)] == ["1", "2"]  # one log, written by the main process
+
+
+def test_a_new_run_refuses_another_runs_folder_and_a_corrupt_checkpoint_falls_back(tmp_path, caplog):
+    from tokencompose.train import RunFolderError
+
+    components = build_toy_model(seed=3)
+    config = get_config("toy", output_dir=str(tmp_path), learning_rate=1e-3, max_train_steps=2,
+                        gradient_accumulation_steps=1, checkpointing_steps=1)
+    train(config, SCENES, components=components)
+    with pytest.raises(RunFolderError, match="--resume latest.*--overwrite"):
+        train(config, SCENES, components=build_toy_model(seed=3))
+    # the newest checkpoint is corrupt: resuming warns and continues from the one before it
+    (tmp_path / "checkpoints" / "checkpoint-2" / "unet.safetensors").write_bytes(b"truncated")
+    result = train(config.replace(max_train_steps=3), SCENES.replace(resume="latest"),
+                   components=build_toy_model(seed=3))
+    assert result.resumed_from == tmp_path / "checkpoints" / "checkpoint-1"
+    assert "checkpoint-2 cannot be read" in caplog.text
+    # --overwrite starts afresh: the old checkpoints and log are gone
+    fresh = train(config.replace(max_train_steps=1), SCENES.replace(overwrite=True), components=build_toy_model(seed=3))
+    assert fresh.resumed_from is None
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint-1"]
+    assert [row["step"] for row in read_log(tmp_path)] == ["1"]

@@ -18,7 +18,6 @@ import argparse
 import csv
 import json
 import logging
-import os
 import platform
 import shutil
 import time
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from .checkpoints import flatten_optimizer, load_optimizer, publish
 from .config import TOY_BASE_DIR
 from .models import PADDING_MODES, Components, build_toy_model, encode_prompts, encode_text, save_toy_model
 from .objective import NonFiniteLossError, all_finite
@@ -96,52 +96,10 @@ def _save_checkpoint(folder: Path, unet, ema: dict[str, torch.Tensor], optimizer
     tmp.mkdir(parents=True)
     save_file({k: v.contiguous() for k, v in unet.state_dict().items()}, tmp / "unet.safetensors")
     save_file({k: v.contiguous() for k, v in ema.items()}, tmp / "ema.safetensors")
-    optim_tensors, optim_meta = _flatten_optimizer(optimizer)
+    optim_tensors, optim_meta = flatten_optimizer(optimizer)
     save_file(optim_tensors, tmp / "optimizer.safetensors")
     (tmp / "state.json").write_text(json.dumps({"step": step, "seconds": seconds, "optimizer": optim_meta}))
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
-
-
-def _flatten_optimizer(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """Optimizer state as flat tensors (safetensors, no pickle) plus the JSON-able rest.
-
-    Tensors nested in dicts (bitsandbytes' 8-bit optimizers keep theirs under a sub-dict) are stored under
-    ``"<param index>.<key>/<sub key>..."`` and put back in place by ``_load_optimizer``.
-    """
-    state = optimizer.state_dict()
-    tensors, meta = {}, {"param_groups": state["param_groups"], "state": {}}
-    seen: set[int] = set()  # safetensors refuses tensors sharing memory (8-bit optimizers share their qmaps)
-
-    def split(entry: dict, prefix: str) -> dict:
-        rest = {}
-        for name, value in entry.items():
-            if torch.is_tensor(value):
-                shared = value.untyped_storage().data_ptr() in seen
-                seen.add(value.untyped_storage().data_ptr())
-                tensors[f"{prefix}{name}"] = value.clone() if shared else value.contiguous()
-            elif isinstance(value, dict):
-                rest[name] = {"__nested__": split(value, f"{prefix}{name}/")}
-            else:
-                rest[name] = value
-        return rest
-
-    for index, entry in state["state"].items():
-        meta["state"][str(index)] = split(entry, f"{index}.")
-    return tensors, meta
-
-
-def _load_optimizer(optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    def join(rest: dict, prefix: str) -> dict:
-        entry = {name: join(value["__nested__"], f"{prefix}{name}/")
-                 if isinstance(value, dict) and "__nested__" in value else value for name, value in rest.items()}
-        for key, value in tensors.items():
-            if key.startswith(prefix) and "/" not in key[len(prefix):]:
-                entry[key[len(prefix):]] = value
-        return entry
-
-    state = {int(index): join(rest, f"{index}.") for index, rest in meta["state"].items()}
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    publish(tmp, folder)
 
 
 def pretrain_toy(out_dir: str | Path = TOY_BASE_DIR, settings: PretrainSettings | None = None,
@@ -180,7 +138,7 @@ def pretrain_toy(out_dir: str | Path = TOY_BASE_DIR, settings: PretrainSettings 
         trained.load_state_dict(load_file(checkpoint / "unet.safetensors", device=device))
         ema = load_file(checkpoint / "ema.safetensors", device=device)
         state = json.loads((checkpoint / "state.json").read_text())
-        _load_optimizer(optimizer, load_file(checkpoint / "optimizer.safetensors", device=device),
+        load_optimizer(optimizer, load_file(checkpoint / "optimizer.safetensors", device=device),
                         state["optimizer"])
         start, earlier_seconds = state["step"], state.get("seconds", 0.0)
         logger.info("resuming toy pre-training at step %d from %s", start, checkpoint)

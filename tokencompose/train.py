@@ -90,11 +90,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from .checkpoints import flatten_optimizer, load_optimizer, publish
 from .config import PRESETS, Config, get_config
 from .data import DatasetBatches, TokenComposeDataset, seed_for
 from .models import Components, WeightsNotFoundError
 from .objective import NonFiniteLossError, all_finite, compute_losses
-from .pretrain import _flatten_optimizer, _load_optimizer
 from .toyworld import ToySceneBatches, model_colour_mode
 
 logger = logging.getLogger(__name__)
@@ -107,6 +107,10 @@ CHECKPOINT_PREFIX = "checkpoint-"
 PROFILES: dict[str, dict[str, Any]] = {
     "t4": dict(mixed_precision="fp16", gradient_checkpointing=True, use_8bit_adam=True, use_ema=False),
 }
+
+
+class RunFolderError(ValueError):
+    """``output_dir`` holds another run (or only unreadable checkpoints): say how to continue or replace it."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,9 @@ class TrainOptions:
     skip_bad: bool = False
     #: ``None`` (start afresh), ``"latest"`` (newest checkpoint of ``output_dir``, if any) or a checkpoint folder
     resume: str | None = None
+    #: start afresh in an ``output_dir`` that holds another run's checkpoints, deleting them and its log
+    #: (without it, such a folder is refused: a new run mixed into an old one's folder loses both)
+    overwrite: bool = False
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_weight_decay: float = 1e-2
@@ -234,15 +241,14 @@ def _save_checkpoint(output_dir: Path, step: int, unet, optimizer, ema: dict | N
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in unet.state_dict().items()}, tmp / "unet.safetensors")
-    optimizer_tensors, optimizer_meta = _flatten_optimizer(optimizer)
+    optimizer_tensors, optimizer_meta = flatten_optimizer(optimizer)
     save_file({k: v.cpu() for k, v in optimizer_tensors.items()}, tmp / "optimizer.safetensors")
     if ema is not None:
         save_file({k: v.contiguous().cpu() for k, v in ema.items()}, tmp / "ema.safetensors")
     state = {"step": step, "optimizer": optimizer_meta, "scaler": scaler.state_dict() if scaler else None,
              "config": _config_dict(config)}
     (tmp / "state.json").write_text(json.dumps(state))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    publish(tmp, final)
     for old in _checkpoint_dirs(output_dir)[:-limit]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -400,20 +406,49 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
     optimizer = _make_optimizer(unet, config, options)
     ema = {k: v.detach().float().clone() for k, v in unet.state_dict().items()} if config.use_ema else None
 
-    # resume: weights, optimizer, EMA and step from a checkpoint (before the log is opened)
+    # a new run never mixes into another run's folder
+    earlier = _checkpoint_dirs(output_dir)
+    if options.resume is None and earlier:
+        if not options.overwrite:
+            raise RunFolderError(
+                f"{output_dir} holds another run's checkpoints ({', '.join(p.name for p in earlier[-3:])}); "
+                "continue it with --resume latest, replace it with --overwrite, or choose another --output-dir")
+        if accelerator.is_main_process:
+            logger.warning("--overwrite: removing the earlier run's checkpoints and log in %s", output_dir)
+            shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
+            (output_dir / "log.csv").unlink(missing_ok=True)
+        accelerator.wait_for_everyone()
+
+    # resume: weights, optimizer, EMA and step from a checkpoint (before the log is opened); a checkpoint that
+    # cannot be read (a corrupt newest one) falls back to the one before it, with a warning
     start, resumed_from, resume_state = 0, None, None
     if options.resume is not None:
-        candidates = _checkpoint_dirs(output_dir) if options.resume == "latest" else [Path(options.resume)]
-        if candidates:
-            resumed_from = candidates[-1]
-            resume_state = json.loads((resumed_from / "state.json").read_text())
-            unet.load_state_dict(load_file(resumed_from / "unet.safetensors"))
-            if ema is not None and (resumed_from / "ema.safetensors").is_file():
-                ema = load_file(resumed_from / "ema.safetensors")
-            start = int(resume_state["step"])
-            _warn_config_changes(resume_state.get("config", {}), config)
+        candidates = earlier if options.resume == "latest" else [Path(options.resume)]
+        for candidate in reversed(candidates):
+            try:
+                state = json.loads((candidate / "state.json").read_text())
+                weights = load_file(candidate / "unet.safetensors")
+                ema_weights = load_file(candidate / "ema.safetensors") if (
+                    ema is not None and (candidate / "ema.safetensors").is_file()) else None
+                optimizer_tensors = load_file(candidate / "optimizer.safetensors")
+                unet.load_state_dict(weights)
+            except Exception as error:  # noqa: BLE001 - any unreadable checkpoint is skipped, and said so
+                if options.resume != "latest":
+                    raise
+                logger.warning("checkpoint %s cannot be read (%s: %s); trying the one before it", candidate,
+                               type(error).__name__, str(error).splitlines()[0][:200] if str(error) else "")
+                continue
+            resumed_from, resume_state = candidate, dict(state, optimizer_tensors=optimizer_tensors)
+            if ema_weights is not None:
+                ema = ema_weights
+            start = int(state["step"])
+            _warn_config_changes(state.get("config", {}), config)
             logger.info("resuming at step %d from %s", start, resumed_from)
+            break
         else:
+            if candidates:
+                raise RunFolderError(f"no checkpoint of {output_dir} can be read ({', '.join(map(str, candidates))}); "
+                                     "start afresh with --overwrite")
             logger.info("resume='latest' but %s has no checkpoint yet: starting afresh", output_dir / "checkpoints")
 
     # accelerate moves the UNet to its device, wraps it for several processes and mixed precision (autocast)
@@ -421,8 +456,8 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
     base_unet = accelerator.unwrap_model(unet)
     step_components = dataclasses.replace(components, unet=unet)  # the forward goes through the wrapper
     if resume_state is not None:
-        _load_optimizer(optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
-                        load_file(resumed_from / "optimizer.safetensors"), resume_state["optimizer"])
+        load_optimizer(optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
+                        resume_state["optimizer_tensors"], resume_state["optimizer"])
         if accelerator.scaler is not None and resume_state.get("scaler"):
             accelerator.scaler.load_state_dict(resume_state["scaler"])
     if ema is not None:
@@ -585,6 +620,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-bad", action="store_true", help="skip dataset records that fail validation")
     parser.add_argument("--resume", nargs="?", const="latest", default=None,
                         help="continue from the newest checkpoint of --output-dir, or from the folder given")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh in an --output-dir that holds another run, deleting its checkpoints")
     parser.add_argument("--lr-warmup-steps", type=int, default=0)
     parser.add_argument("--ema-decay", type=float, default=0.9999)
     parser.add_argument("--no-progress", action="store_true")
@@ -600,7 +637,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, TrainOptions]:
             overrides[name] = tuple(value) if name == "groups" else value
     config = get_config(args.preset, **overrides)
     options = TrainOptions(toy_scenes=args.toy_scenes, toy_objects=tuple(args.toy_objects), skip_bad=args.skip_bad,
-                           resume=args.resume, lr_warmup_steps=args.lr_warmup_steps, ema_decay=args.ema_decay,
+                           resume=args.resume, overwrite=args.overwrite, lr_warmup_steps=args.lr_warmup_steps,
+                           ema_decay=args.ema_decay,
                            progress=not args.no_progress)
     return config, options
 
