@@ -139,30 +139,28 @@ def test_nan_stops_with_step_and_keeps_checkpoint(tmp_path):
     assert all(torch.equal(saved[k], current[k]) for k in saved)
 
 
-@pytest.mark.parametrize("learning_rate", [1e30, float("inf")])
-def test_divergence_stops_before_any_non_finite_checkpoint(tmp_path, learning_rate):
-    """A huge learning rate: the attention maps go NaN (the BCE used to raise a raw RuntimeError) or the
-    weights go to 1e30 / inf with a finite loss; the run stops with a named error and writes nothing bad."""
+def test_divergence_stops_before_any_bad_checkpoint(tmp_path):
+    """A learning rate of 1e30: the weights jump to ~1e30 with a finite loss (and the maps would go NaN next,
+    where the BCE used to raise a raw RuntimeError); the run stops at that step with a named error, writes
+    nothing of it, and names the last good checkpoint."""
     components = build_toy_model(seed=3)
     config = get_config("toy", output_dir=str(tmp_path), learning_rate=1e-3, max_train_steps=6,
                         gradient_accumulation_steps=1, checkpointing_steps=1)
-    if not math.isfinite(learning_rate):
-        with pytest.raises(ValueError, match="learning_rate must be a finite number"):
-            get_config("toy", learning_rate=learning_rate)
-        learning_rate = 1e300  # as good as infinite, accepted by the config
     train(config.replace(max_train_steps=1), SCENES, components=components)  # one good step, checkpointed
-    with pytest.raises(NonFiniteLossError) as caught:
-        train(config.replace(learning_rate=learning_rate), SCENES.replace(resume="latest"), components=components)
-    assert caught.value.checkpoint == tmp_path / "checkpoints" / "checkpoint-1"
+    with pytest.raises(NonFiniteLossError, match="weights diverged") as caught:
+        train(config.replace(learning_rate=1e30), SCENES.replace(resume="latest"), components=components)
+    assert caught.value.step == 2 and caught.value.checkpoint == tmp_path / "checkpoints" / "checkpoint-1"
     assert "checkpoint-1" in str(caught.value)
-    for checkpoint in (tmp_path / "checkpoints").iterdir():
-        for name in ("unet.safetensors", "optimizer.safetensors"):
-            assert all(torch.isfinite(v).all() for v in load_file(checkpoint / name).values() if v.is_floating_point())
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint-1"]
+    saved = load_file(tmp_path / "checkpoints" / "checkpoint-1" / "unet.safetensors")
+    assert all(torch.isfinite(v).all() and v.abs().max() < 1e3 for v in saved.values())
 
 
 def test_non_finite_weights_are_refused_by_the_config():
     with pytest.raises(ValueError, match="token_weight must be a finite number"):
         get_config("toy", token_weight=float("nan"))
+    with pytest.raises(ValueError, match="learning_rate must be a finite number"):
+        get_config("toy", learning_rate=float("inf"))
 
 
 def test_cli_output_folder_loads(tmp_path, base_dir):

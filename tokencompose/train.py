@@ -77,6 +77,7 @@ import csv
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -471,6 +472,7 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
         csv_handle, csv_writer = _open_csv(output_dir / "log.csv", start)
         board = _tensorboard(output_dir, options.tensorboard)
     last_checkpoint = resumed_from
+    weight_norm: float | None = None  # of the UNet's weights after the previous step (divergence guard)
     accumulation = config.gradient_accumulation_steps
     bar = tqdm(range(start, config.max_train_steps), initial=start, total=config.max_train_steps, desc="train",
                disable=not (options.progress and accelerator.is_local_main_process))
@@ -497,8 +499,9 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
             accelerator.clip_grad_norm_(unet.parameters(), config.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            # a finite loss can still leave non-finite weights (a huge learning rate): stop before any save
-            _stop_if_weights_not_finite(base_unet, step + 1, lr, last_checkpoint)
+            # a finite loss can still leave exploded or non-finite weights (a huge learning rate): stop before
+            # anything is saved
+            weight_norm = _stop_if_weights_diverged(base_unet, step + 1, lr, last_checkpoint, weight_norm)
             if ema is not None:
                 decay = min(options.ema_decay, (1 + step + 1) / (10 + step + 1))
                 with torch.no_grad():
@@ -567,15 +570,24 @@ def _stop_if_not_finite(losses: dict[str, torch.Tensor], step: int, micro: int, 
         step=step, captions=captions, checkpoint=checkpoint)
 
 
-def _stop_if_weights_not_finite(unet, step: int, lr: float, checkpoint: Path | None) -> None:
-    if all_finite(p.detach() for p in unet.parameters()):
-        return
+#: a step that multiplies the norm of all UNet weights by more than this has diverged (training moves it by
+#: a fraction of a percent a step; a learning rate of 1e30 moves it by 1e30)
+MAX_WEIGHT_GROWTH = 100.0
+
+
+def _stop_if_weights_diverged(unet, step: int, lr: float, checkpoint: Path | None, previous: float | None) -> float:
+    """The norm of the UNet's weights after this step; ``NonFiniteLossError`` (before anything is saved) when it
+    is not finite or grew more than ``MAX_WEIGHT_GROWTH`` times in one step."""
+    norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.detach().float())
+                                                       for p in unet.parameters()])))
+    if math.isfinite(norm) and (previous is None or norm <= MAX_WEIGHT_GROWTH * previous):
+        return norm
     where = f"the last good checkpoint is {checkpoint} (resume with --resume latest)" if checkpoint else \
         "no checkpoint was written yet"
     raise NonFiniteLossError(
-        f"step {step}: the UNet's weights are not finite after the optimizer step (learning rate {lr:g}); "
-        f"nothing of this step was saved; {where}. Lower the learning rate.", step=step, captions=[],
-        checkpoint=checkpoint)
+        f"step {step}: the UNet's weights diverged in the optimizer step (learning rate {lr:g}; weight norm "
+        f"{previous if previous is not None else float('nan'):.4g} -> {norm:.4g}); nothing of this step was saved; "
+        f"{where}. Lower the learning rate.", step=step, captions=[], checkpoint=checkpoint)
 
 
 def _warn_config_changes(saved: dict, config: Config) -> None:
