@@ -38,7 +38,7 @@ def measure(model: Path, label: str, out: Path, smoke: bool) -> dict:
     began = time.time()
     report = base_report(model, **sizes)
     report.update(label=label, digest=weights_digest(model), minutes=(time.time() - began) / 60,
-                  machine=f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}")
+                  machine=f"{platform.machine()} CPU, torch threads: {torch.get_num_threads()}, torch {torch.__version__}")
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{slug(label)}.json"
     path.write_text(json.dumps(report, indent=1, default=str))
