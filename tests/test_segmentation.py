@@ -6,18 +6,15 @@ import pytest
 import torch
 
 from tokencompose.attention import RecordingAttnProcessor
-from tokencompose.evaluate.segmentation import (
+from tokencompose.evaluate.segmentation import iou, resize_reference, segmentation_transfer, toy_nouns
+from tokencompose.heatmaps import (
     AttentionSum,
     aggregate_attention,
     generate_with_attention,
     heat_maps,
-    iou,
     normalise,
     noun_heat_maps,
     recording,
-    resize_reference,
-    segmentation_transfer,
-    toy_nouns,
 )
 from tokencompose.models import build_toy_model
 from tokencompose.sample import generate

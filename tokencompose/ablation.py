@@ -343,9 +343,9 @@ def attention_before_after(models: dict[str, str | Path], prompts: Sequence[Mult
                            steps: int = 10, guidance: float = 3.0):
     """A figure of each model's generated image and per-noun attention heat maps for the same ``prompts`` and
     sampling ``seed`` (rows = models, e.g. the base, L_LDM only and + L_token + L_pixel): the "attention maps
-    before and after" of the investigation. Heat maps are DAAM-style (``segmentation.heat_maps``: summed over
+    before and after" of the investigation. Heat maps are DAAM-style (``heatmaps.heat_maps``: summed over
     steps, averaged over heads and the mid and up layers, min-max normalised)."""
-    from .evaluate.segmentation import generate_with_attention, heat_maps
+    from .heatmaps import generate_with_attention, heat_maps
     from .sample import load_model
     from .tokens import noun_token_positions
     from .viz import attention_comparison

@@ -29,7 +29,7 @@ def _figures(out: Path, runs: list[dict], settings: AblationSettings, base: str)
     import matplotlib
 
     matplotlib.use("Agg")
-    from .evaluate.segmentation import generate_with_attention, noun_heat_maps
+    from .heatmaps import generate_with_attention, noun_heat_maps
     from .sample import load_model
     from .viz import attention_maps_figure, loss_curves, sample_grid
 

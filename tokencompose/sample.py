@@ -70,7 +70,7 @@ def ddim_sample(unet, scheduler, cond: torch.Tensor, uncond: torch.Tensor, noise
         cond, uncond: text embeddings ``[B, 77, dim]`` of the prompts and of the empty prompt.
         noise: ``[B, C, H, W]`` starting noise.
         callback: called as ``callback(i, t)`` right after the UNet's call of step ``i`` (timestep ``t``),
-            e.g. to read and sum an attention recorder's maps (``evaluate.segmentation.AttentionSum``).
+            e.g. to read and sum an attention recorder's maps (``heatmaps.AttentionSum``).
             With guidance != 1 the UNet sees the batch ``[uncond; cond]`` (a recorder keeps the second half
             with ``keep="cond"``); with guidance == 1 only ``cond``.
     Returns:
