@@ -12,13 +12,13 @@ from tokencompose.models import build_toy_model, encode_prompts, encode_text, lo
 from tokencompose.tokens import clip_tokenizer
 from tokencompose.toyworld import (
     TOY_COLOURS,
-    ToyScenes,
     caption_for,
     check_colour_mode,
     get_category,
     model_colour_mode,
     random_scene,
     render_scene,
+    sample_categories,
 )
 
 
@@ -52,12 +52,16 @@ def test_attribute_scenes_draw_each_object_in_its_named_colour():
             assert f"{colour} {name}" in scene.caption
 
 
-def test_identity_world_is_unchanged_by_the_colour_option():
-    # the first base's training stream: the same scenes with and without naming the mode
-    first = ToyScenes(batch_size=4, seed=5).batch(2)
-    again = ToyScenes(batch_size=4, seed=5, colour_mode="identity").batch(2)
-    assert first.captions == again.captions and np.array_equal(first.images, again.images)
-    assert all("red" not in c for c in first.captions)
+def test_identity_world_draws_nothing_more_than_before():
+    """The first base's scenes stay what they were: in the identity world a scene is the count, the categories
+    and the rendering, drawn in that order from one generator (no colour draw in between)."""
+    for seed in range(5):
+        scene = random_scene(np.random.default_rng(seed), objects=(1, 4), colour_mode="identity")
+        rng = np.random.default_rng(seed)
+        count = int(rng.choice(np.arange(1, 5), p=np.full(4, 0.25)))
+        expected = render_scene(sample_categories(rng, count), rng)
+        assert scene.caption == expected.caption and np.array_equal(scene.image, expected.image)
+        assert scene.colours is None and "red" not in scene.caption
 
 
 def test_attribute_detector_finds_the_shape_whatever_the_colour():
@@ -102,4 +106,6 @@ def test_zero_padding_blanks_every_position_after_the_end_token(tmp_path):
 def test_model_colour_mode_reads_the_pretrain_settings(tmp_path):
     assert model_colour_mode(tmp_path) == "identity"
     (tmp_path / "pretrain_settings.json").write_text(json.dumps({"colour_mode": "attribute"}))
-    assert model_colour_mode(tmp_path) == "attribute"
+    assert model_colour_mode(tmp_path) == "attribute" and model_colour_mode(str(tmp_path)) == "attribute"
+    # the shipped default base is the first (identity) world; a hub id or an object in memory has no file
+    assert model_colour_mode("toy") == model_colour_mode(None) == model_colour_mode("owner/model") == "identity"

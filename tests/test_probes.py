@@ -18,7 +18,7 @@ from tokencompose.probes import (
     noun_feature_cosine,
     routing,
 )
-from tokencompose.toyworld import TOY_COLOURS, get_category, render_scene
+from tokencompose.toyworld import TOY_COLOURS, caption_colours, get_category, render_scene
 
 
 def _toy_folder(path, padding="encoded", colour_mode="identity"):
@@ -37,15 +37,15 @@ def test_image_errors_by_hand():
 
 
 def test_swap_keeps_colours_and_fixes_articles():
-    assert (_swap("a photo of a red circle, an orange star and a ring.", ["circle", "star", "ring"],
-                  ["arrow", "heart", "bar"]) == "a photo of a red arrow, an orange heart and a bar.")
+    assert (_swap("a photo of a red circle, an orange star and a blue ring.", ["circle", "star", "ring"],
+                  ["arrow", "heart", "bar"]) == "a photo of a red arrow, an orange heart and a blue bar.")
     assert _swap("a photo of a star.", ["star"], ["arrow"]) == "a photo of an arrow."
 
 
 def _render(prompt, rng, drop_last=False, recolour=False):
     names = list(prompt.objects)[:-1] if drop_last else list(prompt.objects)
-    words = prompt.text.rstrip(".").replace(",", "").split(" ")
-    colours = [next(c for c in TOY_COLOURS if c.name == words[words.index(n) - 1]) for n in names]
+    palette = {c.name: c for c in TOY_COLOURS}
+    colours = [palette[word] for word in caption_colours(prompt.text, names)]
     if recolour:  # every object in the next palette colour (still distinct) instead of the caption's
         colours = [TOY_COLOURS[(TOY_COLOURS.index(c) + 1) % len(TOY_COLOURS)] for c in colours]
     return render_scene([get_category(n) for n in names], rng, colours=colours).image

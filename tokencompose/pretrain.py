@@ -102,6 +102,14 @@ def _save_checkpoint(folder: Path, unet, ema: dict[str, torch.Tensor], optimizer
     publish(tmp, folder)
 
 
+def trained_modules(components: Components, settings: PretrainSettings) -> torch.nn.Module:
+    """What pre-training updates, checkpoints and averages (EMA): the UNet, and with a jointly trained text
+    encoder both (state-dict keys ``unet.*`` / ``text_encoder.*``)."""
+    if settings.text_encoder == "joint":
+        return torch.nn.ModuleDict({"unet": components.unet, "text_encoder": components.text_encoder})
+    return components.unet
+
+
 def pretrain_toy(out_dir: str | Path = TOY_BASE_DIR, settings: PretrainSettings | None = None,
                  work_dir: str | Path = "outputs/pretrain_toy", resume: bool = True,
                  device: str = "cpu", init_from: str | Path | None = None) -> tuple[Components, float]:
@@ -127,7 +135,7 @@ def pretrain_toy(out_dir: str | Path = TOY_BASE_DIR, settings: PretrainSettings 
     unet, scheduler = components.unet.to(device), components.scheduler
     unet.train()
     # what the optimizer updates: the UNet, and with a jointly trained text encoder that too
-    trained = torch.nn.ModuleDict({"unet": unet, "text_encoder": components.text_encoder}) if joint else unet
+    trained = trained_modules(components, settings)
     if joint:
         components.text_encoder.requires_grad_(True).train()
     optimizer = torch.optim.AdamW(trained.parameters(), lr=settings.learning_rate, weight_decay=0.01)
@@ -256,8 +264,7 @@ def export_checkpoint(work_dir: str | Path, out_dir: str | Path, settings: Pretr
         raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
     components = build_toy_model(sample_size=settings.size, seed=settings.seed, padding=settings.padding)
     state = load_file(checkpoint / ("ema.safetensors" if weights == "ema" else "unet.safetensors"))
-    trained = (torch.nn.ModuleDict({"unet": components.unet, "text_encoder": components.text_encoder})
-               if settings.text_encoder == "joint" else components.unet)
+    trained = trained_modules(components, settings)
     trained.load_state_dict(state)
     save_toy_model(components, out_dir)
     progress = json.loads((checkpoint / "state.json").read_text())

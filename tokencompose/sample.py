@@ -342,8 +342,16 @@ class Generator:
         self.model = load_model(model)
         self.steps, self.height, self.width = steps, height, width
         self.guidance = default_guidance(self.model) if guidance is None else guidance
-        self.provenance = {"model": model_digest(self.model), "steps": steps, "guidance": self.guidance,
-                           "height": height, "width": width}
+        self._provenance: dict[str, Any] | None = None
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """``{"model": weights digest, "steps", "guidance", "height", "width"}``, hashed on first use only (a
+        digest reads every weight: SD's take seconds, wasted when no folder keeps the images)."""
+        if self._provenance is None:
+            self._provenance = {"model": model_digest(self.model), "steps": self.steps, "guidance": self.guidance,
+                                "height": self.height, "width": self.width}
+        return self._provenance
 
     def __call__(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
         return generate_batch(self.model, prompts, seeds, steps=self.steps, guidance=self.guidance,
@@ -392,13 +400,13 @@ def generate(model: Any, prompts: Sequence[str], seeds: Sequence[int], steps: in
         raise ValueError(f"nothing to generate: {len(prompts)} prompts, {len(seeds)} seeds")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    model = load_model(model)
+    generator = Generator(model, steps, guidance, height, width)  # its provenance keys out_dir
     jobs = [(index, int(seed)) for index in range(len(prompts)) for seed in seeds]
     todo = jobs
     folder = None
     if out_dir is not None:
         folder = Path(out_dir)
-        claim_folder(folder, Generator(model, steps, guidance, height, width).provenance, patterns=("*_*.png",))
+        claim_folder(folder, generator.provenance, patterns=("*_*.png",))
         _check_prompt_record(folder, list(prompts))
         todo = [job for job in jobs if not (folder / image_name(*job)).is_file()]
         if len(todo) < len(jobs):
@@ -407,8 +415,7 @@ def generate(model: Any, prompts: Sequence[str], seeds: Sequence[int], steps: in
     with tqdm(total=len(todo), desc="generating", unit="img", disable=not progress or not todo) as bar:
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
-            array = generate_batch(model, [prompts[i] for i, _ in batch], [s for _, s in batch], steps=steps,
-                                   guidance=guidance, height=height, width=width)
+            array = generator([prompts[i] for i, _ in batch], [s for _, s in batch])
             if folder is None:
                 images.append(array)
             else:

@@ -186,10 +186,17 @@ def chromaticity(categories: Sequence[Category]) -> np.ndarray:
     return rgb / rgb.max(axis=1, keepdims=True)
 
 
-def model_colour_mode(model_dir: str | Path) -> str:
-    """The colour mode a toy model was trained in: ``colour_mode`` of its ``pretrain_settings.json``
-    ("identity" when the file or the key is missing: the first base predates the attribute world)."""
-    settings = Path(model_dir) / "pretrain_settings.json"
+def model_colour_mode(model: Any) -> str:
+    """The colour mode a toy model was trained in: ``colour_mode`` of its folder's ``pretrain_settings.json``
+    ("toy" = the shipped base). "identity" when there is no such file or key (the first base predates the
+    attribute world) or ``model`` is no folder (a hub id, objects in memory, ``None``)."""
+    from tokencompose.config import TOY_BASE_DIR
+
+    if model == "toy":
+        model = TOY_BASE_DIR
+    if not isinstance(model, (str, Path)) or not Path(model).is_dir():
+        return "identity"
+    settings = Path(model) / "pretrain_settings.json"
     if not settings.is_file():
         return "identity"
     return check_colour_mode(json.loads(settings.read_text()).get("colour_mode", "identity"))

@@ -25,6 +25,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from tokencompose.toyworld import model_colour_mode
+
 logger = logging.getLogger(__name__)
 
 def _add_common(parser: argparse.ArgumentParser, detector: str, images_per_prompt: int) -> None:
@@ -58,15 +60,6 @@ def _toy_categories(num_categories: int | None) -> list:
     from tokencompose.toyworld import TOY_CATEGORIES
 
     return list(TOY_CATEGORIES[:num_categories] if num_categories else TOY_CATEGORIES)
-
-
-def toy_colour_mode(model: str | None) -> str:
-    """The toy world of ``--model``: its folder's colour mode ("toy" = the shipped base), else "identity"."""
-    from tokencompose.config import TOY_BASE_DIR
-    from tokencompose.toyworld import model_colour_mode
-
-    folder = TOY_BASE_DIR if model == "toy" else Path(model) if model else None
-    return model_colour_mode(folder) if folder is not None and folder.is_dir() else "identity"
 
 
 def make_detector(name: str, device: str, num_categories: int | None = None, colour_mode: str = "identity") -> Any:
@@ -130,7 +123,7 @@ def multigen_cli(argv: list[str]) -> int:
     if source.suffix == ".json" and not source.is_file():
         parser.error(f"prompt file {source} not found (the authors' files: coco_obj_comp_5_1k.json, "
                      "ade20k_obj_comp_5_1k.json from mlpc-ucsd/TokenCompose, folder multigen/)")
-    colour_mode = toy_colour_mode(args.model)
+    colour_mode = model_colour_mode(args.model)
     if source.suffix == ".json":
         prompts = multigen.load_prompts(source)
     else:
@@ -187,7 +180,7 @@ def visor_cli(argv: list[str]) -> int:
             else f"all {full} prompts")
     state = multigen.process_state()
     device = _device(state, args.device)
-    detector = make_detector(args.detector, device, args.num_categories, toy_colour_mode(args.model))
+    detector = make_detector(args.detector, device, args.num_categories, model_colour_mode(args.model))
     name = args.name or args.model or Path(args.images).name
     result = visor.run_visor(prompts, detector, out, generate_fn=make_generate_fn(args, device),
                              images_dir=args.images, images_per_prompt=args.n_images, model_name=name,

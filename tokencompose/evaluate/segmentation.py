@@ -163,14 +163,12 @@ def segmentation_transfer(model, prompts: Sequence[str], seeds: Sequence[int] = 
         ``{"miou", "interval", "per_noun", "pairs", "missing", "records", "settings"}``; ``records`` has one
         entry per (image, noun) with its IoU (``None`` when the reference mask was empty/absent: missing).
     """
-    from tokencompose.config import TOY_BASE_DIR
     from tokencompose.models import Components
     from tokencompose.sample import default_guidance, load_model
     from tokencompose.toyworld import model_colour_mode
 
     # the toy world a toy model folder was trained in (the attribute world segments by shape, not colour)
-    folder = TOY_BASE_DIR if model == "toy" else model
-    colour_mode = model_colour_mode(folder) if isinstance(folder, (str, Path)) and Path(folder).is_dir() else "identity"
+    colour_mode = model_colour_mode(model)
     model = load_model(model)
     pixel_space = isinstance(model, Components) and model.vae is None
     guidance = default_guidance(model) if guidance is None else guidance
