@@ -1,8 +1,8 @@
 """The paper's ablation (Table 2) and composition result (Table 1, MultiGen) in miniature, on the toy world.
 
-Four fine-tunes of the shipped toy base with identical data order, noise, seeds and steps (L_LDM only,
+Four fine-tunes of a toy base (`--base`, default the shipped one) with identical data order, noise, seeds and steps (L_LDM only,
 + L_pixel, + L_token, + both), over three training seeds, each evaluated with the toy detector on the same
-held-out prompts of 2, 3 and 4 categories, seen and unseen combinations (unseen: the prompt contains one of
+held-out prompts of 4 categories (MG_1..MG_4, the paper's definition), seen and unseen combinations (unseen: the prompt contains one of
 ``toyworld.EXCLUDED_PAIRS``, which no training scene ever shows together), plus the segmentation-transfer
 mIoU of the attention maps. The base model itself is evaluated too (the "before" row).
 
@@ -31,10 +31,8 @@ import datetime
 import json
 import logging
 import os
-import platform
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +45,14 @@ from tokencompose.ablation import (  # noqa: E402
     LABELS,
     VARIANTS,
     AblationSettings,
-    attention_miou,
-    evaluate_model,
-    finetune,
+    interval_cell,
     loss_scales,
+    paired_difference,
+    pooled,
     weights_for_ratio,
 )
 from tokencompose.config import TOY_BASE_DIR  # noqa: E402
-from tokencompose.stats import cluster_interval, paired_interval  # noqa: E402
+from tokencompose.jobs import job_pool, job_spec, machine_description, run_job, strip_scores  # noqa: E402
 
 logger = logging.getLogger("toy_ablation")
 
@@ -65,7 +63,7 @@ VALIDATION_PROMPT_SEED = 7
 PRESETS: dict[str, dict[str, Any]] = {
     # sized for one seed of the four variants under 30 minutes on a 2-core CPU (sampling there runs at about
     # 50 image-steps a second: 512 images a number of objects at 10 DDIM steps take ~5 minutes a model)
-    "cpu": dict(steps=400, batch_size=16, prompts_per_count=64, images_per_prompt=4, sample_steps=10,
+    "cpu": dict(steps=400, batch_size=16, prompts_per_count=128, images_per_prompt=2, sample_steps=10,
                 generate_batch_size=64, seg_prompts=32, guidances=(3.0,), base_row=False,
                 sweep_steps=400, sweep_prompts=8, sweep_images=4),
     # larger sizes for a GPU: 1200 steps, 1024 images a number of objects, a CFG sweep, the base as a row
@@ -78,148 +76,19 @@ PRESETS: dict[str, dict[str, Any]] = {
                   sweep_steps=2, sweep_prompts=2, sweep_images=1),
 }
 RATIOS = (0.01, 0.03, 0.1, 0.3)
+#: objects a held-out prompt names (AblationSettings.counts) and the MG_k reported on them (k = 1..4)
+PROMPT_OBJECTS = 4
+MG_KS = tuple(range(1, PROMPT_OBJECTS + 1))
+#: the MG_k the ratio sweep averages to choose the loss weights
+SWEEP_KS = (2, 3, 4)
 #: the paper's VISOR Object Accuracy of the same rows on SD 1.4 (Wang et al., CVPR 2024: base from Table 1,
 #: the four fine-tunings from Table 2), printed beside the toy numbers for the layout, not compared with them
 PAPER_OBJECT_ACCURACY = {"base": 29.86, "ldm": 38.02, "pixel": 37.46, "token": 49.85, "both": 52.15}
 
 
 # --------------------------------------------------------------------------------------------------
-# jobs: one fine-tune + its evaluations (run inline or in a worker process)
-# --------------------------------------------------------------------------------------------------
-
-def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-    logging.basicConfig(level=logging.WARNING)
-
-
-def run_job(spec: dict[str, Any]) -> dict[str, Any]:
-    """Fine-tune (unless ``variant == "base"``) and evaluate at every guidance scale; cached in ``job.json``."""
-    folder = Path(spec["folder"])
-    done = folder / "job.json"
-    if done.is_file():
-        cached = json.loads(done.read_text())
-        if cached["settings"] != spec["settings"] or cached["guidances"] != spec["guidances"]:
-            raise RuntimeError(f"{folder} holds a job run with other settings; delete it or use another --work")
-        return cached
-    settings = AblationSettings(**spec["settings"])
-    began = time.time()
-    if spec["variant"] == "base":
-        model_dir, losses = Path(spec["base"]), {}
-    else:
-        result = finetune(spec["variant"], spec["seed"], settings, folder / "train", spec["base"])
-        model_dir = result.unet_dir.parent
-    train_minutes = (time.time() - began) / 60
-    note = None
-    if spec["variant"] != "base":
-        logged = _from_log(folder / "train" / "log.csv")
-        losses = logged["losses"]
-        if len(result.history) < settings.steps:  # resumed: part of the fine-tune ran in an earlier invocation
-            train_minutes, note = logged["train_minutes"], RESUMED_NOTE
-    began = time.time()
-    scores = {}
-    for guidance in spec["guidances"]:
-        cfg_settings = dataclasses.replace(settings, guidance=guidance)
-        scores[str(guidance)] = evaluate_model(model_dir, cfg_settings, folder / f"eval_cfg{guidance}",
-                                               spec["name"])
-    miou = attention_miou(model_dir, settings) if spec.get("miou") else None
-    import torch
-
-    device = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
-              else f"{platform.machine()} CPU, {torch.get_num_threads()} threads")
-    record = {**{k: spec[k] for k in ("name", "variant", "seed", "ratio", "guidances")}, "settings": spec["settings"],
-              "device": device,
-              "train_minutes": train_minutes, "eval_minutes": (time.time() - began) / 60, "losses": losses,
-              "scores": scores, "miou": miou, **({"note": note} if note else {})}
-    folder.mkdir(parents=True, exist_ok=True)
-    done.write_text(json.dumps(record, default=str))
-    return json.loads(done.read_text())  # the same (string) keys whether fresh or cached
-
-
-def job_spec(work: Path, base: str, name: str, variant: str, seed: int, ratio: float, settings: AblationSettings,
-             guidances: list[float], miou: bool) -> dict[str, Any]:
-    """The description of one job for ``run_job`` (folder ``work / name``); ``variant`` picks which of the
-    settings' loss weights are kept ("base" = evaluate ``base`` without fine-tuning)."""
-    use_token, use_pixel = VARIANTS.get(variant, (False, False))
-    settings = dataclasses.replace(settings, token_weight=settings.token_weight if use_token else 0.0,
-                                   pixel_weight=settings.pixel_weight if use_pixel else 0.0)
-    return {"name": name, "variant": variant, "seed": seed, "ratio": ratio, "base": base,
-            "folder": str(work / name), "guidances": guidances,
-            # JSON-normal (lists, not tuples) so that a cached job compares equal to its spec
-            "settings": json.loads(json.dumps(dataclasses.asdict(settings))),
-            "miou": miou}
-
-
-RESUMED_NOTE = ("resumed after an interrupted invocation: fine-tune minutes summed from train/log.csv, evaluation "
-                "minutes count only the part after the resume")
-
-
-def _from_log(log: Path) -> dict[str, Any]:
-    """Losses (mean of the first 20 and last 100 steps) and fine-tuning minutes (sum of the per-step seconds) of
-    a run's ``log.csv``: complete even when the run was resumed."""
-    import csv
-
-    with open(log, newline="") as handle:
-        rows = [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(handle)]
-    return {"losses": {"first": _mean_rows(rows[:20]), "last": _mean_rows(rows[-100:])},
-            "train_minutes": sum(row.get("seconds", 0.0) for row in rows) / 60}
-
-
-def _mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
-    keys = [k for k in ("ldm", "token", "pixel", "total") if rows and k in rows[0]]
-    return {k: float(np.mean([r[k] for r in rows])) for k in keys}
-
-
-class _Inline:
-    """An executor that runs each job at once, in this process (one worker)."""
-
-    def submit(self, fn, *args):
-        from concurrent.futures import Future
-
-        future: Future = Future()
-        logger.warning("job %s ...", args[0]["name"])
-        future.set_result(fn(*args))
-        return future
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-def job_pool(workers: int, threads: int):
-    """Worker processes when ``workers > 1`` (a GPU fits several small jobs at once), else inline."""
-    if workers <= 1:
-        _init_worker(threads)
-        return _Inline()
-    import multiprocessing
-
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-                               initargs=(threads,))
-
-
-# --------------------------------------------------------------------------------------------------
 # statistics and the report
 # --------------------------------------------------------------------------------------------------
-
-def pooled(records: list[dict], guidance: str, split: str, count: int, key: str = "all_named") -> dict[str, float]:
-    """Mean and 95% interval over prompts, pooling the seeds of ``records`` (each (seed, prompt) a cluster)."""
-    rows = [row for r in records for row in r["scores"][guidance][split][str(count)]["outcomes"][key]]
-    return cluster_interval(rows)
-
-
-def paired_difference(a: dict, b: dict, guidance: str, split: str, count: int) -> dict[str, float]:
-    """Mean per-prompt difference a - b (same prompts and sampling seeds) with a 95% interval."""
-    rows_a = a["scores"][guidance][split][str(count)]["outcomes"]["all_named"]
-    rows_b = b["scores"][guidance][split][str(count)]["outcomes"]["all_named"]
-    return paired_interval(rows_a, rows_b)
-
-
-def _cell(stat: dict[str, float]) -> str:
-    return f"{stat['mean']:.1f} [{stat['low']:.1f}, {stat['high']:.1f}]"
-
 
 def _overlap(a: dict[str, float], b: dict[str, float]) -> bool:
     return not (a["low"] > b["high"] or b["low"] > a["high"])
@@ -229,15 +98,15 @@ def verdicts(by_variant: dict[str, list[dict]], guidance: str, seeds: list[int])
     """The issue's three criteria, decided by the numbers."""
     lines = []
     both, ldm = by_variant["both"], by_variant["ldm"]
-    for count in (3, 4):
-        a, b = pooled(both, guidance, "unseen", count), pooled(ldm, guidance, "unseen", count)
+    for k in (3, 4):
+        a, b = pooled(both, guidance, "unseen", k), pooled(ldm, guidance, "unseen", k)
         per_seed = []
         for s_both, s_ldm in zip(both, ldm, strict=True):
-            x, y = pooled([s_both], guidance, "unseen", count), pooled([s_ldm], guidance, "unseen", count)
+            x, y = pooled([s_both], guidance, "unseen", k), pooled([s_ldm], guidance, "unseen", k)
             per_seed.append(x["low"] > y["high"])
         pooled_win = a["low"] > b["high"]
         lines.append(
-            f"- Unseen MG{count}, both vs L_LDM only: {a['mean']:.1f} vs {b['mean']:.1f}; intervals "
+            f"- Unseen MG{k}, both vs L_LDM only: {a['mean']:.1f} vs {b['mean']:.1f}; intervals "
             f"{'do not overlap (both higher)' if pooled_win else 'overlap or favour L_LDM only'} pooled over seeds "
             f"{seeds}; non-overlapping and higher in {sum(per_seed)} of {len(per_seed)} seeds. "
             f"**{'Reproduced' if pooled_win else 'Not reproduced'}** (pooled).")
@@ -270,7 +139,7 @@ def report(scales: dict, sweep: dict | None, records: list[dict], preset: str, s
            guidances: list[float], timings: dict[str, float], machine: str, threads: int, workers: int,
            sweep_records: list[dict] | None = None) -> str:
     by_variant = {v: [r for r in records if r["variant"] == v] for v in ("base", *VARIANTS)}
-    counts = (2, 3, 4)
+    counts = MG_KS
     lines = [
         f"# Toy-world ablation (preset `{preset}`)", "",
         f"Measured {datetime.date.today().isoformat()} on {machine}; {workers} worker process(es) x {threads} "
@@ -282,10 +151,10 @@ def report(scales: dict, sweep: dict | None, records: list[dict], preset: str, s
         f"seeds {seeds}. Held-out prompts (prompt seed {TEST_PROMPT_SEED}): {settings['prompts_per_count']} "
         f"prompts x {settings['images_per_prompt']} images for each number of objects and split "
         f"({settings['prompts_per_count'] * settings['images_per_prompt']} images per cell and seed), DDIM "
-        f"{settings['sample_steps']} steps, toy detector. MG_k on k-object prompts = % of images with all k "
-        "named categories detected; 95% intervals over prompts (normal approximation, each prompt's images "
-        "one cluster; pooled = every (seed, prompt) a cluster). \"nothing extra\" = % with exactly the named "
-        "categories.", "",
+        f"{settings['sample_steps']} steps, toy detector. Prompts name {PROMPT_OBJECTS} categories; MG_k = % of "
+        "images with at least k of them detected (the paper's definition, whose prompts name 5); 95% intervals "
+        "over prompts (normal approximation, each prompt's images one cluster; pooled = every (seed, prompt) a "
+        "cluster). \"nothing extra\" = % of images with exactly the named categories.", "",
         "## Loss scales and weights", "",
         f"Base model on fine-tuning scenes: L_LDM {scales['ldm']:.4f}, L_token {scales['token']:.3f}, "
         f"L_pixel {scales['pixel']:.3f}. lambda = r L_LDM / L_token, gamma = r L_LDM / L_pixel.", ""]
@@ -296,7 +165,7 @@ def report(scales: dict, sweep: dict | None, records: list[dict], preset: str, s
                   "| r | lambda | gamma | MG2 | MG3 | MG4 | mean (seen + unseen) |", "|---|---|---|---|---|---|---|"]
         for row in sweep["rows"]:
             lines.append(f"| {row['ratio']} | {row['lambda']:.3g} | {row['gamma']:.3g} | "
-                         + " | ".join(f"{row['mg'][str(k)]:.1f}" for k in counts) + f" | {row['score']:.1f} |")
+                         + " | ".join(f"{row['mg'][str(k)]:.1f}" for k in SWEEP_KS) + f" | {row['score']:.1f} |")
         lines += ["", f"Chosen: r = {sweep['chosen']} (highest mean; the L_LDM-only row is the reference).", ""]
     middle = "3.0" if "3.0" in map(str, guidances) else str(guidances[0])
     for guidance in guidances:
@@ -310,8 +179,8 @@ def report(scales: dict, sweep: dict | None, records: list[dict], preset: str, s
         for variant, recs in by_variant.items():
             if not recs:
                 continue
-            cells = [_cell(pooled(recs, g, s, k)) for s in ("unseen", "seen") for k in counts]
-            extra = np.mean([pooled(recs, g, "unseen", k, "exact")["mean"] for k in counts])
+            cells = [interval_cell(pooled(recs, g, s, k)) for s in ("unseen", "seen") for k in counts]
+            extra = pooled(recs, g, "unseen", key="exact")["mean"]
             name = "base (no fine-tuning)" if variant == "base" else LABELS[variant]
             token, pixel = ("", "") if variant == "base" else tuple("✓" if on else "✗" for on in VARIANTS[variant])
             lines.append(f"| {name} | {token} | {pixel} | " + " | ".join(cells) + f" | {extra:.1f} | "
@@ -322,7 +191,7 @@ def report(scales: dict, sweep: dict | None, records: list[dict], preset: str, s
                   "|---|" + "---|" * len(counts)]
         for r_both, r_ldm in zip(by_variant["both"], by_variant["ldm"], strict=True):
             lines.append(f"| {r_both['seed']} | " + " | ".join(
-                _cell(paired_difference(r_both, r_ldm, g, "unseen", k)) for k in counts) + " |")
+                interval_cell(paired_difference(r_both, r_ldm, g, "unseen", k)) for k in counts) + " |")
         lines += [""]
     lines += [f"## What counts as reproduced (CFG {middle})", "", "<!-- readme:begin -->",
               *verdicts(by_variant, middle, seeds), "<!-- readme:end -->", ""]
@@ -359,7 +228,7 @@ def report(scales: dict, sweep: dict | None, records: list[dict], preset: str, s
 
 
 def figure(records: list[dict], guidance: str, path: Path) -> None:
-    """Bars of MG2-4 per variant (unseen and seen) with 95% intervals."""
+    """Bars of MG_k per variant (unseen and seen) with 95% intervals."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -371,14 +240,14 @@ def figure(records: list[dict], guidance: str, path: Path) -> None:
     for ax, split in zip(axes, ("unseen", "seen"), strict=True):
         for i, variant in enumerate(variants):
             recs = [r for r in records if r["variant"] == variant]
-            stats = [pooled(recs, guidance, split, k) for k in (2, 3, 4)]
+            stats = [pooled(recs, guidance, split, k) for k in MG_KS]
             means = [s["mean"] for s in stats]
             errors = [[s["mean"] - s["low"] for s in stats], [s["high"] - s["mean"] for s in stats]]
-            ax.bar(np.arange(3) + i * width, means, width, yerr=errors, capsize=2,
+            ax.bar(np.arange(len(MG_KS)) + i * width, means, width, yerr=errors, capsize=2,
                    label="base" if variant == "base" else LABELS[variant])
-        ax.set_xticks(np.arange(3) + width * (len(variants) - 1) / 2, [f"MG{k}" for k in (2, 3, 4)])
+        ax.set_xticks(np.arange(len(MG_KS)) + width * (len(variants) - 1) / 2, [f"MG{k}" for k in MG_KS])
         ax.set_title(f"{split} combinations (CFG {guidance})")
-        ax.set_ylabel("% of images with all k named")
+        ax.set_ylabel(f"% of images with >= k of the {PROMPT_OBJECTS} named")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -388,15 +257,6 @@ def figure(records: list[dict], guidance: str, path: Path) -> None:
 # --------------------------------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------------------------------
-
-def _machine() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)} GPU ({os.cpu_count()} CPU cores), torch {torch.__version__}"
-    return (f"{platform.machine()} CPU, {os.cpu_count()} cores ({platform.processor() or 'cpu'}), "
-            f"torch {torch.__version__}")
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -459,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = []
             for r, record in zip([0.0, *RATIOS], results, strict=True):
                 mg = {str(k): float(np.mean([pooled([record], "3.0", split, k)["mean"]
-                                             for split in ("seen", "unseen")])) for k in (2, 3, 4)}
+                                             for split in ("seen", "unseen")])) for k in SWEEP_KS}
                 lam, gam = weights_for_ratio(scales, r)
                 rows.append({"ratio": r, "lambda": lam, "gamma": gam, "mg": mg,
                              "score": float(np.mean(list(mg.values())))})
@@ -477,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     timings["total"] = sum(timings.values()) + (time.time() - began) / 60
 
     text = report(scales, sweep, records, args.preset, dataclasses.asdict(settings), args.seeds, guidances,
-                  timings, _machine(), threads, args.workers, sweep_records=(sweep or {}).get("records"))
+                  timings, machine_description(), threads, args.workers, sweep_records=(sweep or {}).get("records"))
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".md").write_text(text + f"\n![MultiGen bars]({stem.name}.png)\n")
     middle = "3.0" if 3.0 in guidances else str(guidances[0])
@@ -485,17 +345,11 @@ def main(argv: list[str] | None = None) -> int:
     if sweep:
         sweep = {k: v for k, v in sweep.items() if k != "records"}
     summary = {"scales": scales, "sweep": sweep, "ratio": ratio, "timings": timings,
-               "records": [{k: v for k, v in r.items() if k != "scores"} | {"scores": _strip(r["scores"])}
+               "records": [{k: v for k, v in r.items() if k != "scores"} | {"scores": strip_scores(r["scores"])}
                            for r in records]}
     stem.with_suffix(".json").write_text(json.dumps(summary, indent=1, default=str))
     print(text)
     return 0
-
-
-def _strip(scores: dict) -> dict:
-    """Scores without the per-image image lists of run_multigen (kept: outcomes, for re-analysis)."""
-    return {g: {s: {k: {key: v for key, v in res.items() if key not in ("model",)} for k, res in cells.items()}
-                for s, cells in splits.items()} for g, splits in scores.items()}
 
 
 if __name__ == "__main__":

@@ -47,11 +47,15 @@ from tokencompose.ablation import (  # noqa: E402
     attention_before_after,
     attention_specificity,
     held_out_prompts,
+    interval_cell,
     loss_profile,
+    paired_difference,
+    pooled,
     toy_geometry,
     weights_for_ratio,
 )
 from tokencompose.config import TOY_BASE_DIR  # noqa: E402
+from tokencompose.jobs import init_worker, job_spec, machine_description, run_job, strip_scores  # noqa: E402
 
 logger = logging.getLogger("toy_investigation")
 
@@ -76,7 +80,7 @@ def long_runs(work: Path, base: str, preset: dict[str, Any], scales: dict[str, f
                                    "steps": preset["steps"] * LONG_FACTOR, "prompts_per_count": sizes["prompts"],
                                    "images_per_prompt": sizes["images"], "seg_prompts": sizes["seg_prompts"],
                                    "token_weight": lam, "pixel_weight": gam})
-    return [ablation_bench.job_spec(work, base, f"long_{variant}", variant, 0, 0.0 if variant == "ldm" else LONG_RATIO,
+    return [job_spec(work, base, f"long_{variant}", variant, 0, 0.0 if variant == "ldm" else LONG_RATIO,
                                     settings, [3.0], True)
             for variant in ("ldm", "token", "both")]
 
@@ -91,7 +95,7 @@ def guidance_runs(work: Path, models: dict[str, Path], preset: dict[str, Any],
     settings = AblationSettings(**{**preset, "prompt_seed": ablation_bench.VALIDATION_PROMPT_SEED,
                                    "prompts_per_count": sizes["prompts"], "images_per_prompt": sizes["images"],
                                    "seg_prompts": 0})
-    return {label: ablation_bench.job_spec(work, str(folder), f"cfg_{_slug(label)}", "base", 0, 0.0, settings,
+    return {label: job_spec(work, str(folder), f"cfg_{_slug(label)}", "base", 0, 0.0, settings,
                                            GUIDANCES, False)
             for label, folder in models.items()}
 
@@ -114,10 +118,10 @@ def long_verdicts(long_records: list[dict]) -> list[str]:
         if record is ldm:
             continue
         parts = []
-        for count in (3, 4):
-            diff = ablation_bench.paired_difference(record, ldm, "3.0", "unseen", count)
+        for k in (3, 4):
+            diff = paired_difference(record, ldm, "3.0", "unseen", k)
             verdict = ("higher" if diff["low"] > 0 else "lower" if diff["high"] < 0 else "no difference detectable")
-            parts.append(f"unseen MG{count} {verdict} ({ablation_bench._cell(diff)} points)")
+            parts.append(f"unseen MG{k} {verdict} ({interval_cell(diff)} points)")
         mine, theirs = record.get("miou") or {}, ldm.get("miou") or {}
         if mine.get("miou") is not None and theirs.get("miou") is not None:
             apart = mine["interval"]["low"] > theirs["interval"]["high"]
@@ -130,7 +134,7 @@ def long_verdicts(long_records: list[dict]) -> list[str]:
 def report(profiles: dict[str, dict[str, float]], long_records: list[dict], figure_models: list[str],
            preset: str, machine: str, minutes: dict[str, float], scales: dict[str, float], batches: int,
            batch_size: int, guidance_records: list[dict], specificity: dict[str, dict[str, dict[str, float]]]) -> str:
-    counts = (2, 3, 4)
+    counts = ablation_bench.MG_KS
     steps = long_records[0]["settings"]["steps"]
     groups = [key.partition("/")[2] for key in next(iter(profiles.values())) if key.startswith("token/")]
     lines = [
@@ -180,10 +184,9 @@ def report(profiles: dict[str, dict[str, float]], long_records: list[dict], figu
         + " | paired unseen MG3 | attention mIoU |", "|---|" + "---|" * (2 * len(counts) + 2)]
     ldm = next(r for r in long_records if r["variant"] == "ldm")
     for record in long_records:
-        cells = [ablation_bench._cell(ablation_bench.pooled([record], "3.0", s, k)) for s in ("unseen", "seen")
-                 for k in counts]
+        cells = [interval_cell(pooled([record], "3.0", s, k)) for s in ("unseen", "seen") for k in counts]
         paired = ("-" if record is ldm
-                  else ablation_bench._cell(ablation_bench.paired_difference(record, ldm, "3.0", "unseen", 3)))
+                  else interval_cell(paired_difference(record, ldm, "3.0", "unseen", 3)))
         miou = record.get("miou") or {}
         miou_text = (f"{miou['miou']:.3f} [{miou['interval']['low']:.3f}, {miou['interval']['high']:.3f}]"
                      if miou.get("miou") is not None else "-")
@@ -201,13 +204,12 @@ def report(profiles: dict[str, dict[str, float]], long_records: list[dict], figu
     lines += ["", "## 3. Guidance scale", "",
               f"The base and the ablation's seed-0 models at each CFG scale; validation prompts, "
               f"{settings['prompts_per_count']} prompts x {settings['images_per_prompt']} images a cell, DDIM "
-              f"{settings['sample_steps']}; MG_k on k-object prompts with 95% intervals.", "",
+              f"{settings['sample_steps']}; MG_k (>= k of the {ablation_bench.PROMPT_OBJECTS} named) with 95% intervals.", "",
               "| model | CFG | " + " | ".join(f"{s} MG{k}" for s in ("unseen", "seen") for k in counts) + " |",
               "|---|---|" + "---|" * (2 * len(counts))]
     for record in guidance_records:
         for guidance in GUIDANCES:
-            cells = [ablation_bench._cell(ablation_bench.pooled([record], str(guidance), s, k))
-                     for s in ("unseen", "seen") for k in counts]
+            cells = [interval_cell(pooled([record], str(guidance), s, k)) for s in ("unseen", "seen") for k in counts]
             lines.append(f"| {record['label']} | {guidance} | " + " | ".join(cells) + " |")
     lines += ["", "## 4. Attention maps before and after", "",
               f"Rows: {', '.join(figure_models)}; two unseen 3-object validation prompts, sampling seed 0.", "",
@@ -251,11 +253,11 @@ def main(argv: list[str] | None = None) -> int:
                          "first (its loss scales and seed-0 models are compared here)")
     scales = json.loads(scales_file.read_text())
     work.mkdir(parents=True, exist_ok=True)
-    ablation_bench._init_worker(args.threads or 2)
+    init_worker(args.threads or 2)
     minutes: dict[str, float] = {}
 
     began = time.time()
-    long_records = [ablation_bench.run_job(spec) for spec in long_runs(work, args.base, preset, scales, sizes)]
+    long_records = [run_job(spec) for spec in long_runs(work, args.base, preset, scales, sizes)]
     minutes["long runs"] = (time.time() - began) / 60
 
     models = {"base": Path(args.base)}
@@ -272,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.time()
     chosen = {name: models[name] for name in models if name == "base" or "(ablation" in name
               and ("L_LDM only" in name or "+ L_token + L_pixel" in name)}
-    guidance_records = [ablation_bench.run_job(spec) | {"label": label}
+    guidance_records = [run_job(spec) | {"label": label}
                         for label, spec in guidance_runs(work, chosen, preset, sizes).items()]
     minutes["guidance sweep"] = (time.time() - began) / 60
 
@@ -296,13 +298,13 @@ def main(argv: list[str] | None = None) -> int:
     figure.savefig(stem.with_suffix(".png"), dpi=90)
     minutes["figure"] = (time.time() - began) / 60
 
-    text = report(profiles, long_records, figure_models, args.preset, ablation_bench._machine(), minutes, scales,
+    text = report(profiles, long_records, figure_models, args.preset, machine_description(), minutes, scales,
                   sizes["profile_batches"], preset["batch_size"], guidance_records, specificity)
     stem.with_suffix(".md").write_text(text)
     summary = {"profiles": profiles, "specificity": specificity, "minutes": minutes, "scales": scales,
-               "long_runs": [{k: v for k, v in r.items() if k != "scores"} | {"scores": ablation_bench._strip(r["scores"])}
+               "long_runs": [{k: v for k, v in r.items() if k != "scores"} | {"scores": strip_scores(r["scores"])}
                              for r in long_records],
-               "guidance": [{k: v for k, v in r.items() if k != "scores"} | {"scores": ablation_bench._strip(r["scores"])}
+               "guidance": [{k: v for k, v in r.items() if k != "scores"} | {"scores": strip_scores(r["scores"])}
                             for r in guidance_records]}
     stem.with_suffix(".json").write_text(json.dumps(summary, indent=1, default=str))
     print(text)

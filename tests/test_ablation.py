@@ -49,7 +49,7 @@ def _bench():
     return load_script("benchmarks/toy_ablation.py")
 
 
-def test_image_outcomes_scores_all_named_and_exact():
+def test_image_outcomes_scores_hits_all_named_and_exact():
     prompts = [MultiGenPrompt(0, ("circle", "star"), "a photo of a circle and a star."),
                MultiGenPrompt(1, ("bar", "ring"), "a photo of a bar and a ring.")]
     detections = {
@@ -59,7 +59,7 @@ def test_image_outcomes_scores_all_named_and_exact():
         "1_1": {"classes": [], "scores": []},
     }
     outcomes = image_outcomes(detections, prompts, images_per_prompt=2)
-    assert outcomes == {"all_named": [[1, 1], [0, 0]], "exact": [[1, 0], [0, 0]]}
+    assert outcomes == {"hits": [[2, 2], [1, 0]], "all_named": [[1, 1], [0, 0]], "exact": [[1, 0], [0, 0]]}
     with pytest.raises(KeyError, match="0_2"):
         image_outcomes(detections, prompts, images_per_prompt=3)
 
@@ -73,14 +73,15 @@ def test_weights_for_ratio_match_the_ratio_of_terms():
         weights_for_ratio(scales, -1)
 
 
-def _record(variant, seed, rates, miou):
-    """A fake job record: every (split, count) cell with 20 prompts x 4 images at success ``rates[variant]``."""
-    def rows(rate):
-        hits = round(rate * 80)
-        flat = [1] * hits + [0] * (80 - hits)
+def _record(variant, seed, rate, miou):
+    """A fake job record: 4-object prompts, 20 prompts x 4 images a split; a share ``rate`` of the images show all
+    4 named objects, the others 1 (so MG1 = 100%, MG2..MG4 = rate)."""
+    def rows(share, high, low):
+        count = round(share * 80)
+        flat = [high] * count + [low] * (80 - count)
         return [flat[i::20] for i in range(20)]  # spread evenly over the prompts
-    cells = {s: {str(k): {"outcomes": {"all_named": rows(rates), "exact": rows(rates / 2)}} for k in (2, 3, 4)}
-             for s in ("seen", "unseen")}
+    outcomes = {"hits": rows(rate, 4, 1), "all_named": rows(rate, 1, 0), "exact": rows(rate / 2, 1, 0)}
+    cells = {s: {"4": {"outcomes": outcomes}} for s in ("seen", "unseen")}
     return {"name": f"{variant}_seed{seed}", "variant": variant, "seed": seed, "scores": {"3.0": cells},
             "miou": {"miou": miou}, "losses": {}, "train_minutes": 0, "eval_minutes": 0}
 
@@ -98,6 +99,12 @@ def test_verdicts_are_decided_by_the_numbers(both_rate, expected):
     assert "**Higher**" in lines[-1]
     diff = bench.paired_difference(by_variant["both"][0], by_variant["ldm"][0], "3.0", "unseen", 3)
     assert diff["mean"] == pytest.approx(100 * (both_rate - 0.3), abs=1e-6)
+    first = bench.pooled(by_variant["ldm"], "3.0", "unseen", 1)  # every image has >= 1 named object
+    assert first["mean"] == pytest.approx(100.0) and bench.pooled(by_variant["ldm"], "3.0", "unseen", 4)["mean"] \
+        == pytest.approx(30.0)
+    assert bench.pooled(by_variant["ldm"], "3.0", "unseen", key="exact")["mean"] == pytest.approx(15.0)
+    with pytest.raises(ValueError, match="1 <= k <= 4"):
+        bench.pooled(by_variant["ldm"], "3.0", "unseen", 5)
 
 
 def test_measured_results_reads_the_marked_blocks(tmp_path):
@@ -141,8 +148,8 @@ def test_attention_before_after_one_row_per_model(tmp_path):
     second = save_toy_model(build_toy_model(sample_size=16, seed=1), tmp_path / "b")
     prompts = held_out_prompts(2, 2, unseen=True, seed=5)
     figure = attention_before_after({"a": first, "b": second}, prompts, steps=2)
-    assert len(figure.axes) == 2 * 2 * (1 + 2)
-    assert [ax.get_ylabel() for ax in figure.axes[::6]] == ["a", "b"]
+    assert len(figure.axes) == 2 * 2 * (1 + 2) + 1  # + one colour bar shared by every heat map
+    assert [ax.get_ylabel() for ax in figure.axes[:-1:6]] == ["a", "b"]
     assert figure.axes[1].get_title() == prompts[0].objects[0]
 
 
@@ -220,7 +227,9 @@ def test_job_losses_and_minutes_come_from_the_whole_log(tmp_path):
     log = tmp_path / "log.csv"
     rows = [f"{step},{0.01 if step <= 20 else 0.002},2.0,1.0,0.01,0.0001,1.5" for step in range(1, 201)]
     log.write_text("step,ldm,token,pixel,total,lr,seconds\n" + "\n".join(rows) + "\n")
-    logged = _bench()._from_log(log)
+    from tokencompose.jobs import losses_from_log
+
+    logged = losses_from_log(log)
     assert logged["losses"]["first"]["ldm"] == pytest.approx(0.01)
     assert logged["losses"]["last"]["ldm"] == pytest.approx(0.002)
     assert logged["losses"]["last"]["token"] == pytest.approx(2.0)

@@ -238,3 +238,16 @@ def test_cli_toy_images(tmp_path):
     result = json.loads((out / "multigen.json").read_text())
     assert result["scores"]["MG3"] == [100.0, 0.0] and result["model"] == "imgs"
     assert (out / "multigen.png").is_file() and (out / "examples.png").is_file()
+
+
+def test_image_outcome_and_at_least_follow_the_papers_mg_k():
+    from tokencompose.evaluate.multigen import at_least, image_outcome
+
+    assert image_outcome(["cat", "kite", "pizza", "dog"], {"cat", "pizza", "bus"}) == \
+        {"hits": 2, "all_named": 0, "exact": 0}
+    assert image_outcome(["cat", "kite"], ["kite", "cat"]) == {"hits": 2, "all_named": 1, "exact": 1}
+    hits = [[4, 2, 0], [3, 1, 1]]
+    assert at_least(hits, 1) == [[1, 1, 0], [1, 1, 1]]
+    assert at_least(hits, 3) == [[1, 0, 0], [1, 0, 0]]
+    with pytest.raises(ValueError, match="k >= 1"):
+        at_least(hits, 0)

@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 
 from .config import TOY_BASE_DIR, get_config
-from .evaluate.multigen import MultiGenPrompt, run_multigen
+from .evaluate.multigen import MultiGenPrompt, at_least, detected_names, image_outcome, run_multigen
 from .evaluate.toy_detector import ToyDetector
 from .results import readme_blocks, title
+from .stats import cluster_interval, paired_interval
 from .toyworld import (
     EXCLUDED_PAIRS,
     TOY_CATEGORIES,
@@ -56,7 +57,8 @@ class AblationSettings:
     pixel_weight: float = get_config("toy").pixel_weight
     prompts_per_count: int = 32
     images_per_prompt: int = 4
-    counts: tuple[int, ...] = (2, 3, 4)
+    #: objects a held-out prompt names; MG_k (k = 1..count) as in the paper, whose prompts name 5
+    counts: tuple[int, ...] = (4,)
     guidance: float = 3.0
     sample_steps: int = 50
     prompt_seed: int = 2024
@@ -126,22 +128,59 @@ def finetune(variant: str, seed: int, settings: AblationSettings, out_dir: Path,
 
 def image_outcomes(detections: dict[str, dict[str, Any]], prompts: Sequence[MultiGenPrompt],
                    images_per_prompt: int, threshold: float = 0.1) -> dict[str, list[list[int]]]:
-    """Per prompt and image: 1 if every named category was detected (``all_named``), 1 if exactly the named
-    ones were (``exact``); the raw material of intervals clustered by prompt (``stats.cluster_interval``)."""
-    all_named, exact = [], []
+    """Per prompt and image (``multigen.image_outcome``): ``hits`` (named categories detected: MG_k counts the
+    images with hits >= k, ``multigen.at_least``), ``all_named`` and ``exact``; one row per prompt, the raw
+    material of intervals clustered by prompt (``stats.cluster_interval``) and of paired differences."""
+    outcomes: dict[str, list[list[int]]] = {"hits": [], "all_named": [], "exact": []}
     for index, prompt in enumerate(prompts):
-        named = set(prompt.objects)
-        row_all, row_exact = [], []
+        rows: dict[str, list[int]] = {key: [] for key in outcomes}
         for j in range(images_per_prompt):
-            entry = detections.get(f"{index}_{j}")
+            key = f"{index}_{j}"
+            entry = detections.get(key)
             if entry is None:
-                raise KeyError(f"no detections for image {index}_{j} ({prompt.text!r}); was it generated?")
-            found = {c for c, score in zip(entry["classes"], entry["scores"], strict=True) if score > threshold}
-            row_all.append(int(named <= found))
-            row_exact.append(int(named == found))
-        all_named.append(row_all)
-        exact.append(row_exact)
-    return {"all_named": all_named, "exact": exact}
+                raise KeyError(f"no detections for image {key} ({prompt.text!r}); was it generated?")
+            for name, value in image_outcome(prompt.objects, detected_names(entry, threshold, key)).items():
+                rows[name].append(value)
+        for name, row in rows.items():
+            outcomes[name].append(row)
+    return outcomes
+
+
+def outcome_rows(record: dict[str, Any], guidance: str, split: str, k: int | None = None, key: str = "mg",
+                 count: int | None = None) -> list[list[int]]:
+    """One job record's per-prompt rows of 0/1 outcomes (``record["scores"][guidance][split][count]``, as
+    ``evaluate_model`` and ``benchmarks/toy_ablation.py`` store them): ``key="mg"`` = MG_k (>= ``k`` named
+    detected, the paper's definition), or ``"all_named"`` / ``"exact"``. ``count`` (objects a prompt) defaults
+    to the largest evaluated."""
+    cells = record["scores"][str(guidance)][split]
+    count = count if count is not None else max(int(c) for c in cells)
+    outcomes = cells[str(count)]["outcomes"] if str(count) in cells else cells[count]["outcomes"]
+    if key != "mg":
+        return outcomes[key]
+    if k is None or not 1 <= k <= count:
+        raise ValueError(f"MG_k on {count}-object prompts needs 1 <= k <= {count}, got {k}")
+    return at_least(outcomes["hits"], k)
+
+
+def pooled(records: Sequence[dict[str, Any]], guidance: str, split: str, k: int | None = None, key: str = "mg",
+           count: int | None = None) -> dict[str, float]:
+    """Mean (%) and 95% interval of an outcome (``outcome_rows``) pooling the seeds of ``records``: each (seed,
+    prompt) is a cluster (``stats.cluster_interval``)."""
+    rows = [row for record in records for row in outcome_rows(record, guidance, split, k, key, count)]
+    return cluster_interval(rows)
+
+
+def paired_difference(a: dict[str, Any], b: dict[str, Any], guidance: str, split: str, k: int,
+                      count: int | None = None) -> dict[str, float]:
+    """Mean per-prompt difference of MG_k, ``a`` - ``b`` (same prompts and sampling seeds), with a 95% interval
+    (``stats.paired_interval``)."""
+    return paired_interval(outcome_rows(a, guidance, split, k, "mg", count),
+                           outcome_rows(b, guidance, split, k, "mg", count))
+
+
+def interval_cell(stat: dict[str, float]) -> str:
+    """``mean [low, high]`` of a ``pooled`` / ``paired_difference`` result, one decimal: a table cell."""
+    return f"{stat['mean']:.1f} [{stat['low']:.1f}, {stat['high']:.1f}]"
 
 
 def evaluate_model(model_dir: str | Path, settings: AblationSettings, out_dir: Path, name: str) -> dict[str, Any]:

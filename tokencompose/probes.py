@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from .ablation import attention_specificity, held_out_prompts, toy_geometry
 from .attention import attach_recorder
+from .evaluate.multigen import image_outcome
 from .evaluate.segmentation import segmentation_transfer
 from .evaluate.toy_detector import ToyDetector
 from .losses import resize_masks
@@ -192,10 +193,10 @@ def composition_scores(prompts: Sequence, images: Sequence[np.ndarray], colour_m
         detections = [d for d in detector.detect(image) if d.score > threshold]
         found = {d.name for d in detections}
         named = list(prompt.objects)
-        hits = sum(name in found for name in named)
-        all_named += hits == count
-        exact += set(named) == found
-        at_least[:hits + 1] += 1
+        outcome = image_outcome(named, found)
+        all_named += outcome["all_named"]
+        exact += outcome["exact"]
+        at_least[:outcome["hits"] + 1] += 1
         for kind, value in image_errors(named, found).items():
             errors[kind] += value
         recall += [name in found for name in named]

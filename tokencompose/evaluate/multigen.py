@@ -231,13 +231,30 @@ def _parse_key(key: str, n_prompts: int, images_per_prompt: int) -> tuple[int, i
     return index, j
 
 
-def _detected(entry: Mapping[str, Any], threshold: float, key: str) -> set[str]:
+def detected_names(entry: Mapping[str, Any], threshold: float = 0.1, key: str = "") -> set[str]:
     """Distinct class names detected with score > threshold in one detection entry."""
     classes, scores = entry.get("classes"), entry.get("scores")
     if not isinstance(classes, list) or not isinstance(scores, list) or len(classes) != len(scores):
         raise ValueError(f"detection {key!r} must have 'classes' and 'scores' lists of the same length, got "
                          f"{entry!r}")
     return {c for c, s in zip(classes, scores, strict=True) if s > threshold}
+
+
+def image_outcome(named: Sequence[str], found: Sequence[str] | set[str]) -> dict[str, int]:
+    """One generated image scored against its prompt: ``hits`` = how many distinct named categories were
+    detected (the image counts toward MG_k for every k <= hits: the paper's definition), ``all_named`` (1 if
+    every named category was detected) and ``exact`` (1 if those and nothing else were)."""
+    named, found = set(named), set(found)
+    hits = len(named & found)
+    return {"hits": hits, "all_named": int(hits == len(named)), "exact": int(named == found)}
+
+
+def at_least(hits: Sequence[Sequence[int]], k: int) -> list[list[int]]:
+    """Per prompt and image, 1 if the image has >= ``k`` named categories detected: the indicator whose mean
+    is MG_k (``hits`` as ``image_outcome`` gives it, one row per prompt: the clusters of an interval)."""
+    if k < 1:
+        raise ValueError(f"MG_k needs k >= 1, got {k}")
+    return [[int(h >= k) for h in row] for row in hits]
 
 
 def multigen_scores(detections: Mapping[str, Mapping[str, Any]],
@@ -258,7 +275,7 @@ def multigen_scores(detections: Mapping[str, Mapping[str, Any]],
     totals = np.zeros((top, images_per_prompt))  # [k, j] images of index j whose prompt names >= k+1
     for key, (index, j) in parsed.items():
         named = set(objects[index])
-        found = len(_detected(detections[key], threshold, key) & named)
+        found = len(detected_names(detections[key], threshold, key) & named)
         eligible = min(len(named), top)
         totals[:eligible, j] += 1
         hits[:min(found, top), j] += 1
@@ -288,7 +305,7 @@ def nothing_extra_share(detections: Mapping[str, Mapping[str, Any]],
     clean = 0
     for key, entry in detections.items():
         index, _ = _parse_key(key, len(objects), 10**9)
-        clean += not (_detected(entry, threshold, key) - set(objects[index]))
+        clean += not (detected_names(entry, threshold, key) - set(objects[index]))
     return 100.0 * clean / len(detections)
 
 
