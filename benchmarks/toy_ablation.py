@@ -228,30 +228,19 @@ def report(scales: dict, sweep: dict | None, records: list[dict], preset: str, s
 
 
 def figure(records: list[dict], guidance: str, path: Path) -> None:
-    """Bars of MG_k per variant (unseen and seen) with 95% intervals."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Bars of MG_k per variant (unseen and seen) with 95% intervals (``viz.score_bars``)."""
+    from tokencompose.viz import score_bars
 
     variants = [v for v in ("base", *VARIANTS) if any(r["variant"] == v for r in records)]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
-    width = 0.8 / len(variants)
-    for ax, split in zip(axes, ("unseen", "seen"), strict=True):
-        for i, variant in enumerate(variants):
-            recs = [r for r in records if r["variant"] == variant]
-            stats = [pooled(recs, guidance, split, k) for k in MG_KS]
-            means = [s["mean"] for s in stats]
-            errors = [[s["mean"] - s["low"] for s in stats], [s["high"] - s["mean"] for s in stats]]
-            ax.bar(np.arange(len(MG_KS)) + i * width, means, width, yerr=errors, capsize=2,
-                   label="base" if variant == "base" else LABELS[variant])
-        ax.set_xticks(np.arange(len(MG_KS)) + width * (len(variants) - 1) / 2, [f"MG{k}" for k in MG_KS])
-        ax.set_title(f"{split} combinations (CFG {guidance})")
-        ax.set_ylabel(f"% of images with >= k of the {PROMPT_OBJECTS} named")
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    panels = {}
+    for split in ("unseen", "seen"):
+        panels[f"{split} combinations (CFG {guidance})"] = {
+            "base" if variant == "base" else LABELS[variant]: [
+                (stat["mean"], stat["low"], stat["high"]) for stat in
+                (pooled([r for r in records if r["variant"] == variant], guidance, split, k) for k in MG_KS)]
+            for variant in variants}
+    score_bars(panels, [f"MG{k}" for k in MG_KS], ylabel=f"% of images with >= k of the {PROMPT_OBJECTS} named"
+               ).savefig(path)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     figure = attention_before_after({name: models[name] for name in figure_models}, prompts,
                                     steps=preset["sample_steps"], guidance=3.0)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(stem.with_suffix(".png"), dpi=90)
+    figure.savefig(stem.with_suffix(".png"))
     minutes["figure"] = (time.time() - began) / 60
 
     text = report(profiles, long_records, figure_models, args.preset, machine_description(), minutes, scales,

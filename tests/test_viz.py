@@ -306,3 +306,17 @@ def test_show_masks_outlines_each_mask_and_sample_grid_shares_the_grey_scale():
     assert len(_contours(figure.axes[1])) == 1 and not _contours(figure.axes[2])
     grid = viz.sample_grid([np.full((4, 4), 0.2), np.full((4, 4), 0.6)])
     assert [ax.images[0].get_clim() for ax in grid.axes] == [(0.0, 1.0), (0.0, 1.0)]
+
+
+def test_score_bars_one_panel_per_split_one_bar_per_series_and_intervals():
+    panels = {"unseen": {"a": [(10, 5, 15), (4, 2, 6)], "b": [(20, 10, 30), (8, 6, 10)]},
+              "seen": {"a": [(30, 25, 35), (9, 8, 10)], "b": [(40, 35, 45), (12, 10, 14)]}}
+    figure = viz.score_bars(panels, ["MG1", "MG2"], ylabel="%")
+    axes = [ax for ax in figure.axes if ax.get_title()]
+    assert [ax.get_title() for ax in axes] == ["unseen", "seen"]
+    heights = sorted(round(p.get_height()) for p in axes[0].patches)
+    assert heights == [4, 8, 10, 20]
+    assert axes[0].get_ylim() == axes[1].get_ylim()  # shared y: the splits compare
+    assert figure.dpi >= 100
+    with pytest.raises(ValueError, match="3 values for 2 categories"):
+        viz.score_bars({"x": {"a": [(1, 0, 2)] * 3}}, ["MG1", "MG2"])

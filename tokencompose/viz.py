@@ -51,6 +51,7 @@ __all__ = [
     "outline_mask",
     "pos_tags_figure",
     "sample_grid",
+    "score_bars",
     "show_masks",
     "style_axes",
     "to_numpy_image",
@@ -674,4 +675,30 @@ def loss_curves(source: Mapping[str, Any] | str | Path | Sequence[str | Path], k
         if len(runs) > 1:
             ax.legend(fontsize=STYLE.legend_size)
         style_axes(ax, title=name, xlabel=x_column if not isinstance(source, Mapping) else "step")
+    return finish_figure(figure, title)
+
+
+def score_bars(panels: Mapping[str, Mapping[str, Sequence[tuple[float, float, float]]]], categories: Sequence[str],
+               ylabel: str = "%", title: str | None = None, ylim: tuple[float, float] | None = None) -> Figure:
+    """Grouped bars with error bars: one panel per entry of ``panels`` (e.g. "unseen", "seen"), one group per
+    category (e.g. ``MG1`` .. ``MG4``), one bar per series (model) with ``(mean, low, high)`` (an interval, or
+    mean -+ std). The panels share the y axis, so their bars compare."""
+    if not panels:
+        raise ValueError("no panels to draw")
+    figure, axes = new_figure(1, len(panels), panel=(1.1 + 0.9 * len(categories), 3.0), sharey=True)
+    positions = np.arange(len(categories))
+    for ax, (panel, series) in zip(axes.flat, panels.items(), strict=True):
+        width = 0.8 / max(1, len(series))
+        for index, (label, values) in enumerate(series.items()):
+            if len(values) != len(categories):
+                raise ValueError(f"{panel} / {label}: {len(values)} values for {len(categories)} categories")
+            means = np.array([v[0] for v in values], dtype=float)
+            errors = np.array([[v[0] - v[1] for v in values], [v[2] - v[0] for v in values]], dtype=float)
+            ax.bar(positions + (index - (len(series) - 1) / 2) * width, means, width, yerr=errors, capsize=2,
+                   label=label)
+        ax.set_xticks(positions, list(categories))
+        if ylim is not None:
+            ax.set_ylim(*ylim)
+        style_axes(ax, title=panel, ylabel=ylabel if ax is axes.flat[0] else None)
+    axes.flat[0].legend(fontsize=STYLE.legend_size)
     return finish_figure(figure, title)

@@ -529,31 +529,19 @@ def multigen_table(results: Sequence[Mapping[str, Any]]) -> str:
 
 
 def plot_multigen(results: Sequence[Mapping[str, Any]], path: str | Path, title: str = "MultiGen") -> Path:
-    """Bars of MG_1..MG_k with std error bars, one colour per model side by side; saved as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Bars of MG_1..MG_k with std error bars (the authors' mean(std)), one colour per model; saved as PNG."""
+    from tokencompose.viz import score_bars
 
     top = max(len(r["scores"]) for r in results)
-    width = 0.8 / len(results)
-    figure, axis = plt.subplots(figsize=(1.2 + 1.1 * top, 3.2))
-    for m, r in enumerate(results):
-        keys = [f"MG{k}" for k in range(1, top + 1)]
-        means = [r["scores"][k][0] if k in r["scores"] else np.nan for k in keys]
-        stds = [r["scores"][k][1] if k in r["scores"] else 0.0 for k in keys]
-        positions = np.arange(top) + (m - (len(results) - 1) / 2) * width
-        axis.bar(positions, means, width, yerr=stds, capsize=3, label=str(r["model"]))
-    axis.set_xticks(np.arange(top), [f"MG$_{k}$" for k in range(1, top + 1)])
-    axis.set_ylabel("success rate (%)")
-    axis.set_ylim(0, 118)
-    axis.set_title(title)
-    axis.legend(fontsize=8, ncol=len(results), loc="upper center")
-    figure.tight_layout()
+    keys = [f"MG{k}" for k in range(1, top + 1)]
+    series = {str(r["model"]): [(r["scores"][k][0], r["scores"][k][0] - r["scores"][k][1],
+                                 r["scores"][k][0] + r["scores"][k][1]) if k in r["scores"] else (np.nan, np.nan, np.nan)
+                                for k in keys] for r in results}
+    figure = score_bars({title: series}, [f"MG$_{k}$" for k in range(1, top + 1)], ylabel="success rate (%)",
+                        ylim=(0, 118))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    figure.savefig(path)
     return path
 
 
