@@ -4,13 +4,19 @@ Each command lives in the module that does the work, as a ``cli(argv) -> int`` f
 argparse parser (``evaluate``'s subcommands too); ``dispatch`` is the one dispatcher, used here and by
 ``evaluate``, and imports a command's module only when that command runs. The set-up step
 (``setup-tokenizer``) is the package's own and lives here, not in the core module ``tokens.py``.
+
+Errors: ``main`` is the one place that turns an error the user can fix into one line, ``error: <message>``
+on stderr, and exit status 2: a ``cli_args.UserError`` or one of the package's named errors
+(``USER_ERRORS``). A bad flag value is stopped earlier by argparse (``cli_args`` types), also with status 2.
+Anything else is a bug and keeps its traceback; ``--debug`` (``python -m tokencompose --debug COMMAND``) or
+``TOKENCOMPOSE_DEBUG=1`` shows the traceback of the named errors too.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Mapping
 
@@ -29,9 +35,31 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+#: the package's named errors a user can fix, as (module, class): ``main`` prints them as one line, exit 2.
+#: Named, not imported, so that catching them imports nothing (a class whose module never ran was not raised).
+USER_ERRORS: frozenset[tuple[str, str]] = frozenset({
+    ("tokencompose.cli_args", "UserError"),
+    ("tokencompose.data", "DatasetError"),
+    ("tokencompose.train", "RunFolderError"),
+    ("tokencompose.models", "WeightsNotFoundError"),
+    ("tokencompose.objective", "NonFiniteLossError"),
+    ("tokencompose.provenance", "StaleResultError"),
+    ("tokencompose.nouns", "TaggerUnavailableError"),
+    ("tokencompose.masks", "ModelLoadError"),
+    ("tokencompose.tokens", "PhraseNotFoundError"),
+    ("tokencompose.evaluate.fid", "FIDUnavailableError"),
+})
+DEBUG_ENV = "TOKENCOMPOSE_DEBUG"
+
+
+def is_user_error(error: BaseException) -> bool:
+    """Whether ``error`` is (a subclass of) one of ``USER_ERRORS``."""
+    return any((cls.__module__, cls.__qualname__) in USER_ERRORS for cls in type(error).__mro__)
+
+
 def usage(prog: str, commands: Mapping[str, tuple[str, str, str]]) -> str:
     """The list of ``commands`` with their one-line help."""
-    lines = [f"usage: {prog} COMMAND [options]", "", "commands:"]
+    lines = [f"usage: {prog} [--debug] COMMAND [options]", "", "commands:"]
     lines += [f"  {name:<16} {text}" for name, (_, _, text) in commands.items()]
     return "\n".join(lines)
 
@@ -58,9 +86,10 @@ def dispatch(argv: list[str], commands: Mapping[str, tuple[str, str, str]], prog
 
 def setup_tokenizer_cli(argv: list[str]) -> int:
     """``python -m tokencompose setup-tokenizer [--bpe FILE]``: build the offline tokenizer into the cache."""
+    from tokencompose.cli_args import ArgumentParser
     from tokencompose.tokens import BPE_FILE, clip_tokenizer, offline_tokenizer_dir
 
-    parser = argparse.ArgumentParser(prog="tokencompose setup-tokenizer", description=setup_tokenizer_cli.__doc__)
+    parser = ArgumentParser(prog="tokencompose setup-tokenizer", description=setup_tokenizer_cli.__doc__)
     parser.add_argument("--bpe", help=f"path to {BPE_FILE} (default: installed open_clip/clip, else PyPI)")
     args = parser.parse_args(argv)
     folder = offline_tokenizer_dir(args.bpe)
@@ -71,13 +100,31 @@ def setup_tokenizer_cli(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Dispatch ``argv[0]`` to its module's ``cli`` function; returns the exit status."""
+    """Dispatch ``argv[0]`` to its module's ``cli`` function; returns the exit status.
+
+    ``--debug`` before the command (or ``TOKENCOMPOSE_DEBUG=1``) re-raises the errors that are otherwise
+    printed as ``error: <message>`` with status 2 (module docstring). argparse's exits become return values.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    while argv and argv[0] == "--debug":
+        debug, argv = True, argv[1:]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not argv:
         print(usage("python -m tokencompose", COMMANDS))
         return 0
-    return dispatch(argv, COMMANDS, "python -m tokencompose")
+    try:
+        return dispatch(argv, COMMANDS, "python -m tokencompose")
+    except SystemExit as exit_:  # argparse (--help, a bad flag): it has printed its message already
+        if exit_.code is None or isinstance(exit_.code, int):
+            return exit_.code or 0
+        print(exit_.code, file=sys.stderr)
+        return 1
+    except Exception as error:
+        if debug or not is_user_error(error):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

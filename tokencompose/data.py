@@ -40,7 +40,6 @@ Before training, ``validate_dataset`` reports every problem of a folder, with fi
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -50,9 +49,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from tqdm.auto import tqdm
 
+from .cli_args import ArgumentParser, input_folder
 from .tokens import MAX_LENGTH, PhraseNotFoundError, noun_token_positions, token_positions
 
 logger = logging.getLogger(__name__)
@@ -234,13 +234,48 @@ def _mask_path(layout: _Layout, mask: str) -> Path | None:
 # validation
 # --------------------------------------------------------------------------------------------------
 
-def _mask_foreground(image: Image.Image) -> Array:
-    """Boolean [H, W]: where a mask file marks the object (first band, value > 0, as the authors' loader)."""
+def _mask_band(image: Image.Image) -> Array:
+    """The values [H, W] of a mask file's first band (a palette image through its grey levels)."""
     if image.mode in ("RGB", "RGBA", "LA", "CMYK", "YCbCr"):
         image = image.getchannel(0)
-    elif image.mode == "P":
+    elif image.mode in ("P", "PA"):
         image = image.convert("L")
-    return np.asarray(image) > 0
+    return np.asarray(image)
+
+
+def _mask_foreground(image: Image.Image) -> Array:
+    """Boolean [H, W]: where a mask file marks the object (first band, value > 0, as the authors' loader)."""
+    return _mask_band(image) > 0
+
+
+#: modes of masks with more than 8 bits a pixel (16-bit PNG, 32-bit integer or float TIFF)
+WIDE_MASK_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def _odd_values(values: Array) -> tuple[float, int]:
+    """``(fraction, expected high value)``: the share of pixels of an 8-bit band that are not binary, judged
+    against 0/1 when its largest value is 1 (or a 1-bit image) and against 0/255 otherwise."""
+    high = 1 if values.dtype == bool or values.max(initial=0) <= 1 else 255
+    odd = (values != 0) & (values != high)
+    return float(odd.mean()) if odd.size else 0.0, high
+
+
+def _percent(fraction: float) -> str:
+    return f"{100 * fraction:.3g}%"
+
+
+def _read_failure(kind: str, what: str, error: Exception) -> tuple[str, str]:
+    """``(kind, message)`` for an image or mask file PIL could not decode (``kind``: "image" or "mask")."""
+    if isinstance(error, Image.DecompressionBombError):
+        return f"{kind}_too_large", f"{what} is too large to decode safely ({error})"
+    if "truncated" in str(error):
+        return f"truncated_{kind}", f"{what} is truncated: {error}"
+    return f"unreadable_{kind}", f"{what} cannot be read: {error}"
+
+
+#: what PIL raises for a file it cannot decode (SyntaxError: a broken PNG chunk; DecompressionBombError:
+#: more pixels than twice ``PIL.Image.MAX_IMAGE_PIXELS``)
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 def _check_record(record: Record, layout: _Layout, tokenizer) -> tuple[_CheckedRecord | None, list[Problem]]:
@@ -267,11 +302,13 @@ def _check_record(record: Record, layout: _Layout, tokenizer) -> tuple[_CheckedR
                 "add the image or fix 'file_name'")
     else:
         try:
-            with Image.open(image_path) as image:  # reads the header only
+            with Image.open(image_path) as image:
+                image.load()  # decode it all: a truncated file fails here, not in a training step
                 image_size = image.size
-        except (OSError, UnidentifiedImageError) as error:
-            problem("unreadable_image", f"image {record.file_name!r} cannot be read: {error}",
-                    "replace it with a readable PNG/JPEG")
+        except DECODE_ERRORS as error:
+            kind, message = _read_failure("image", f"image {record.file_name!r}", error)
+            problem(kind, message, "resize it below PIL.Image.MAX_IMAGE_PIXELS (or raise that limit if you trust "
+                    "the file)" if kind == "image_too_large" else "replace it with a readable PNG/JPEG")
 
     nouns, mask_paths = [], []
     for noun, mask in record.attn_list:
@@ -286,14 +323,32 @@ def _check_record(record: Record, layout: _Layout, tokenizer) -> tuple[_CheckedR
             problem("missing_mask", f"mask {mask!r} of noun {noun!r} not found at {mask_path}",
                     "add the mask file, or write null for a noun without a mask")
             continue
+        what = f"mask {mask!r} of noun {noun!r}"
         try:
             with Image.open(mask_path) as mask_image:
-                mask_size = mask_image.size
-                empty = not _mask_foreground(mask_image).any()
-        except (OSError, UnidentifiedImageError) as error:
-            problem("unreadable_mask", f"mask {mask!r} of noun {noun!r} cannot be read: {error}",
-                    "replace it with a readable PNG")
+                mask_image.load()
+                mask_size, mask_mode, mask_format = mask_image.size, mask_image.mode, mask_image.format
+                values = _mask_band(mask_image)  # [H, W]
+        except DECODE_ERRORS as error:
+            kind, message = _read_failure("mask", what, error)
+            problem(kind, message, "replace it with a readable binary PNG (0 and 255)")
             continue
+        empty = not (values > 0).any()
+        binary_fix = "save it as an 8-bit PNG of 0 and 255, e.g. Image.fromarray((mask > 0).astype('uint8') * 255)"
+        if mask_mode in WIDE_MASK_MODES:
+            bits = "16-bit" if mask_mode.startswith("I;16") else "32-bit float" if mask_mode == "F" else "32-bit"
+            problem("mask_bit_depth", f"{what} has {bits} pixels (PIL mode {mask_mode}, values {values.min()}.."
+                    f"{values.max()}); masks are 8-bit", binary_fix)
+        elif mask_format == "JPEG":
+            fraction, _ = _odd_values(values)
+            problem("jpeg_mask", f"{what} is a JPEG: lossy compression turns its edges grey ({_percent(fraction)} "
+                    "of its pixels are neither 0 nor 255)", "save masks as PNG (lossless), 0 and 255")
+        else:
+            fraction, high = _odd_values(values)
+            if fraction > 0:
+                problem("non_binary_mask", f"{what} is not binary: {_percent(fraction)} of its pixels are neither 0 "
+                        f"nor {high} (largest value {values.max()}{'; a faint mask?' if values.max() < 128 else ''})",
+                        binary_fix)
         if empty:
             problem("empty_mask", f"mask {mask!r} of noun {noun!r} is empty (no pixel > 0)",
                     "write null for a noun that is not in the image, or regenerate the mask")
@@ -341,25 +396,40 @@ def _scan(root: str | Path, tokenizer, seg_dir: str | Path | None = None
     except (OSError, UnicodeDecodeError) as error:
         return [], [Problem(str(layout.metadata), None, "unreadable_metadata", f"cannot read: {error}",
                             "save metadata.jsonl as UTF-8 text")], 0
+    first_line: dict[tuple, int] = {}  # record content -> line where it first appears
     for item in tqdm(items, desc=f"validating {layout.root.name}", unit="record", disable=len(items) < 1000):
         n_records += 1
         if isinstance(item, Problem):
             problems.append(item)
             continue
+        key = (item.file_name, item.text, item.attn_list)
+        if key in first_line:
+            problems.append(Problem(str(layout.metadata), item.line, "duplicate_record",
+                                    f"line {item.line} repeats line {first_line[key]} ({item.file_name!r}, "
+                                    f"{item.text!r})", "delete the repeated line (a repeated record is trained on "
+                                    "twice as often)"))
+            continue
+        first_line[key] = item.line
         checked, record_problems = _check_record(item, layout, tokenizer)
         problems.extend(record_problems)
         if checked is not None:
             good.append(checked)
+    if n_records == 0:
+        problems.append(Problem(str(layout.metadata), None, "empty_metadata", f"{METADATA_FILE} has no records",
+                                "write one JSON record a line (python -m tokencompose prepare / toy-data)"))
     return good, problems, n_records
 
 
 def validate_dataset(root: str | Path, tokenizer, seg_dir: str | Path | None = None) -> list[Problem]:
     """Every problem of a dataset folder, each with its file and ``metadata.jsonl`` line and what to do.
 
-    Checks: malformed JSON, missing keys / bad values, missing or unreadable image or mask, a path that leaves
-    the folder (never read), empty mask, mask size different from the image's, a noun whose tokens are not in
-    its caption (or lie past the 77-token truncation), a caption longer than 77 tokens. Image sizes come from
-    the file header; masks are decoded (to find empty ones).
+    Checks: malformed JSON, missing keys / bad values, a record repeated on a later line, no record at all,
+    missing, unreadable or truncated image or mask (every file is decoded in full; one larger than PIL's
+    decompression-bomb limit is a problem, not a crash), a path that leaves the folder (never read), empty mask,
+    a mask that is not 8-bit binary (16-bit, JPEG, values other than 0/255 or 0/1, with the share of odd
+    pixels), mask size different from the image's, a noun whose tokens are not in its caption (or lie past the
+    77-token truncation), a caption longer than 77 tokens. ``TokenComposeDataset(skip_bad=True)`` skips
+    exactly the records of the problems reported here.
 
     Args:
         root: the dataset folder (``metadata.jsonl`` inside, or the authors' ``train/metadata.jsonl``).
@@ -520,7 +590,7 @@ def _error_text(root: Path, problems: Sequence[Problem]) -> str:
     lines = [f"dataset {root} has {len(problems)} problem(s):", *shown,
              f"To see them all, run python -m tokencompose validate {root}"]
     if all(problem.line is not None for problem in problems):
-        lines.append("To train on the good records only, pass skip_bad=True to skip these records.")
+        lines.append("To train on the good records only, pass skip_bad=True to skip these records (train --skip-bad).")
     return "\n".join(lines)
 
 
@@ -625,10 +695,13 @@ class DatasetBatches:
 
 
 def cli(argv: list[str]) -> int:
-    """``python -m tokencompose validate DIR``: print every problem of a dataset; exit status 1 if any."""
-    parser = argparse.ArgumentParser(prog="tokencompose validate", description=cli.__doc__)
-    parser.add_argument("root", metavar="DIR", help="dataset folder (metadata.jsonl inside, or train/metadata.jsonl)")
-    parser.add_argument("--seg-dir", help="folder that mask paths 'seg/...' point into (authors' coco_gsam_seg)")
+    """``python -m tokencompose validate DIR``: print every problem of a dataset; exit status 1 if any (2: no
+    such folder)."""
+    parser = ArgumentParser(prog="tokencompose validate", description=cli.__doc__)
+    parser.add_argument("root", metavar="DIR", type=input_folder,
+                        help="dataset folder (metadata.jsonl inside, or train/metadata.jsonl)")
+    parser.add_argument("--seg-dir", type=input_folder,
+                        help="folder that mask paths 'seg/...' point into (authors' coco_gsam_seg)")
     parser.add_argument("--tokenizer", metavar="MODEL",
                         help="hub id or folder whose tokenizer to use (default: the offline CLIP tokenizer)")
     args = parser.parse_args(argv)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from .ablation import LABELS, AblationSettings, held_out_prompts, run_ablation
-from .cli_args import output_folder, positive_int
+from .cli_args import ArgumentParser, output_folder, positive_int
 from .config import TOY_BASE_DIR
 
 logger = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", settings: AblationSettings | 
 
 def cli(argv: list[str]) -> int:
     """``python -m tokencompose demo [--steps N] [--out DIR]``: the main job on the toy preset."""
-    parser = argparse.ArgumentParser(prog="tokencompose demo", description=__doc__,
+    parser = ArgumentParser(prog="tokencompose demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=output_folder, default="outputs/demo")
     parser.add_argument("--steps", type=positive_int, default=200, help="fine-tuning steps of each model")

@@ -14,7 +14,6 @@ are the exponential moving average (EMA) of the trained ones.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -30,6 +29,14 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .checkpoints import flatten_optimizer, load_optimizer, publish
+from .cli_args import (
+    ArgumentParser,
+    input_folder,
+    non_negative_int,
+    output_folder,
+    positive_float,
+    positive_int,
+)
 from .config import TOY_BASE_DIR
 from .models import PADDING_MODES, Components, build_toy_model, encode_prompts, encode_text, save_toy_model
 from .objective import NonFiniteLossError, all_finite
@@ -329,18 +336,20 @@ DDIM {report['settings']['steps']} steps, CFG {report['settings']['guidance']}, 
 
 def cli(argv: list[str]) -> int:
     """``python -m tokencompose pretrain-toy``: train, evaluate and write the toy base model + model card."""
-    parser = argparse.ArgumentParser(prog="tokencompose pretrain-toy", description=cli.__doc__)
+    parser = ArgumentParser(prog="tokencompose pretrain-toy", description=cli.__doc__)
     defaults = PretrainSettings()
-    parser.add_argument("--out", default=str(TOY_BASE_DIR), help="folder for the model (diffusers layout)")
-    parser.add_argument("--work-dir", default="outputs/pretrain_toy", help="checkpoints and log.csv")
-    parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.learning_rate)
-    parser.add_argument("--decay-start", type=int, default=defaults.decay_start,
+    parser.add_argument("--out", type=output_folder, default=str(TOY_BASE_DIR),
+                        help="folder for the model (diffusers layout)")
+    parser.add_argument("--work-dir", type=output_folder, default="outputs/pretrain_toy",
+                        help="checkpoints and log.csv")
+    parser.add_argument("--steps", type=positive_int, default=defaults.steps)
+    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=positive_float, default=defaults.learning_rate)
+    parser.add_argument("--decay-start", type=non_negative_int, default=defaults.decay_start,
                         help="step where the linear learning-rate cooldown to 0 begins")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (the shipped base was trained on a CPU)")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--size", type=int, default=defaults.size,
+    parser.add_argument("--seed", type=non_negative_int, default=defaults.seed)
+    parser.add_argument("--size", type=positive_int, default=defaults.size,
                         help="image side in pixels (32 = the shipped base; 64 = the larger toy for a GPU)")
     parser.add_argument("--colours", choices=COLOUR_MODES, default=defaults.colour_mode,
                         help="identity: each category its own colour; attribute: random colours named in the caption")
@@ -349,14 +358,16 @@ def cli(argv: list[str]) -> int:
                              "sees zeros there")
     parser.add_argument("--text-encoder", choices=("frozen", "joint"), default=defaults.text_encoder,
                         help="frozen random encoder, or trained jointly with the UNet")
-    parser.add_argument("--eval-images", type=int, default=128, help="held-out prompts per row of the card")
-    parser.add_argument("--eval-steps", type=int, default=25, help="DDIM steps of the evaluation samples")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--eval-images", type=positive_int, default=128, help="held-out prompts per row of the card")
+    parser.add_argument("--eval-steps", type=positive_int, default=25, help="DDIM steps of the evaluation samples")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--no-resume", action="store_true")
-    parser.add_argument("--init-from", default=None,
+    parser.add_argument("--init-from", type=input_folder, default=None,
                         help="continue from a toy model folder of the same settings (an exported or shipped base) "
                              "at its step, with a fresh optimizer")
     args = parser.parse_args(argv)
+    if args.size % 4:
+        parser.error(f"--size must be a multiple of 4 (the toy UNet halves the image twice), got {args.size}")
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = PretrainSettings(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,

@@ -24,7 +24,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import re
@@ -36,6 +35,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .cli_args import (
+    ArgumentParser,
+    InputFileError,
+    UserError,
+    non_negative_float,
+    output_folder,
+    positive_int,
+    read_json_file,
+    read_json_lines,
+)
 from .config import resolve_device
 from .models import HUB_IDS, Components, WeightsNotFoundError, encode_prompts
 from .provenance import claim_folder, model_digest
@@ -467,20 +476,24 @@ def read_prompts(source: str | Path) -> list[str]:
             raise FileNotFoundError(f"prompt file {str(source)!r} does not exist")
         return [str(source)]
     if path.suffix == ".json":
-        data = json.loads(path.read_text())
+        data = read_json_file(path, "prompt file")
         if not isinstance(data, list):
-            raise ValueError(f"{path}: expected a JSON list of prompts or of objects with 'text'")
-        items = data
+            raise InputFileError(f"{path}: expected a JSON list of prompts or of objects with 'text', got a JSON "
+                                 f"{type(data).__name__}")
+        items = [(f"entry {number}", item) for number, item in enumerate(data)]
     elif path.suffix == ".jsonl":
-        items = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        items = [(f"line {number}", item) for number, item in read_json_lines(path, "prompt file")]
     else:
         return [line.strip() for line in path.read_text().splitlines() if line.strip()]
     prompts = []
-    for number, item in enumerate(items):
+    for where, item in items:
         text = item if isinstance(item, str) else item.get("text") if isinstance(item, dict) else None
-        if not isinstance(text, str):
-            raise ValueError(f"{path}: entry {number} has no 'text' prompt: {str(item)[:100]}")
+        if not isinstance(text, str) or not text.strip():
+            raise InputFileError(f"{path}: {where} has no 'text' prompt: {str(item)[:100]}; write a string or an "
+                                 'object {"text": "a photo of ..."}')
         prompts.append(text)
+    if not prompts:
+        raise InputFileError(f"prompt file {path} holds no prompts")
     return prompts
 
 
@@ -489,32 +502,35 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 def cli(argv: list[str]) -> int:
     """``python -m tokencompose sample --model DIR_OR_PRESET --prompts FILE_OR_TEXT --seeds 0-9 --out DIR``."""
-    parser = argparse.ArgumentParser(prog="tokencompose sample", description=cli.__doc__)
+    parser = ArgumentParser(prog="tokencompose sample", description=cli.__doc__)
     parser.add_argument("--model", default="toy", help="toy, sd14, sd21, a hub id, a pipeline/toy folder, or a "
                         "fine-tuned UNet folder (with --base)")
     parser.add_argument("--base", default=None, help="the model a bare UNet folder was fine-tuned from")
     parser.add_argument("--prompts", required=True, help="a .json/.jsonl/.txt file of prompts, or one prompt")
     parser.add_argument("--seeds", default="0-9", help="seeds of every prompt: '0-9', '0,3,5' (default 0-9)")
-    parser.add_argument("--out", required=True, help="folder for {prompt_index}_{seed}.png (resumable)")
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--guidance", type=float, default=None, help="default: 3.0 toy, 7.5 SD")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--height", type=int, default=None)
-    parser.add_argument("--width", type=int, default=None)
+    parser.add_argument("--out", required=True, type=output_folder,
+                        help="folder for {prompt_index}_{seed}.png (resumable)")
+    parser.add_argument("--steps", type=positive_int, default=50)
+    parser.add_argument("--guidance", type=non_negative_float, default=None, help="default: 3.0 toy, 7.5 SD")
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--height", type=positive_int, default=None)
+    parser.add_argument("--width", type=positive_int, default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     parser.add_argument("--scheduler", choices=["default", "ddim"], default="default",
                         help="SD only: the base's own scheduler (the authors') or DDIM")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N prompts")
+    parser.add_argument("--limit", type=positive_int, default=None, help="only the first N prompts")
     args = parser.parse_args(argv)
-    try:
+    try:  # the arguments first, then the model: a bad prompt file fails before any weights are read
         seeds = parse_seeds(args.seeds)
         prompts = read_prompts(args.prompts)[: args.limit]
         model = load_model(args.model, base=args.base, dtype=DTYPES[args.dtype], device=args.device,
                            scheduler=args.scheduler)
-    except (ValueError, FileNotFoundError, WeightsNotFoundError) as error:
-        parser.error(str(error))
-    paths = generate(model, prompts, seeds, steps=args.steps, guidance=args.guidance, out_dir=args.out,
-                     batch_size=args.batch_size, height=args.height, width=args.width)
+        paths = generate(model, prompts, seeds, steps=args.steps, guidance=args.guidance, out_dir=args.out,
+                         batch_size=args.batch_size, height=args.height, width=args.width)
+    except (ValueError, FileNotFoundError) as error:  # seeds, prompts, sizes, another run's prompts in --out
+        if isinstance(error, UserError):
+            raise
+        raise UserError(f"tokencompose sample: {error}") from error
     logger.info("%d images in %s", len(paths), args.out)
     return 0

@@ -44,6 +44,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from tokencompose.cli_args import (
+    ArgumentParser,
+    non_negative_float,
+    non_negative_int,
+    output_folder,
+    positive_int,
+)
 from tokencompose.data import collate, encode_example, seed_for
 
 logger = logging.getLogger(__name__)
@@ -713,16 +720,16 @@ def degrade(image: Any, rng: np.random.Generator | None = None, noise: float = 0
 
 def cli(argv: list[str]) -> int:
     """``python -m tokencompose toy-data --out DIR -n N``: write a toy-world dataset (authors' format)."""
-    parser = argparse.ArgumentParser(prog="tokencompose toy-data", description=cli.__doc__)
-    parser.add_argument("--out", required=True, help="dataset folder to write")
-    parser.add_argument("-n", type=int, required=True, help="number of scenes")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--min-objects", type=int, default=1)
-    parser.add_argument("--max-objects", type=int, default=4)
+    parser = ArgumentParser(prog="tokencompose toy-data", description=cli.__doc__)
+    parser.add_argument("--out", required=True, type=output_folder, help="dataset folder to write")
+    parser.add_argument("-n", type=positive_int, required=True, help="number of scenes")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--min-objects", type=positive_int, default=1)
+    parser.add_argument("--max-objects", type=positive_int, default=4)
     parser.add_argument("--object-weights", type=str, default=None,
                         help="comma-separated probabilities of min..max objects, e.g. 0.5,0.3,0.1,0.1")
-    parser.add_argument("--size", type=int, default=32, help="image side in pixels")
-    parser.add_argument("--num-categories", type=int, default=len(TOY_CATEGORIES),
+    parser.add_argument("--size", type=positive_int, default=32, help="image side in pixels")
+    parser.add_argument("--num-categories", type=positive_int, default=len(TOY_CATEGORIES),
                         help=f"use the first K of the {len(TOY_CATEGORIES)} default categories")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
     parser.add_argument("--colours", choices=COLOUR_MODES, default="identity",
@@ -734,9 +741,10 @@ def cli(argv: list[str]) -> int:
     weights = None
     if args.object_weights:
         try:
-            weights = [float(w) for w in args.object_weights.split(",")]
-        except ValueError:
-            parser.error(f"--object-weights must be comma-separated numbers, got {args.object_weights!r}")
+            weights = [non_negative_float(w) for w in args.object_weights.split(",")]
+        except argparse.ArgumentTypeError:
+            parser.error(f"--object-weights must be comma-separated finite numbers >= 0, got "
+                         f"{args.object_weights!r}")
     try:
         out = make_toy_dataset(args.out, args.n, objects=(args.min_objects, args.max_objects), seed=args.seed,
                                categories=TOY_CATEGORIES[:args.num_categories], object_weights=weights,

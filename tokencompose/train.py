@@ -92,9 +92,20 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .checkpoints import flatten_optimizer, load_optimizer, publish
+from .cli_args import (
+    ArgumentParser,
+    UserError,
+    input_folder,
+    non_negative_float,
+    non_negative_int,
+    output_folder,
+    positive_float,
+    positive_int,
+    probability,
+)
 from .config import PRESETS, Config, get_config
-from .data import DatasetBatches, TokenComposeDataset, seed_for
-from .models import Components, WeightsNotFoundError
+from .data import DatasetBatches, DatasetError, TokenComposeDataset, seed_for
+from .models import Components
 from .objective import NonFiniteLossError, all_finite, compute_losses
 from .toyworld import ToySceneBatches, model_colour_mode
 
@@ -609,18 +620,21 @@ def _flag(name: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``train`` command's parser: a flag for every ``Config`` field a run uses, and ``TrainOptions``."""
-    parser = argparse.ArgumentParser(prog="tokencompose train", description="Fine-tune a UNet with L_LDM + lambda L_token + "
+    parser = ArgumentParser(prog="tokencompose train", description="Fine-tune a UNet with L_LDM + lambda L_token + "
                                      "gamma L_pixel (TokenCompose, Eq. 5).")
     parser.add_argument("--preset", choices=PRESETS, default="toy")
     parser.add_argument("--profile", choices=sorted(PROFILES), help="memory-lean settings: t4 = fp16 + gradient "
                         "checkpointing + 8-bit Adam (16 GB GPUs)")
-    for name, kind in (("pretrained", str), ("resolution", int), ("learning_rate", float),
-                       ("train_batch_size", int), ("gradient_accumulation_steps", int), ("max_train_steps", int),
-                       ("max_grad_norm", float), ("checkpointing_steps", int), ("checkpoints_total_limit", int),
-                       ("seed", int), ("train_data_dir", str), ("output_dir", str)):
+    for name, kind in (("pretrained", str), ("resolution", positive_int), ("learning_rate", positive_float),
+                       ("train_batch_size", positive_int), ("gradient_accumulation_steps", positive_int),
+                       ("max_train_steps", positive_int), ("max_grad_norm", positive_float),
+                       ("checkpointing_steps", positive_int), ("checkpoints_total_limit", positive_int),
+                       ("seed", non_negative_int), ("train_data_dir", input_folder), ("output_dir", output_folder)):
         parser.add_argument(_flag(name), type=kind, default=None, help=f"Config.{name} (default: the preset's)")
-    parser.add_argument("--token-weight", "--lambda", dest="token_weight", type=float, help="lambda of Eq. (5)")
-    parser.add_argument("--pixel-weight", "--gamma", dest="pixel_weight", type=float, help="gamma of Eq. (5)")
+    parser.add_argument("--token-weight", "--lambda", dest="token_weight", type=non_negative_float,
+                        help="lambda of Eq. (5)")
+    parser.add_argument("--pixel-weight", "--gamma", dest="pixel_weight", type=non_negative_float,
+                        help="gamma of Eq. (5)")
     parser.add_argument("--groups", nargs="+", help="supervised groups, e.g. mid_8 up_16 up_32 up_64")
     parser.add_argument("--prediction-type", choices=("epsilon", "v_prediction"))
     parser.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"))
@@ -628,14 +642,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("gradient_checkpointing", "use_8bit_adam", "use_ema"):
         parser.add_argument(_flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--toy-scenes", action="store_true", help="toy preset: train on fresh in-memory scenes")
-    parser.add_argument("--toy-objects", type=int, nargs=2, default=(2, 4), metavar=("MIN", "MAX"))
+    parser.add_argument("--toy-objects", type=positive_int, nargs=2, default=(2, 4), metavar=("MIN", "MAX"))
     parser.add_argument("--skip-bad", action="store_true", help="skip dataset records that fail validation")
     parser.add_argument("--resume", nargs="?", const="latest", default=None,
                         help="continue from the newest checkpoint of --output-dir, or from the folder given")
     parser.add_argument("--overwrite", action="store_true",
                         help="start afresh in an --output-dir that holds another run, deleting its checkpoints")
-    parser.add_argument("--lr-warmup-steps", type=int, default=0)
-    parser.add_argument("--ema-decay", type=float, default=0.9999)
+    parser.add_argument("--lr-warmup-steps", type=non_negative_int, default=0)
+    parser.add_argument("--ema-decay", type=probability, default=0.9999)
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -656,17 +670,20 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, TrainOptions]:
 
 
 def cli(argv: Sequence[str]) -> int:
-    """``python -m tokencompose train [flags]``: fine-tune, print where the UNet is; exit 1 on a bad run."""
-    parser = build_parser()
-    args = parser.parse_args(list(argv))
+    """``python -m tokencompose train [flags]``: fine-tune, print where the UNet is.
+
+    Exit status 2 with one line on stderr (``__main__.main``) for a bad flag, a setting the run cannot use, a
+    dataset that fails validation, another run's folder, missing weights or a run that diverged (the divergence
+    guard names the last good checkpoint).
+    """
+    args = build_parser().parse_args(list(argv))
     try:
         config, options = config_from_args(args)
         result = train(config, options)
-    except (ValueError, ImportError, WeightsNotFoundError) as error:
-        parser.exit(2, f"tokencompose train: error: {error}\n")
-    except NonFiniteLossError as error:
-        logger.error("%s", error)
-        return 1
+    except (ValueError, ImportError) as error:  # check_config, the base model's settings, an optional package
+        if isinstance(error, (DatasetError, RunFolderError)):
+            raise
+        raise UserError(f"tokencompose train: {error}") from error
     last = result.history[-1] if result.history else {}
     summary = ", ".join(f"{k}={last[k]:.4g}" for k in ("ldm", "token", "pixel") if k in last)
     print(f"trained to step {result.final_step} ({summary}); UNet in {result.unet_dir}")

@@ -20,33 +20,47 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from tokencompose.toyworld import model_colour_mode
+from tokencompose.cli_args import (
+    ArgumentParser,
+    UserError,
+    input_folder,
+    non_negative_float,
+    non_negative_int,
+    output_folder,
+    positive_int,
+    probability,
+    read_json_file,
+)
+from tokencompose.toyworld import TOY_CATEGORIES, model_colour_mode
 
 logger = logging.getLogger(__name__)
 
+
 def _add_common(parser: argparse.ArgumentParser, detector: str, images_per_prompt: int) -> None:
-    parser.add_argument("--out", required=True, help="output folder (images/, detections/, results)")
+    parser.add_argument("--out", required=True, type=output_folder,
+                        help="output folder (images/, detections/, results)")
     parser.add_argument("--model", help="model to sample from: toy, sd14, sd21, a folder or hub id")
     parser.add_argument("--base", help="for a fine-tuned UNet folder: the model it was fine-tuned from")
-    parser.add_argument("--images", help="evaluate images already generated ({index}_{seed}.png) instead")
+    parser.add_argument("--images", type=input_folder,
+                        help="evaluate images already generated ({index}_{seed}.png) instead")
     parser.add_argument("--name", help="model name in the tables (default: --model or the images folder)")
     parser.add_argument("--detector", default=detector,
                         help=f"owlv2, owlvit, toy, a hub id or a folder (default {detector})")
-    parser.add_argument("--threshold", type=float, default=0.1, help="detection score threshold (0.1)")
-    parser.add_argument("--n-images", type=int, default=images_per_prompt,
+    parser.add_argument("--threshold", type=probability, default=0.1, help="detection score threshold (0.1)")
+    parser.add_argument("--n-images", type=positive_int, default=images_per_prompt,
                         help=f"images a prompt, seeds 0..N-1 (default {images_per_prompt})")
-    parser.add_argument("--steps", type=int, default=50, help="sampling steps (50)")
-    parser.add_argument("--guidance", type=float, default=None, help="guidance scale (toy 3.0, SD 7.5)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images a generation batch")
+    parser.add_argument("--steps", type=positive_int, default=50, help="sampling steps (50)")
+    parser.add_argument("--guidance", type=non_negative_float, default=None, help="guidance scale (toy 3.0, SD 7.5)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="images a generation batch")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (under accelerate: its device)")
-    parser.add_argument("--num-categories", type=int, default=None,
-                        help="toy world: use the first K categories (as the toy model was trained)")
-    parser.add_argument("--examples", type=int, default=8, help="images drawn in examples.png (0: none)")
+    parser.add_argument("--num-categories", type=positive_int, default=None,
+                        help=f"toy world: use the first K of its {len(TOY_CATEGORIES)} categories (as the toy model "
+                             "was trained)")
+    parser.add_argument("--examples", type=non_negative_int, default=8, help="images drawn in examples.png (0: none)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -85,8 +99,33 @@ def make_generate_fn(args: argparse.Namespace, device: str) -> Any:
 
 
 def _check_source(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The checks of the common flags that argparse's types cannot make alone."""
     if bool(args.model) == bool(args.images):
         parser.error("pass either --model (generate images) or --images (a folder of generated images)")
+    if args.num_categories is not None and args.num_categories > len(TOY_CATEGORIES):
+        parser.error(f"--num-categories must be in 1..{len(TOY_CATEGORIES)} (the toy world's categories), got "
+                     f"{args.num_categories}")
+
+
+def _check_toy_names(args: argparse.Namespace, names: list[str], where: str) -> None:
+    """Before any image is made: the toy detector finds only the toy world's categories (``UserError``)."""
+    if args.detector != "toy":
+        return
+    known = [c.name for c in _toy_categories(args.num_categories)]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        shown = ", ".join(repr(n) for n in unknown[:8]) + (f" and {len(unknown) - 8} more" if len(unknown) > 8 else "")
+        raise UserError(f"the toy detector knows only the toy world's categories ({', '.join(known)}), but {where} "
+                        f"names {shown}; pass toy prompts (--prompts toy / --categories toy) or a real detector "
+                        "(--detector owlv2 / owlvit)")
+
+
+def _generate_fn(args: argparse.Namespace, device: str) -> Any:
+    """``make_generate_fn`` with a model that cannot be loaded as a ``UserError`` (a bad --model / --base)."""
+    try:
+        return make_generate_fn(args, device)
+    except (ValueError, FileNotFoundError) as error:
+        raise UserError(f"cannot load --model {args.model!r}: {error}") from error
 
 
 def _examples(args: argparse.Namespace, out: Path, images_dir: Path, keys: list[str]) -> None:
@@ -104,53 +143,67 @@ def multigen_cli(argv: list[str]) -> int:
     """``evaluate multigen``: MultiGen MG1-5 (authors' prompt file, or prompts generated from a category list)."""
     from tokencompose.evaluate import multigen
 
-    parser = argparse.ArgumentParser(prog="tokencompose evaluate multigen", description=multigen_cli.__doc__)
+    parser = ArgumentParser(prog="tokencompose evaluate multigen", description=multigen_cli.__doc__)
     parser.add_argument("--prompts", required=True,
                         help="a MultiGen prompt file (authors' JSON), or 'coco' / 'toy' / a category list "
                              "file to generate --num-prompts prompts from")
-    parser.add_argument("--num-prompts", type=int, default=100, help="prompts to generate (default 100)")
+    parser.add_argument("--num-prompts", type=positive_int, default=100, help="prompts to generate (default 100)")
     parser.add_argument("--num-objects", default=None,
                         help="objects a generated prompt: '5', or a cycled list '2,3,4' (default: 5; toy: 2,3,4)")
-    parser.add_argument("--prompt-seed", type=int, default=0, help="seed of the prompt generator")
-    parser.add_argument("--limit", type=int, default=None, help="score only the first N prompts (quick run)")
+    parser.add_argument("--prompt-seed", type=non_negative_int, default=0, help="seed of the prompt generator")
+    parser.add_argument("--limit", type=positive_int, default=None, help="score only the first N prompts (quick run)")
     parser.add_argument("--compare", nargs="*", default=[], help="earlier multigen.json files for the figure")
     _add_common(parser, detector="owlv2", images_per_prompt=10)
     args = parser.parse_args(argv)
     _check_source(parser, args)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     source = Path(args.prompts)
     if source.suffix == ".json" and not source.is_file():
         parser.error(f"prompt file {source} not found (the authors' files: coco_obj_comp_5_1k.json, "
                      "ade20k_obj_comp_5_1k.json from mlpc-ucsd/TokenCompose, folder multigen/)")
+    counts_text = args.num_objects or ("2,3,4" if args.prompts == "toy" else "5")
+    try:
+        counts = [positive_int(k) for k in counts_text.split(",")]
+    except argparse.ArgumentTypeError:
+        parser.error(f"--num-objects must be whole numbers >= 1 separated by commas, e.g. 2,3,4; got {counts_text!r}")
+    earlier = [read_json_file(path, "--compare file") for path in args.compare]  # now, not after the images
     colour_mode = model_colour_mode(args.model)
-    if source.suffix == ".json":
-        prompts = multigen.load_prompts(source)
-    else:
-        toy = args.prompts == "toy"
-        categories = ([c.name for c in _toy_categories(args.num_categories)] if toy
-                      else multigen.load_categories(args.prompts))
-        counts = [int(k) for k in (args.num_objects or ("2,3,4" if toy else "5")).split(",")]
-        template = "authors" if not toy else "toy-attribute" if colour_mode == "attribute" else "toy"
-        prompts = multigen.make_prompts(categories, args.num_prompts, counts, seed=args.prompt_seed,
-                                        template=template)
-        prompt_file = out / "prompts.json"
-        if prompt_file.is_file() and multigen.load_prompts(prompt_file) != prompts:
-            parser.error(f"{prompt_file} holds other prompts than this command makes; use another --out or "
-                         "pass --prompts with that file to resume it")
+    prompt_file = None
+    try:
+        if source.suffix == ".json":
+            read_json_file(source, "MultiGen prompt file")  # a malformed file is named with its line
+            prompts = multigen.load_prompts(source)
+        else:
+            toy = args.prompts == "toy"
+            categories = ([c.name for c in _toy_categories(args.num_categories)] if toy
+                          else multigen.load_categories(args.prompts))
+            template = "authors" if not toy else "toy-attribute" if colour_mode == "attribute" else "toy"
+            prompts = multigen.make_prompts(categories, args.num_prompts, counts, seed=args.prompt_seed,
+                                            template=template)
+            prompt_file = out / "prompts.json"
+            if prompt_file.is_file() and multigen.load_prompts(prompt_file) != prompts:
+                parser.error(f"{prompt_file} holds other prompts than this command makes; use another --out or "
+                             "pass --prompts with that file to resume it")
+    except (ValueError, FileNotFoundError) as error:
+        if isinstance(error, UserError):
+            raise
+        raise UserError(f"--prompts {args.prompts!r}: {error}") from error
+    used = prompts[:args.limit] if args.limit else prompts
+    _check_toy_names(args, [name for prompt in used for name in prompt.objects], f"--prompts {args.prompts!r}")
+    out.mkdir(parents=True, exist_ok=True)
+    if prompt_file is not None:
         multigen.save_prompts(prompts, prompt_file)
-    if args.limit:
-        prompts = prompts[:args.limit]
+    prompts = used
     state = multigen.process_state()
     device = _device(state, args.device)
     detector = make_detector(args.detector, device, args.num_categories, colour_mode)
     name = args.name or args.model or Path(args.images).name
-    result = multigen.run_multigen(prompts, detector, out, generate_fn=make_generate_fn(args, device),
+    result = multigen.run_multigen(prompts, detector, out, generate_fn=_generate_fn(args, device),
                                    images_dir=args.images, images_per_prompt=args.n_images, model_name=name,
                                    threshold=args.threshold, generate_batch_size=args.batch_size,
                                    progress=not args.quiet, state=state)
     if state.is_main_process:
-        results = [json.loads(Path(p).read_text(encoding="utf-8")) for p in args.compare] + [result]
+        results = [*earlier, result]
         (out / "multigen.md").write_text(multigen.multigen_table(results) + "\n", encoding="utf-8")
         multigen.plot_multigen(results, out / "multigen.png")
         images_dir = Path(args.images) if args.images else out / "images"
@@ -163,18 +216,24 @@ def visor_cli(argv: list[str]) -> int:
     """``evaluate visor``: VISOR object accuracy (both objects of "a A <relation> a B" detected)."""
     from tokencompose.evaluate import multigen, visor
 
-    parser = argparse.ArgumentParser(prog="tokencompose evaluate visor", description=visor_cli.__doc__)
+    parser = ArgumentParser(prog="tokencompose evaluate visor", description=visor_cli.__doc__)
     parser.add_argument("--categories", default="coco", help="coco (VISOR's), toy, or a file of names")
-    parser.add_argument("--limit", type=int, default=None, help="score a random subset of N prompts")
-    parser.add_argument("--sample-seed", type=int, default=0, help="seed of the --limit subset")
+    parser.add_argument("--limit", type=positive_int, default=None, help="score a random subset of N prompts")
+    parser.add_argument("--sample-seed", type=non_negative_int, default=0, help="seed of the --limit subset")
     _add_common(parser, detector="owlvit", images_per_prompt=4)
     args = parser.parse_args(argv)
     _check_source(parser, args)
     out = Path(args.out)
+    try:
+        categories = ([c.name for c in _toy_categories(args.num_categories)] if args.categories == "toy"
+                      else multigen.load_categories(args.categories))
+        full = len(visor.visor_prompts(categories))
+    except (ValueError, FileNotFoundError) as error:
+        if isinstance(error, UserError):
+            raise
+        raise UserError(f"--categories {args.categories!r}: {error}") from error
+    _check_toy_names(args, categories, f"--categories {args.categories!r}")
     out.mkdir(parents=True, exist_ok=True)
-    categories = ([c.name for c in _toy_categories(args.num_categories)] if args.categories == "toy"
-                  else multigen.load_categories(args.categories))
-    full = len(visor.visor_prompts(categories))
     prompts = visor.visor_prompts(categories, limit=args.limit, seed=args.sample_seed)
     note = (f"random {len(prompts)} of {full} prompts (seed {args.sample_seed})" if len(prompts) < full
             else f"all {full} prompts")
@@ -182,7 +241,7 @@ def visor_cli(argv: list[str]) -> int:
     device = _device(state, args.device)
     detector = make_detector(args.detector, device, args.num_categories, model_colour_mode(args.model))
     name = args.name or args.model or Path(args.images).name
-    result = visor.run_visor(prompts, detector, out, generate_fn=make_generate_fn(args, device),
+    result = visor.run_visor(prompts, detector, out, generate_fn=_generate_fn(args, device),
                              images_dir=args.images, images_per_prompt=args.n_images, model_name=name,
                              threshold=args.threshold, subset_note=note, generate_batch_size=args.batch_size,
                              progress=not args.quiet, state=state)

@@ -1,0 +1,381 @@
+"""What a user can get wrong, and what they are told: one line, exit status 2, never a traceback.
+
+The catalogue of issue 17: each case runs ``python -m tokencompose ...`` in-process (``__main__.main``) and
+checks the exit status, that the message names the problem, and that no traceback reaches the user. Then the
+dataset checks of ``validate`` (each a file a real pipeline can produce), and that ``skip_bad`` skips exactly
+what ``validate`` reports. Nothing here loads a real model; the one training case uses a 16 px toy model.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tokencompose.__main__ import USER_ERRORS, main
+from tokencompose.data import TokenComposeDataset, validate_dataset
+
+
+def run(capsys, *argv):
+    """``(exit status, stderr)`` of ``python -m tokencompose *argv``; stdout is dropped."""
+    status = main([str(a) for a in argv])
+    return status, capsys.readouterr().err
+
+
+def assert_named(status, err, *needles):
+    assert status == 2, err
+    assert "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+
+
+@pytest.fixture
+def a_file(tmp_path):
+    path = tmp_path / "a_file.txt"
+    path.write_text("not a folder")
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# flags: ranges, finite numbers, output folders (argparse stops before any work)
+# --------------------------------------------------------------------------------------------------
+
+def _out(tmp_path):
+    return tmp_path / "out"
+
+
+FLAG_CASES = {
+    # id: (argv builder, words the message must contain)
+    "toy-data -n 0": (lambda t: ["toy-data", "--out", _out(t), "-n", "0"], ["argument -n", ">= 1", "'0'"]),
+    "toy-data --seed -1": (lambda t: ["toy-data", "--out", _out(t), "-n", "2", "--seed", "-1"],
+                           ["argument --seed", ">= 0", "'-1'"]),
+    "toy-data --object-weights nan": (lambda t: ["toy-data", "--out", _out(t), "-n", "2", "--object-weights",
+                                                 "0.5,nan,0.1,0.1"], ["--object-weights", "finite"]),
+    "pretrain-toy --steps -3": (lambda t: ["pretrain-toy", "--out", _out(t), "--steps", "-3"],
+                                ["argument --steps", ">= 1", "'-3'"]),
+    "pretrain-toy --batch-size 0": (lambda t: ["pretrain-toy", "--out", _out(t), "--batch-size", "0"],
+                                    ["argument --batch-size", ">= 1"]),
+    "pretrain-toy --lr inf": (lambda t: ["pretrain-toy", "--out", _out(t), "--lr", "inf"],
+                              ["argument --lr", "finite", "'inf'"]),
+    "pretrain-toy --size 30": (lambda t: ["pretrain-toy", "--out", _out(t), "--size", "30"],
+                               ["--size", "multiple of 4"]),
+    "train --learning-rate nan": (lambda t: ["train", "--learning-rate", "nan"],
+                                  ["argument --learning-rate", "finite", "'nan'"]),
+    "train --max-train-steps 0": (lambda t: ["train", "--max-train-steps", "0"],
+                                  ["argument --max-train-steps", ">= 1"]),
+    "train --lambda -1": (lambda t: ["train", "--lambda", "-1"], ["argument --token-weight/--lambda", ">= 0"]),
+    "train --ema-decay 2": (lambda t: ["train", "--ema-decay", "2"], ["argument --ema-decay", "[0, 1]"]),
+    "train --train-data-dir missing": (lambda t: ["train", "--train-data-dir", t / "nowhere"],
+                                       ["argument --train-data-dir", "not found"]),
+    "sample --batch-size 0": (lambda t: ["sample", "--prompts", "a cat.", "--out", _out(t), "--batch-size", "0"],
+                              ["argument --batch-size", ">= 1"]),
+    "sample --limit 0": (lambda t: ["sample", "--prompts", "a cat.", "--out", _out(t), "--limit", "0"],
+                         ["argument --limit", ">= 1"]),
+    "sample --steps x": (lambda t: ["sample", "--prompts", "a cat.", "--out", _out(t), "--steps", "x"],
+                         ["argument --steps", "whole number"]),
+    "sample --guidance nan": (lambda t: ["sample", "--prompts", "a cat.", "--out", _out(t), "--guidance", "nan"],
+                              ["argument --guidance", "finite"]),
+    "prepare --box-threshold 1.5": (lambda t: ["prepare", "--images", t, "--captions", t / "c.jsonl", "--out",
+                                               _out(t), "--box-threshold", "1.5"], ["--box-threshold", "[0, 1]"]),
+    "prepare --limit 0": (lambda t: ["prepare", "--images", t, "--captions", t / "c.jsonl", "--out", _out(t),
+                                     "--limit", "0"], ["argument --limit", ">= 1"]),
+    "prepare --images missing": (lambda t: ["prepare", "--images", t / "nowhere", "--captions", t / "c.jsonl",
+                                            "--out", _out(t)], ["argument --images", "not found"]),
+    "evaluate multigen --n-images 0": (lambda t: ["evaluate", "multigen", "--prompts", "toy", "--model", "toy",
+                                                  "--out", _out(t), "--n-images", "0"],
+                                       ["argument --n-images", ">= 1"]),
+    "evaluate multigen --threshold 1.5": (lambda t: ["evaluate", "multigen", "--prompts", "toy", "--model", "toy",
+                                                     "--out", _out(t), "--threshold", "1.5"],
+                                          ["argument --threshold", "[0, 1]"]),
+    "evaluate multigen --threshold nan": (lambda t: ["evaluate", "multigen", "--prompts", "toy", "--model", "toy",
+                                                     "--out", _out(t), "--threshold", "nan"],
+                                          ["argument --threshold", "finite"]),
+    "evaluate multigen --num-objects 2,0": (lambda t: ["evaluate", "multigen", "--prompts", "toy", "--model", "toy",
+                                                       "--out", _out(t), "--num-objects", "2,0"],
+                                            ["--num-objects", ">= 1"]),
+    "evaluate visor --num-categories 11": (lambda t: ["evaluate", "visor", "--categories", "toy", "--model", "toy",
+                                                      "--out", _out(t), "--num-categories", "11"],
+                                           ["--num-categories", "1..10"]),
+    "evaluate visor --limit 0": (lambda t: ["evaluate", "visor", "--model", "toy", "--out", _out(t), "--limit", "0"],
+                                 ["argument --limit", ">= 1"]),
+    "demo --steps 0": (lambda t: ["demo", "--out", _out(t), "--steps", "0"], ["argument --steps", ">= 1"]),
+    "validate missing folder": (lambda t: ["validate", t / "nowhere"], ["argument DIR", "not found"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FLAG_CASES))
+def test_a_bad_flag_is_one_message_and_status_2(tmp_path, capsys, case):
+    build, needles = FLAG_CASES[case]
+    status, err = run(capsys, *build(tmp_path))
+    assert_named(status, err, *needles)
+    assert len([line for line in err.splitlines() if "error:" in line]) == 1, err
+    assert not _out(tmp_path).exists(), "a refused command wrote its output folder"
+
+
+OUTPUT_COMMANDS = {
+    "toy-data": lambda out: ["toy-data", "--out", out, "-n", "2"],
+    "sample": lambda out: ["sample", "--prompts", "a cat.", "--out", out],
+    "pretrain-toy": lambda out: ["pretrain-toy", "--out", out],
+    "train": lambda out: ["train", "--output-dir", out],
+    "evaluate multigen": lambda out: ["evaluate", "multigen", "--prompts", "toy", "--model", "toy", "--out", out],
+    "demo": lambda out: ["demo", "--out", out],
+}
+
+
+@pytest.mark.parametrize("command", sorted(OUTPUT_COMMANDS))
+@pytest.mark.parametrize("where", ["is a file", "below a file"])
+def test_an_output_folder_that_cannot_be_a_folder(capsys, a_file, command, where):
+    out = a_file if where == "is a file" else a_file / "sub"
+    status, err = run(capsys, *OUTPUT_COMMANDS[command](out))
+    assert_named(status, err, str(out), "is a file")
+
+
+# --------------------------------------------------------------------------------------------------
+# files and values found after parsing: `error: <message>`, status 2
+# --------------------------------------------------------------------------------------------------
+
+def test_malformed_json_prompt_file_names_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "prompts.json"
+    bad.write_text('[\n  "a cat.",\n  "a dog." oops\n]\n')
+    status, err = run(capsys, "sample", "--prompts", bad, "--out", tmp_path / "out")
+    assert_named(status, err, "error:", f"{bad}:3", "malformed JSON")
+    assert not (tmp_path / "out").exists()
+
+
+def test_malformed_jsonl_prompt_file_names_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "prompts.jsonl"
+    bad.write_text('{"text": "a cat."}\n\n{"text": "a dog."\n')
+    status, err = run(capsys, "sample", "--prompts", bad, "--out", tmp_path / "out")
+    assert_named(status, err, "error:", f"{bad}:3", "malformed JSON")
+
+
+def test_prompt_entry_without_text_is_named(tmp_path, capsys):
+    bad = tmp_path / "prompts.jsonl"
+    bad.write_text('{"text": "a cat."}\n{"prompt": "a dog."}\n')
+    status, err = run(capsys, "sample", "--prompts", bad, "--out", tmp_path / "out")
+    assert_named(status, err, "error:", "line 2 has no 'text'")
+
+
+def test_missing_prompt_file_and_bad_seeds(tmp_path, capsys):
+    status, err = run(capsys, "sample", "--prompts", tmp_path / "nope.json", "--out", tmp_path / "out")
+    assert_named(status, err, "error:", "nope.json", "does not exist")
+    status, err = run(capsys, "sample", "--prompts", "a cat.", "--seeds", "-1", "--out", tmp_path / "out")
+    assert_named(status, err, "error:", "cannot read seeds '-1'")
+
+
+def test_malformed_multigen_prompt_file_names_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "set.json"
+    bad.write_text('[{"unique_id": 0, "num_objects": 1,\n "obj_1_attributes": ["cat"], "text": "a cat"},,]\n')
+    status, err = run(capsys, "evaluate", "multigen", "--prompts", bad, "--images", tmp_path, "--detector", "toy",
+                      "--out", tmp_path / "out")
+    assert_named(status, err, "error:", f"{bad}:2", "malformed JSON")
+    assert not (tmp_path / "out").exists()
+    status, err = run(capsys, "evaluate", "multigen", "--prompts", "toy", "--images", tmp_path, "--detector", "toy",
+                      "--compare", tmp_path / "earlier.json", "--out", tmp_path / "out")
+    assert_named(status, err, "error:", "--compare file", "earlier.json", "not found")
+
+
+def test_unknown_toy_categories_are_refused_before_any_image(tmp_path, capsys, monkeypatch):
+    made = []
+    monkeypatch.setattr("tokencompose.evaluate.cli.make_generate_fn", lambda *a: made.append(a))
+    status, err = run(capsys, "evaluate", "multigen", "--prompts", "coco", "--num-prompts", "3", "--model", "toy",
+                      "--detector", "toy", "--out", tmp_path / "out")
+    assert_named(status, err, "error:", "toy detector knows only", "--detector owlv2")
+    assert made == [] and not (tmp_path / "out").exists()
+
+
+def test_unknown_visor_categories_for_the_toy_detector(tmp_path, capsys, monkeypatch):
+    made = []
+    monkeypatch.setattr("tokencompose.evaluate.cli.make_generate_fn", lambda *a: made.append(a))
+    status, err = run(capsys, "evaluate", "visor", "--categories", "coco", "--model", "toy", "--detector", "toy",
+                      "--out", tmp_path / "out")
+    assert_named(status, err, "error:", "toy detector knows only", "'airplane'")
+    assert made == [] and not (tmp_path / "out").exists()
+
+
+def test_train_setting_the_run_cannot_use(tmp_path, capsys):
+    status, err = run(capsys, "train", "--toy-scenes", "--groups", "mid_99", "--output-dir", tmp_path / "run")
+    assert_named(status, err, "error:", "group 'mid_99' does not exist")
+
+
+def test_train_on_a_dataset_that_fails_validation(tmp_path, capsys):
+    from tokencompose.models import build_toy_model, save_toy_model
+
+    save_toy_model(build_toy_model(sample_size=16), tmp_path / "base")
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(data / "0.png")
+    (data / "metadata.jsonl").write_text(json.dumps({"file_name": "0.png", "text": "a circle.",
+                                                     "attn_list": [["circle", "missing.png"]]}) + "\n")
+    status, err = run(capsys, "train", "--pretrained", tmp_path / "base", "--train-data-dir", data,
+                      "--output-dir", tmp_path / "run", "--no-progress")
+    assert_named(status, err, "error:", "metadata.jsonl:1", "mask 'missing.png'", "validate")
+
+
+# --------------------------------------------------------------------------------------------------
+# one place: every named error -> `error: <message>`, status 2; --debug shows the traceback
+# --------------------------------------------------------------------------------------------------
+
+def _named_error(module_name, class_name):
+    import importlib
+
+    cls = getattr(importlib.import_module(module_name), class_name)
+    if class_name == "NonFiniteLossError":
+        return cls("step 3: the weights diverged; the last good checkpoint is checkpoint-2", step=3, captions=[],
+                   checkpoint=None)
+    return cls(f"{class_name} says what, where and how to fix it")
+
+
+@pytest.mark.parametrize("named", sorted(USER_ERRORS), ids=lambda named: named[1])
+def test_every_named_error_is_one_line_and_status_2(capsys, monkeypatch, named):
+    error = _named_error(*named)
+
+    def fail(argv):
+        raise error
+
+    monkeypatch.setattr("tokencompose.evaluate.cli.multigen_cli", fail)
+    status, err = run(capsys, "evaluate", "multigen")
+    assert_named(status, err)
+    assert err == f"error: {error}\n"
+    with pytest.raises(type(error)):
+        main(["--debug", "evaluate", "multigen"])
+    monkeypatch.setenv("TOKENCOMPOSE_DEBUG", "1")
+    with pytest.raises(type(error)):
+        main(["evaluate", "multigen"])
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    def fail(argv):
+        raise KeyError("a bug, not the user's doing")
+
+    monkeypatch.setattr("tokencompose.evaluate.cli.multigen_cli", fail)
+    with pytest.raises(KeyError):
+        main(["evaluate", "multigen"])
+
+
+def test_debug_flag_is_listed_and_help_still_exits_0(capsys):
+    assert main(["--help"]) == 0 and "--debug" in capsys.readouterr().out
+    assert main(["sample", "--help"]) == 0
+    assert main(["--debug", "sample", "--help"]) == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# validate: every file is decoded, masks must be binary 8-bit, duplicates and empty metadata are problems
+# --------------------------------------------------------------------------------------------------
+
+SIZE = 16
+
+
+def _mask():
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[4:12, 4:12] = 255
+    return mask
+
+
+def _dataset(root, mask_writer=None, image_writer=None, lines=None):
+    """A one-record dataset (line 1 good); ``mask_writer(path_stem) -> file name`` replaces the good mask PNG."""
+    root.mkdir(parents=True, exist_ok=True)
+    (image_writer or (lambda p: Image.fromarray(np.stack([_mask()] * 3, axis=2)).save(p)))(root / "0.png")
+    mask_name = mask_writer(root / "mask") if mask_writer else "mask.png"
+    if not mask_writer:
+        Image.fromarray(_mask()).save(root / mask_name)
+    record = {"file_name": "0.png", "text": "a square.", "attn_list": [["square", mask_name]]}
+    (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (lines or [record])))
+    return root
+
+
+def _truncated_image(path):
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[:-60])
+
+
+def _sixteen_bit(stem):
+    Image.fromarray(_mask().astype(np.uint16) * 257).save(f"{stem}.png")  # PIL mode I;16
+    return "mask.png"
+
+
+def _faint(stem):
+    Image.fromarray((_mask() > 0).astype(np.uint8) * 3).save(f"{stem}.png")  # values 0 and 3
+    return "mask.png"
+
+
+def _jpeg(stem):
+    Image.fromarray(_mask()).save(f"{stem}.jpg", quality=75)
+    return "mask.jpg"
+
+
+def _grey_edge(stem):
+    mask = _mask()
+    mask[4, 4:12] = 128  # 8 of 256 pixels
+    Image.fromarray(mask).save(f"{stem}.png")
+    return "mask.png"
+
+
+def _zero_one(stem):
+    Image.fromarray((_mask() > 0).astype(np.uint8)).save(f"{stem}.png")
+    return "mask.png"
+
+
+VALIDATE_CASES = {
+    "truncated_image": (dict(image_writer=_truncated_image), "truncated"),
+    "mask_bit_depth": (dict(mask_writer=_sixteen_bit), "16-bit"),
+    "non_binary_mask": (dict(mask_writer=_faint), "25% of its pixels are neither 0 nor 255"),
+    "jpeg_mask": (dict(mask_writer=_jpeg), "is a JPEG"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(VALIDATE_CASES))
+def test_validate_names_each_bad_file(tmp_path, tokenizer, capsys, kind):
+    options, words = VALIDATE_CASES[kind]
+    root = _dataset(tmp_path / "ds", **options)
+    problems = validate_dataset(root, tokenizer)
+    assert [(p.kind, p.line) for p in problems] == [(kind, 1)], problems
+    assert words in problems[0].message and problems[0].fix
+    status = main(["validate", str(root)])
+    out = capsys.readouterr().out
+    assert status == 1 and f"metadata.jsonl:1: {problems[0].message}" in out
+
+
+def test_validate_counts_the_odd_pixels_and_accepts_zero_one(tmp_path, tokenizer):
+    problems = validate_dataset(_dataset(tmp_path / "grey", mask_writer=_grey_edge), tokenizer)
+    assert [p.kind for p in problems] == ["non_binary_mask"] and "3.12% of its pixels" in problems[0].message
+    assert validate_dataset(_dataset(tmp_path / "good"), tokenizer) == []
+    assert validate_dataset(_dataset(tmp_path / "zero_one", mask_writer=_zero_one), tokenizer) == []
+
+
+def test_validate_reports_duplicates_and_empty_metadata(tmp_path, tokenizer):
+    record = {"file_name": "0.png", "text": "a square.", "attn_list": [["square", "mask.png"]]}
+    other = {**record, "text": "a square on black."}
+    root = _dataset(tmp_path / "dup", lines=[record, other, record])
+    problems = validate_dataset(root, tokenizer)
+    assert [(p.kind, p.line) for p in problems] == [("duplicate_record", 3)]
+    assert "repeats line 1" in problems[0].message
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "metadata.jsonl").write_text("\n\n")
+    assert [(p.kind, p.line) for p in validate_dataset(empty, tokenizer)] == [("empty_metadata", None)]
+    assert main(["validate", str(empty)]) == 1
+
+
+def test_validate_turns_a_decompression_bomb_into_a_problem(tmp_path, tokenizer, monkeypatch):
+    root = _dataset(tmp_path / "ds")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50)  # 16 x 16 = 256 > 2 * 50: PIL refuses to decode
+    problems = validate_dataset(root, tokenizer)
+    assert [(p.kind, p.line) for p in problems] == [("image_too_large", 1), ("mask_too_large", 1)], problems
+    assert "decompression bomb" in problems[0].message.lower()
+
+
+def test_skip_bad_skips_exactly_what_validate_reports(tmp_path, tokenizer):
+    root = tmp_path / "ds"
+    _dataset(root)
+    _truncated_image(root / "cut.png")
+    Image.fromarray((_mask() > 0).astype(np.uint8) * 3).save(root / "faint.png")
+    good = {"file_name": "0.png", "text": "a square.", "attn_list": [["square", "mask.png"]]}
+    lines = [good, {**good, "file_name": "cut.png"}, {**good, "text": "a square on black."}, good,
+             {**good, "attn_list": [["square", "faint.png"]]}, {**good, "text": "one more square."}]
+    (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    reported = {p.line for p in validate_dataset(root, tokenizer)}
+    assert reported == {2, 4, 5}
+    dataset = TokenComposeDataset(root, tokenizer, 8, skip_bad=True)
+    assert [r.line for r in dataset.records] == [1, 3, 6]
+    assert all(dataset[i]["masks"].shape == (1, 8, 8) for i in range(len(dataset)))

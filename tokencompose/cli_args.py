@@ -1,0 +1,178 @@
+"""What the command line accepts: argparse types shared by every command, and ``UserError``.
+
+Every command checks its arguments before it does any work, with the types below (``type=positive_int``
+...) and this module's ``ArgumentParser``: a bad value stops the parser with exit status 2 and one line
+naming the flag, the value and what it accepts. An error found later that the user can fix (a malformed
+prompt file, an unknown category) is a ``UserError``; ``python -m tokencompose`` prints it as
+``error: <message>`` and exits with status 2 (``__main__.main``, which treats the package's other named
+errors the same way; ``--debug`` shows the traceback instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+
+class UserError(Exception):
+    """An error the user caused and can fix; its message says what is wrong, where, and how to fix it."""
+
+
+class InputFileError(UserError, ValueError):
+    """A file the user passed is missing or malformed; the message names the file and the line (a
+    ``ValueError`` too, for callers of the library functions that read such files)."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, whose error is one line on stderr (no usage block) that points at ``--help``;
+    exit status 2, as argparse."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (steps, batch sizes, image counts, limits)."""
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (seeds, warm-up steps, counts where 0 means none)."""
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """A finite number (no nan / inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (loss weights, guidance scales)."""
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (learning rates, gradient-norm limits)."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def probability(text: str) -> float:
+    """A number in [0, 1] (detection and box thresholds)."""
+    value = finite_float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
+    return value
+
+
+def input_folder(text: str) -> str:
+    """An existing folder (a dataset, a model, images to read)."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"folder {text!r} not found; check the path")
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder")
+    return str(text)
+
+
+def output_folder(text: str) -> str:
+    """A folder that exists and is writable, or that can be created (nothing is created here).
+
+    Refused: an existing file, a path below a file, a folder (or nearest existing parent) without write
+    permission, an empty path.
+    """
+    if not str(text).strip():
+        raise argparse.ArgumentTypeError("the output folder is an empty path; pass a folder, e.g. outputs/run")
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder; pass a folder path (or move the file)")
+    existing = path if path.exists() else next((p for p in path.absolute().parents if p.exists()), None)
+    if existing is None:
+        raise argparse.ArgumentTypeError(f"cannot create {text!r}: none of its parent folders exists")
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot create folder {text!r}: {str(existing)!r} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "it" if existing == path else f"its parent {str(existing)!r}"
+        raise argparse.ArgumentTypeError(f"cannot write to {text!r}: no write permission on {where}; pass a "
+                                          "folder you can write to")
+    return str(text)
+
+
+def output_file(text: str) -> str:
+    """A file path whose folder is an ``output_folder`` and which is not itself a folder."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; pass a file path, e.g. {path / 'result.json'}")
+    output_folder(str(path.parent))
+    return str(text)
+
+
+def _read_text(path: Path, what: str) -> str:
+    if not path.is_file():
+        raise InputFileError(f"{what} {str(path)!r} not found; check the path")
+    try:
+        return path.read_text(encoding="utf-8-sig")  # -sig: a leading BOM is not an error
+    except UnicodeDecodeError as error:
+        raise InputFileError(f"{what} {path} is not UTF-8 text ({error.reason} at byte {error.start}); save it "
+                             "as UTF-8") from None
+
+
+def read_json_file(path: str | Path, what: str = "file") -> Any:
+    """The JSON value of a file.
+
+    Raises:
+        InputFileError: no such file, not UTF-8, or not valid JSON (the message names the file, line and column).
+    """
+    path = Path(path)
+    text = _read_text(path, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputFileError(f"{what} {path}:{error.lineno}: malformed JSON ({error.msg}, column {error.colno}); "
+                             "fix the file so it is one JSON value") from None
+
+
+def read_json_lines(path: str | Path, what: str = "file") -> list[tuple[int, Any]]:
+    """``(line number, value)`` of each non-blank line of a JSON Lines file.
+
+    Raises:
+        InputFileError: no such file, not UTF-8, or a line that is not valid JSON (named with its line and column).
+    """
+    path = Path(path)
+    values = []
+    for number, line in enumerate(_read_text(path, what).splitlines(), start=1):
+        if line.strip():
+            try:
+                values.append((number, json.loads(line)))
+            except json.JSONDecodeError as error:
+                raise InputFileError(f"{what} {path}:{number}: malformed JSON ({error.msg}, column {error.colno}); "
+                                     "a .jsonl file holds one JSON value a line") from None
+    return values
