@@ -8,7 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
+from tokencompose import masks as masks_module
 from tokencompose.masks import (
+    DEFAULT_GROUNDING_SETTINGS,
+    GROUNDING_SETTINGS,
     Detection,
     GroundedSAM,
     ModelLoadError,
@@ -17,6 +20,8 @@ from tokencompose.masks import (
     grounding_prompt,
     mask_file_name,
     match_phrase,
+    resolve_grounding_settings,
+    sam_hq_available,
     save_mask,
     union_masks,
 )
@@ -190,6 +195,70 @@ def test_constructor_checks(tiny_parts):
                     segmenter_processor=segmenter_processor)
 
 
+# ---- settings: the authors' run by default -------------------------------------------------------
+
+def test_default_settings_are_the_authors_run():
+    # preprocess_data/run_pipeline.sh: GroundingDINO_SwinT_OGC, sam_hq_vit_h, --box_threshold 0.25 --text_threshold 0.25
+    assert DEFAULT_GROUNDING_SETTINGS == "authors"
+    authors = GROUNDING_SETTINGS["authors"]
+    assert authors.detector_id == "IDEA-Research/grounding-dino-tiny"
+    assert authors.segmenter_id == "syscv-community/sam-hq-vit-huge"
+    assert (authors.box_threshold, authors.text_threshold) == (0.25, 0.25)
+    assert (masks_module.DEFAULT_DETECTOR_ID, masks_module.DEFAULT_SEGMENTER_ID) == (
+        authors.detector_id, authors.segmenter_id)
+    assert (masks_module.BOX_THRESHOLD, masks_module.TEXT_THRESHOLD) == (0.25, 0.25)
+
+
+def test_grounded_sam_script_preset_is_the_previous_defaults():
+    script = GROUNDING_SETTINGS["grounded-sam-script"]
+    assert script.detector_id == "IDEA-Research/grounding-dino-base"
+    assert script.segmenter_id == "facebook/sam-vit-huge"
+    assert (script.box_threshold, script.text_threshold) == (0.3, 0.25)
+    with pytest.raises(ValueError, match="authors"):
+        resolve_grounding_settings("no-such-preset")
+
+
+def test_authors_settings_fall_back_to_sam_without_sam_hq(monkeypatch, caplog):
+    monkeypatch.setattr(masks_module, "sam_hq_available", lambda: False)
+    with caplog.at_level("WARNING", logger="tokencompose.masks"):
+        resolved = resolve_grounding_settings("authors")
+    assert resolved.segmenter_id == "facebook/sam-vit-huge"
+    assert resolved.detector_id == "IDEA-Research/grounding-dino-tiny" and resolved.box_threshold == 0.25
+    assert "SamHQModel" in caplog.text and "SAM ViT-H" in caplog.text
+    caplog.clear()
+    assert resolve_grounding_settings("grounded-sam-script") == GROUNDING_SETTINGS["grounded-sam-script"]
+    assert caplog.text == ""  # nothing to fall back from
+    gsam = GroundedSAM.random_tiny(WORDS, box_threshold=0.0, text_threshold=0.0)  # falls back to tiny SAM
+    assert gsam.segmenter.config.model_type == "sam"
+
+
+@pytest.mark.skipif(not sam_hq_available(), reason="this transformers has no SamHQModel")
+def test_default_path_builds_sam_hq_and_segments(image):
+    from transformers import SamHQModel, SamHQProcessor
+
+    default = GroundedSAM.random_tiny(WORDS)
+    assert default.settings.name == "authors"
+    assert (default.box_threshold, default.text_threshold) == (0.25, 0.25)
+    assert isinstance(default.segmenter, SamHQModel) and isinstance(default.segmenter_processor, SamHQProcessor)
+    default.box_threshold = default.text_threshold = 0.0  # random weights: keep every box
+    result = default.masks_for_nouns(image, ["cat", "kite"])
+    assert result["cat"].shape == (HEIGHT, WIDTH) and result["cat"].dtype == bool
+    masks = default.segment(image, [(4.0, 4.0, 40.0, 30.0)])
+    assert masks.shape == (1, HEIGHT, WIDTH)
+
+
+def test_grounded_sam_script_preset_builds_sam():
+    from transformers import SamModel
+
+    script = GroundedSAM.random_tiny(WORDS, settings="grounded-sam-script")
+    assert isinstance(script.segmenter, SamModel) and script.segmenter.config.model_type == "sam"
+    assert (script.box_threshold, script.text_threshold) == (0.3, 0.25)
+    assert script.settings.detector_id == "IDEA-Research/grounding-dino-base"
+    # a single value overrides the preset, the rest stays
+    mixed = GroundedSAM.random_tiny(WORDS, box_threshold=0.5, settings="grounded-sam-script")
+    assert (mixed.box_threshold, mixed.text_threshold) == (0.5, 0.25)
+
+
 # ---- loading ------------------------------------------------------------------------------------
 
 def test_from_pretrained_folders(tiny_parts, tmp_path, image):
@@ -202,6 +271,9 @@ def test_from_pretrained_folders(tiny_parts, tmp_path, image):
                                          box_threshold=0.0, text_threshold=0.0, local_files_only=True)
     result = loaded.masks_for_nouns(image, ["cat", "kite"])
     assert result["cat"].shape == (HEIGHT, WIDTH) and result["kite"] is None
+    # the segmenter comes back as what was saved (SAM-HQ by default, where transformers has it)
+    assert type(loaded.segmenter) is type(segmenter)
+    assert type(loaded.segmenter_processor) is type(segmenter_processor)
 
     with pytest.raises(ModelLoadError, match="not a Grounding DINO"):
         GroundedSAM.from_pretrained(str(tmp_path / "sam"), str(tmp_path / "det"), local_files_only=True)

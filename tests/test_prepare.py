@@ -373,3 +373,26 @@ def test_cli_with_tiny_real_models(tmp_path):
     bad = argv[:]
     bad[bad.index(str(tmp_path / "det"))] = str(tmp_path / "no_weights")
     assert cli(bad) == 1
+
+
+@pytest.mark.parametrize("extra, settings, box, detector", [
+    ([], "authors", None, None),  # the default: the authors' run, every value from the preset
+    (["--settings", "grounded-sam-script", "--box-threshold", "0.4", "--detector", "DET"],
+     "grounded-sam-script", 0.4, "DET"),
+])
+def test_cli_passes_the_grounding_settings(tmp_path, monkeypatch, extra, settings, box, detector):
+    from tokencompose.masks import GroundedSAM, ModelLoadError
+
+    images, captions = write_inputs(tmp_path)
+    seen = {}
+
+    def fake_from_pretrained(*args, **kwargs):
+        seen.update(args=args, kwargs=kwargs)
+        raise ModelLoadError("no weights in this test")
+
+    monkeypatch.setattr(GroundedSAM, "from_pretrained", fake_from_pretrained)
+    argv = ["--images", str(images), "--captions", str(captions), "--out", str(tmp_path / "out"), *extra]
+    assert cli(argv) == 1
+    assert seen["args"] == (detector, None)
+    assert seen["kwargs"]["settings"] == settings
+    assert seen["kwargs"]["box_threshold"] == box and seen["kwargs"]["text_threshold"] is None

@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from tokencompose.attention import RecordingAttnProcessor
-from tokencompose.evaluate.segmentation import iou, resize_reference, segmentation_transfer, toy_nouns
+from tokencompose.evaluate.segmentation import (
+    iou,
+    resize_reference,
+    segmentation_table,
+    segmentation_transfer,
+    toy_nouns,
+)
 from tokencompose.heatmaps import (
     AttentionSum,
     aggregate_attention,
@@ -185,6 +191,34 @@ def test_segmentation_transfer_counts_pairs_and_missing(toy):
     assert len(result["records"]) == 6
     assert all(0.0 < r["iou"] <= 1.0 for r in result["records"] if r["iou"] is not None)
     assert result["interval"]["n"] == 4
+    # DAAM's protocol by default: down + up layers recorded
+    assert result["settings"]["protocol"] == "daam" and result["settings"]["groups"] == ["down", "up"]
+    earlier = segmentation_transfer(toy, prompts, seeds=[0, 1], reference=segmenter, steps=1, progress=False,
+                                    protocol="layer-mean")
+    assert earlier["settings"]["protocol"] == "layer-mean" and earlier["settings"]["groups"] == ["mid", "up"]
+    assert earlier["pairs"] == 4 and earlier["missing"] == 2
+    assert "| layer-mean |" in segmentation_table(earlier) and "| daam |" in segmentation_table(result)
+    with pytest.raises(ValueError, match="protocol"):
+        segmentation_transfer(toy, prompts, reference=segmenter, steps=1, progress=False, protocol="DAAM")
+
+
+def test_cli_protocol_flag(monkeypatch):
+    import tokencompose.evaluate.segmentation as segmentation
+    import tokencompose.sample as sample
+
+    seen = []
+
+    def fake_transfer(model, prompts, seeds, **kwargs):
+        seen.append(kwargs["protocol"])
+        return {"interval": None, "settings": {"protocol": kwargs["protocol"]}}
+
+    monkeypatch.setattr(sample, "load_model", lambda *args, **kwargs: "model")
+    monkeypatch.setattr(segmentation, "segmentation_transfer", fake_transfer)
+    assert segmentation.cli(["--n-prompts", "1"]) == 0
+    assert segmentation.cli(["--n-prompts", "1", "--protocol", "layer-mean"]) == 0
+    assert seen == ["daam", "layer-mean"]
+    with pytest.raises(SystemExit):
+        segmentation.cli(["--protocol", "mean"])
 
 
 def test_toy_nouns_and_reference_errors(toy):

@@ -66,6 +66,8 @@ class AblationSettings:
     generate_batch_size: int = 64
     #: prompts (3 objects, unseen, one image each) for the segmentation-transfer mIoU; 0 skips it
     seg_prompts: int = 0
+    #: its protocol (``evaluate.segmentation``): "daam" (the paper's) or "layer-mean" (the first toy runs')
+    seg_protocol: str = "daam"
 
 
 def held_out_prompts(n: int, num_objects: int, unseen: bool, seed: int = 2024,
@@ -210,8 +212,9 @@ def evaluate_model(model_dir: str | Path, settings: AblationSettings, out_dir: P
 
 
 def attention_miou(model_dir: str | Path, settings: AblationSettings) -> dict[str, Any] | None:
-    """Segmentation transfer (DAAM-style mIoU of the nouns' attention maps against the colour segmentation of
-    the generated image) on ``settings.seg_prompts`` unseen 3-object prompts, one image each."""
+    """Segmentation transfer (mIoU of the nouns' attention maps against the toy detector's segmentation of the
+    generated image, ``settings.seg_protocol``) on ``settings.seg_prompts`` unseen 3-object prompts, one image
+    each."""
     if settings.seg_prompts <= 0:
         return None
     from .evaluate.segmentation import segmentation_transfer
@@ -221,9 +224,9 @@ def attention_miou(model_dir: str | Path, settings: AblationSettings) -> dict[st
     result = segmentation_transfer(str(model_dir), [p.text for p in prompts], seeds=(0,),
                                    nouns=[list(p.objects) for p in prompts], steps=settings.sample_steps,
                                    guidance=settings.guidance, batch_size=settings.generate_batch_size,
-                                   progress=False)
+                                   progress=False, protocol=settings.seg_protocol)
     return {"miou": result["miou"], "interval": result["interval"], "pairs": result["pairs"],
-            "missing": result["missing"]}
+            "missing": result["missing"], "protocol": settings.seg_protocol}
 
 
 def run_ablation(variants: Sequence[str] = ("ldm", "both"), seeds: Sequence[int] = (0,),

@@ -30,8 +30,9 @@ authors' code (Grounded-Segment-Anything)               here
                                                         (``[queries, max_text_len]``; boxes cx, cy, w, h in 0-1)
 ``logits.max(dim=1) > box_threshold``                   ``detections_from_outputs(box_threshold=...)``
 ``get_phrases_from_posmap(logit > text_threshold)``     ``detections_from_outputs(text_threshold=...)``
+``SamPredictor(build_sam_hq(ckpt))``                    ``SamHQModel.from_pretrained(SAM_HQ_VIT_H_ID)`` and
+(``--use_sam_hq``, the authors' run)                    ``SamHQProcessor`` (``syscv-community/sam-hq-vit-huge``)
 ``SamPredictor(sam_model_registry["vit_h"](ckpt))``     ``SamModel.from_pretrained("facebook/sam-vit-huge")``
-                                                        (SAM-HQ: ``syscv-community/sam-hq-vit-huge``)
 ``predictor.set_image`` + ``transform.apply_boxes``     ``SamProcessor(images, input_boxes=[[boxes]])``
                                                         (longest side 1024, boxes rescaled alike)
 ``predict_torch(boxes=..., multimask_output=False)``    ``SamModel(**inputs, multimask_output=False)``
@@ -41,11 +42,34 @@ the matching ``if/elif`` chain                          ``match_phrase``
 ``plt.imsave(path, mask, cmap=gray)``                   ``save_mask`` (8-bit PNG, 0 / 255)
 =====================================================  ======================================================
 
-Where this differs from the authors' run (``preprocess_data/run_pipeline.sh``): they used the Swin-T
-Grounding DINO (``IDEA-Research/grounding-dino-tiny`` on the hub), SAM-HQ ViT-H and ``--box_threshold
-0.25``; the defaults here are the script's own defaults (box 0.3, text 0.25) with Grounding DINO base and
-SAM ViT-H, and every one is a parameter. When two detected phrases match the same noun, the authors' code
-overwrote the first mask file with the second; here the two masks are united. A detected phrase left
+Settings: the authors' run by default
+-------------------------------------
+Two named presets (``GROUNDING_SETTINGS``; ``GroundedSAM(settings=...)``, ``prepare --settings``):
+
+========================  ==========================================  ==========================================
+setting                   ``"authors"`` (default)                     ``"grounded-sam-script"``
+========================  ==========================================  ==========================================
+detector                  Grounding DINO Swin-T OGC                   Grounding DINO Swin-B
+                          (``IDEA-Research/grounding-dino-tiny``)     (``IDEA-Research/grounding-dino-base``)
+segmenter                 SAM-HQ ViT-H                                SAM ViT-H (``facebook/sam-vit-huge``)
+                          (``syscv-community/sam-hq-vit-huge``)
+box threshold             0.25                                        0.3
+text threshold            0.25                                        0.25
+where it comes from       ``preprocess_data/run_pipeline.sh``: the    ``gen_mask.py``'s argparse defaults (box
+                          command the authors ran for their COCO      0.3, text 0.25, ``--sam_version vit_h``
+                          data (``GroundingDINO_SwinT_OGC.py``,       without ``--use_sam_hq``); the script has
+                          ``sam_hq_vit_h.pth``, ``--use_sam_hq``,     no default detector, Swin-B is the larger
+                          ``--box_threshold 0.25``)                   released one (this module's earlier default)
+========================  ==========================================  ==========================================
+
+``"authors"`` is the default because it made the masks the paper's models were trained on. SAM-HQ runs
+through transformers' ``SamHQModel`` / ``SamHQProcessor``; where the installed transformers has no
+``SamHQModel`` (an older release), the preset falls back to SAM ViT-H and logs that it did
+(``resolve_grounding_settings``). Every field can still be overridden one by one (``detector_id=``,
+``box_threshold=``...; ``--detector``, ``--box-threshold``...).
+
+Other differences: when two detected phrases match the same noun, the authors' code overwrote the first
+mask file with the second; here the two masks are united. A detected phrase left
 empty by the text threshold matches nothing (in the authors' code ``"" in word`` matched the first noun).
 
 Real weights come from the Hugging Face Hub (``GroundedSAM.from_pretrained()``); offline tests and
@@ -60,7 +84,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,13 +95,74 @@ from .config import resolve_device
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DETECTOR_ID = "IDEA-Research/grounding-dino-base"
-DEFAULT_SEGMENTER_ID = "facebook/sam-vit-huge"
-#: the authors' gen_mask.py defaults
-BOX_THRESHOLD = 0.3
-TEXT_THRESHOLD = 0.25
 #: segmenter architectures whose outputs and processor this module knows (SAM and SAM-HQ)
 SEGMENTER_TYPES = ("sam", "sam_hq")
+#: SAM ViT-H: the fallback where transformers has no SAM-HQ, and the "grounded-sam-script" preset's segmenter
+SAM_VIT_H_ID = "facebook/sam-vit-huge"
+SAM_HQ_VIT_H_ID = "syscv-community/sam-hq-vit-huge"
+
+
+@dataclass(frozen=True)
+class GroundingSettings:
+    """One Grounded-SAM configuration: the two models and the two Grounding DINO thresholds."""
+
+    name: str
+    detector_id: str
+    segmenter_id: str
+    box_threshold: float
+    text_threshold: float
+    #: where the values come from (shown by ``describe``)
+    source: str
+
+
+#: the named presets (module docstring: which is which, and why "authors" is the default)
+GROUNDING_SETTINGS: dict[str, GroundingSettings] = {
+    "authors": GroundingSettings(
+        "authors", "IDEA-Research/grounding-dino-tiny", SAM_HQ_VIT_H_ID, 0.25, 0.25,
+        "the authors' run (preprocess_data/run_pipeline.sh): Grounding DINO Swin-T OGC, SAM-HQ ViT-H, box 0.25, "
+        "text 0.25"),
+    "grounded-sam-script": GroundingSettings(
+        "grounded-sam-script", "IDEA-Research/grounding-dino-base", SAM_VIT_H_ID, 0.3, 0.25,
+        "gen_mask.py's argparse defaults (box 0.3, text 0.25, SAM vit_h without --use_sam_hq) with Grounding "
+        "DINO Swin-B (the script has no default detector)"),
+}
+DEFAULT_GROUNDING_SETTINGS = "authors"
+
+#: the default preset's values (``prepare``'s flags and error messages show them)
+DEFAULT_DETECTOR_ID = GROUNDING_SETTINGS[DEFAULT_GROUNDING_SETTINGS].detector_id
+DEFAULT_SEGMENTER_ID = GROUNDING_SETTINGS[DEFAULT_GROUNDING_SETTINGS].segmenter_id
+BOX_THRESHOLD = GROUNDING_SETTINGS[DEFAULT_GROUNDING_SETTINGS].box_threshold
+TEXT_THRESHOLD = GROUNDING_SETTINGS[DEFAULT_GROUNDING_SETTINGS].text_threshold
+
+
+def sam_hq_available() -> bool:
+    """Whether the installed transformers has SAM-HQ (``SamHQModel`` and ``SamHQProcessor``)."""
+    try:
+        from transformers import SamHQModel, SamHQProcessor  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_grounding_settings(settings: str | GroundingSettings = DEFAULT_GROUNDING_SETTINGS,
+                               fallback: bool = True) -> GroundingSettings:
+    """The preset ``settings`` names, with SAM ViT-H in place of SAM-HQ where transformers has no SAM-HQ.
+
+    The fallback (``fallback=True``) is logged as a warning: SAM ViT-H's masks are close to SAM-HQ's, but not
+    the ones the authors trained on.
+    """
+    if isinstance(settings, str):
+        if settings not in GROUNDING_SETTINGS:
+            raise ValueError(f"unknown Grounded-SAM settings {settings!r}; choose among {sorted(GROUNDING_SETTINGS)} "
+                             f"('authors': the authors' run, the default)")
+        settings = GROUNDING_SETTINGS[settings]
+    if fallback and _segmenter_kind(settings) == "sam_hq" and not sam_hq_available():
+        logger.warning("the installed transformers has no SamHQModel: the %r settings use SAM ViT-H (%s) instead "
+                       "of the authors' SAM-HQ ViT-H (%s); upgrade transformers to segment as the authors did",
+                       settings.name, SAM_VIT_H_ID, SAM_HQ_VIT_H_ID)
+        settings = replace(settings, segmenter_id=SAM_VIT_H_ID,
+                           source=settings.source + " (SAM ViT-H: this transformers has no SAM-HQ)")
+    return settings
 
 
 class ModelLoadError(OSError):
@@ -289,40 +374,58 @@ def _load_error(what: str, model_id: str, error: Exception) -> ModelLoadError:
 
 
 class GroundedSAM:
-    """Grounding DINO (boxes for the nouns) + SAM (a mask per box) -> one union mask per noun.
+    """Grounding DINO (boxes for the nouns) + SAM / SAM-HQ (a mask per box) -> one union mask per noun.
 
     Build it from already-loaded parts (``GroundedSAM(detector=..., detector_processor=...,
     segmenter=..., segmenter_processor=...)``, used by the tests), or load weights with
     ``GroundedSAM(detector_id=..., segmenter_id=...)`` / ``GroundedSAM.from_pretrained(...)``.
+
+    ``settings`` names the preset (``GROUNDING_SETTINGS``): ``"authors"`` (default: Grounding DINO Swin-T OGC,
+    SAM-HQ ViT-H, box 0.25, text 0.25, the authors' run) or ``"grounded-sam-script"`` (Grounding DINO Swin-B,
+    SAM ViT-H, box 0.3, text 0.25, ``gen_mask.py``'s own defaults). An argument left ``None`` takes the
+    preset's value; one given overrides it. ``self.settings`` holds what was used.
     """
 
     def __init__(
         self,
-        detector_id: str = DEFAULT_DETECTOR_ID,
-        segmenter_id: str = DEFAULT_SEGMENTER_ID,
+        detector_id: str | None = None,
+        segmenter_id: str | None = None,
         device: str = "auto",
-        box_threshold: float = BOX_THRESHOLD,
-        text_threshold: float = TEXT_THRESHOLD,
+        box_threshold: float | None = None,
+        text_threshold: float | None = None,
         *,
+        settings: str | GroundingSettings = DEFAULT_GROUNDING_SETTINGS,
         detector: Any = None,
         detector_processor: Any = None,
         segmenter: Any = None,
         segmenter_processor: Any = None,
         **load_kwargs: Any,
     ) -> None:
-        for name, value in (("box_threshold", box_threshold), ("text_threshold", text_threshold)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1] (a probability), got {value}")
         parts = (detector, detector_processor, segmenter, segmenter_processor)
         if any(part is None for part in parts) and any(part is not None for part in parts):
             raise ValueError("pass all four of detector, detector_processor, segmenter, segmenter_processor, "
                              "or none of them (then they are loaded from detector_id / segmenter_id)")
+        # no SAM-HQ fallback (nor its warning) when the segmenter is given: it is used as it is
+        preset = resolve_grounding_settings(settings, fallback=segmenter_id is None and segmenter is None)
+        chosen = replace(
+            preset,
+            detector_id=preset.detector_id if detector_id is None else detector_id,
+            segmenter_id=preset.segmenter_id if segmenter_id is None else segmenter_id,
+            box_threshold=preset.box_threshold if box_threshold is None else box_threshold,
+            text_threshold=preset.text_threshold if text_threshold is None else text_threshold,
+        )
+        for name in ("box_threshold", "text_threshold"):
+            value = getattr(chosen, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1] (a probability), got {value}")
+        #: what this instance uses: the preset with the arguments given applied over it
+        self.settings = chosen
         self.device = resolve_device(device)
-        self.box_threshold = box_threshold
-        self.text_threshold = text_threshold
+        self.box_threshold = chosen.box_threshold
+        self.text_threshold = chosen.text_threshold
         if detector is None:
-            detector, detector_processor = _load_detector(detector_id, **load_kwargs)
-            segmenter, segmenter_processor = _load_segmenter(segmenter_id, **load_kwargs)
+            detector, detector_processor = _load_detector(chosen.detector_id, **load_kwargs)
+            segmenter, segmenter_processor = _load_segmenter(chosen.segmenter_id, **load_kwargs)
         model_type = getattr(getattr(segmenter, "config", None), "model_type", None)
         if model_type not in SEGMENTER_TYPES:
             raise ValueError(f"segmenter must be a SAM or SAM-HQ model (model_type in {SEGMENTER_TYPES}), "
@@ -335,19 +438,23 @@ class GroundedSAM:
     @classmethod
     def from_pretrained(
         cls,
-        detector_id: str = DEFAULT_DETECTOR_ID,
-        segmenter_id: str = DEFAULT_SEGMENTER_ID,
+        detector_id: str | None = None,
+        segmenter_id: str | None = None,
         device: str = "auto",
-        box_threshold: float = BOX_THRESHOLD,
-        text_threshold: float = TEXT_THRESHOLD,
+        box_threshold: float | None = None,
+        text_threshold: float | None = None,
+        *,
+        settings: str | GroundingSettings = DEFAULT_GROUNDING_SETTINGS,
         **load_kwargs: Any,
     ) -> GroundedSAM:
-        """Load Grounding DINO and SAM (hub ids or local folders); ``load_kwargs`` go to every
-        ``from_pretrained`` (``cache_dir``, ``revision``, ``local_files_only``, ``token``).
+        """Load Grounding DINO and SAM / SAM-HQ (hub ids or local folders; ``None``: the ``settings`` preset's);
+        ``load_kwargs`` go to every ``from_pretrained`` (``cache_dir``, ``revision``, ``local_files_only``,
+        ``token``).
 
         Raises ``ModelLoadError`` saying what was tried and how to get the weights.
         """
-        return cls(detector_id, segmenter_id, device, box_threshold, text_threshold, **load_kwargs)
+        return cls(detector_id, segmenter_id, device, box_threshold, text_threshold, settings=settings,
+                   **load_kwargs)
 
     @classmethod
     def random_tiny(
@@ -355,19 +462,24 @@ class GroundedSAM:
         words: Iterable[str],
         seed: int = 0,
         device: str = "cpu",
-        box_threshold: float = BOX_THRESHOLD,
-        text_threshold: float = TEXT_THRESHOLD,
+        box_threshold: float | None = None,
+        text_threshold: float | None = None,
         image_size: int = 64,
+        *,
+        settings: str | GroundingSettings = DEFAULT_GROUNDING_SETTINGS,
     ) -> GroundedSAM:
-        """The real Grounding DINO and SAM architectures from tiny configs with random weights.
+        """The real Grounding DINO and SAM-HQ / SAM architectures from tiny configs with random weights.
 
         For offline tests and demonstrations only: the boxes and masks are meaningless, the code path
         (processors, models, post-processing, file format) is the one real weights take. ``words`` is
-        the vocabulary of the tiny BERT tokenizer (lower-case words; others become ``[UNK]``).
+        the vocabulary of the tiny BERT tokenizer (lower-case words; others become ``[UNK]``). The segmenter
+        is the ``settings`` preset's architecture (SAM-HQ for "authors" where transformers has it, else SAM);
+        thresholds left ``None`` take the preset's.
         """
+        preset = resolve_grounding_settings(settings)
         detector, detector_processor, segmenter, segmenter_processor = build_random_tiny_models(
-            words, seed=seed, image_size=image_size)
-        return cls(device=device, box_threshold=box_threshold, text_threshold=text_threshold,
+            words, seed=seed, image_size=image_size, segmenter=_segmenter_kind(preset))
+        return cls(device=device, box_threshold=box_threshold, text_threshold=text_threshold, settings=preset,
                    detector=detector, detector_processor=detector_processor,
                    segmenter=segmenter, segmenter_processor=segmenter_processor)
 
@@ -451,10 +563,9 @@ def _rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def _load_pair(what: str, model_id: str, model_class: Any, model_types: tuple[str, ...],
-               **load_kwargs: Any) -> tuple[Any, Any]:
-    """Config first (to refuse a wrong architecture before its weights load at random), then model, processor."""
-    from transformers import AutoConfig, AutoProcessor
+def _load_config(what: str, model_id: str, model_types: tuple[str, ...], **load_kwargs: Any) -> Any:
+    """The config, read first, to refuse a wrong architecture before its weights load at random."""
+    from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(model_id, **load_kwargs)
@@ -463,25 +574,42 @@ def _load_pair(what: str, model_id: str, model_class: Any, model_types: tuple[st
     if config.model_type not in model_types:
         raise ModelLoadError(f"{model_id!r} holds a {config.model_type!r} model, not a {what} "
                              f"(model_type {' or '.join(map(repr, model_types))}); check the order of the ids")
+    return config
+
+
+def _load_pair(what: str, model_id: str, model_class: Any, processor_class: Any,
+               **load_kwargs: Any) -> tuple[Any, Any]:
     try:
         model = model_class.from_pretrained(model_id, **load_kwargs)
-        processor = AutoProcessor.from_pretrained(model_id, **load_kwargs)
+        processor = processor_class.from_pretrained(model_id, **load_kwargs)
     except (OSError, ValueError) as error:
         raise _load_error(what, model_id, error) from error
     return model, processor
 
 
 def _load_detector(model_id: str, **load_kwargs: Any) -> tuple[Any, Any]:
-    from transformers import GroundingDinoForObjectDetection
+    from transformers import AutoProcessor, GroundingDinoForObjectDetection
 
-    return _load_pair("Grounding DINO detector", model_id, GroundingDinoForObjectDetection, ("grounding-dino",),
-                      **load_kwargs)
+    what = "Grounding DINO detector"
+    _load_config(what, model_id, ("grounding-dino",), **load_kwargs)
+    return _load_pair(what, model_id, GroundingDinoForObjectDetection, AutoProcessor, **load_kwargs)
 
 
 def _load_segmenter(model_id: str, **load_kwargs: Any) -> tuple[Any, Any]:
-    from transformers import AutoModelForMaskGeneration
+    """SAM (``SamModel`` + ``SamProcessor``) or SAM-HQ (``SamHQModel`` + ``SamHQProcessor``), by its config."""
+    what = "SAM segmenter"
+    config = _load_config(what, model_id, SEGMENTER_TYPES, **load_kwargs)
+    if config.model_type == "sam_hq":
+        if not sam_hq_available():
+            raise ModelLoadError(f"{model_id!r} holds a SAM-HQ model, which this transformers cannot run (it has "
+                                 f"no SamHQModel): upgrade transformers, or segment with SAM ViT-H (--segmenter "
+                                 f"{SAM_VIT_H_ID})")
+        from transformers import SamHQModel, SamHQProcessor
 
-    return _load_pair("SAM segmenter", model_id, AutoModelForMaskGeneration, SEGMENTER_TYPES, **load_kwargs)
+        return _load_pair(what, model_id, SamHQModel, SamHQProcessor, **load_kwargs)
+    from transformers import SamModel, SamProcessor
+
+    return _load_pair(what, model_id, SamModel, SamProcessor, **load_kwargs)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -491,13 +619,21 @@ def _load_segmenter(model_id: str, **load_kwargs: Any) -> tuple[Any, Any]:
 _SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
-def build_random_tiny_models(words: Iterable[str], seed: int = 0, image_size: int = 64) -> tuple[Any, ...]:
-    """``(detector, detector_processor, segmenter, segmenter_processor)``: Grounding DINO and SAM from
-    tiny configs with random weights, with a BERT tokenizer over ``words`` + ``.`` and ``-``.
+def _segmenter_kind(settings: GroundingSettings) -> str:
+    """The segmenter architecture a preset names: "sam_hq" for SAM-HQ ids, else "sam"."""
+    return "sam_hq" if "sam-hq" in settings.segmenter_id.lower() else "sam"
 
+
+def build_random_tiny_models(words: Iterable[str], seed: int = 0, image_size: int = 64,
+                             segmenter: str | None = None) -> tuple[Any, ...]:
+    """``(detector, detector_processor, segmenter, segmenter_processor)``: Grounding DINO and SAM-HQ or SAM
+    from tiny configs with random weights, with a BERT tokenizer over ``words`` + ``.`` and ``-``.
+
+    ``segmenter``: "sam_hq" or "sam"; default: the default preset's (SAM-HQ where transformers has it).
     Sizes: Grounding DINO d_model 32 (a multiple of 32), a 3-stage Swin backbone (one feature level a
-    stage), 2 decoder layers, 10 queries, 32 text positions; SAM ViT with 16 channels on a
-    ``image_size`` input. Builds in well under a second on a CPU.
+    stage), 2 decoder layers, 10 queries, 32 text positions; SAM / SAM-HQ ViT with 16 channels on a
+    ``image_size`` input (SAM-HQ: 2 layers, the second global, whose features feed the HQ decoder).
+    Builds in well under a second on a CPU.
     """
     import torch
     from transformers import (
@@ -506,12 +642,15 @@ def build_random_tiny_models(words: Iterable[str], seed: int = 0, image_size: in
         GroundingDinoConfig,
         GroundingDinoForObjectDetection,
         GroundingDinoProcessor,
-        SamConfig,
-        SamModel,
-        SamProcessor,
         SwinConfig,
     )
 
+    if segmenter is None:
+        segmenter = _segmenter_kind(resolve_grounding_settings(DEFAULT_GROUNDING_SETTINGS))
+    if segmenter not in SEGMENTER_TYPES:
+        raise ValueError(f"segmenter must be one of {SEGMENTER_TYPES}, got {segmenter!r}")
+    if segmenter == "sam_hq" and not sam_hq_available():
+        raise ImportError("this transformers has no SamHQModel (upgrade it for SAM-HQ); pass segmenter='sam'")
     vocab = list(_SPECIAL_TOKENS) + [".", "-", ","]
     for word in words:
         for piece in re.findall(r"[a-z0-9]+", word.lower()):
@@ -521,6 +660,7 @@ def build_random_tiny_models(words: Iterable[str], seed: int = 0, image_size: in
         Path(folder, "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
         tokenizer = BertTokenizerFast.from_pretrained(folder, do_lower_case=True)
 
+    patch = 8
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         backbone = SwinConfig(image_size=image_size, patch_size=4, embed_dim=8, depths=[1, 1, 1, 1],
@@ -532,25 +672,38 @@ def build_random_tiny_models(words: Iterable[str], seed: int = 0, image_size: in
             backbone_config=backbone, text_config=text, d_model=32, encoder_layers=1, decoder_layers=2,
             encoder_ffn_dim=32, decoder_ffn_dim=32, encoder_attention_heads=2, decoder_attention_heads=2,
             num_queries=10, num_feature_levels=3, max_text_len=32, encoder_n_points=1, decoder_n_points=1))
-        patch = 8
-        segmenter = SamModel(SamConfig(
-            vision_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, image_size=image_size,
-                               patch_size=patch, output_channels=16, mlp_dim=32, global_attn_indexes=[0],
-                               window_size=2, num_pos_feats=8),
-            prompt_encoder_config=dict(hidden_size=16, image_size=image_size, patch_size=patch,
-                                       mask_input_channels=4),
-            mask_decoder_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, mlp_dim=32,
-                                     iou_head_hidden_dim=16)))
+        prompt_config = dict(hidden_size=16, image_size=image_size, patch_size=patch, mask_input_channels=4)
+        decoder_config = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, mlp_dim=32,
+                              iou_head_hidden_dim=16)
+        if segmenter == "sam_hq":
+            from transformers import SamHQConfig, SamHQModel, SamHQProcessor
+
+            segmenter_model = SamHQModel(SamHQConfig(
+                vision_config=dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                   image_size=image_size, patch_size=patch, output_channels=16, mlp_dim=32,
+                                   global_attn_indexes=[1], window_size=2, num_pos_feats=8),
+                prompt_encoder_config=prompt_config,
+                mask_decoder_config=dict(decoder_config, vit_dim=16)))
+            processor_class = SamHQProcessor
+        else:
+            from transformers import SamConfig, SamModel, SamProcessor
+
+            segmenter_model = SamModel(SamConfig(
+                vision_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                   image_size=image_size, patch_size=patch, output_channels=16, mlp_dim=32,
+                                   global_attn_indexes=[0], window_size=2, num_pos_feats=8),
+                prompt_encoder_config=prompt_config, mask_decoder_config=decoder_config))
+            processor_class = SamProcessor
     detector_processor = GroundingDinoProcessor(
         image_processor=_image_processor("grounding_dino", "GroundingDinoImageProcessor",
                                          size={"shortest_edge": image_size, "longest_edge": image_size}),
         tokenizer=tokenizer)
     mask_side = image_size // patch * 4  # SAM's low-resolution masks: 4x the image-embedding side
-    segmenter_processor = SamProcessor(image_processor=_image_processor(
+    segmenter_processor = processor_class(image_processor=_image_processor(
         "sam", "SamImageProcessor", size={"longest_edge": image_size},
         pad_size={"height": image_size, "width": image_size}, mask_size={"longest_edge": mask_side},
         mask_pad_size={"height": mask_side, "width": mask_side}))
-    return detector.eval(), detector_processor, segmenter.eval(), segmenter_processor
+    return detector.eval(), detector_processor, segmenter_model.eval(), segmenter_processor
 
 
 def _image_processor(module: str, class_name: str, **kwargs: Any) -> Any:

@@ -13,6 +13,13 @@ output folder is what ``data.py`` and the authors' training script read::
 Usage::
 
     python -m tokencompose prepare --images DIR --captions captions.jsonl --out DATASET [--tagger perceptron]
+        [--settings authors | grounded-sam-script]
+
+Grounded-SAM settings (``masks.GROUNDING_SETTINGS``): ``authors`` (default) is the authors' run
+(``preprocess_data/run_pipeline.sh``: Grounding DINO Swin-T OGC, SAM-HQ ViT-H, box 0.25, text 0.25), the
+setting that made the masks the paper's models were trained on; ``grounded-sam-script`` is ``gen_mask.py``'s
+own argparse defaults (box 0.3, text 0.25, SAM ViT-H) with Grounding DINO Swin-B, this module's earlier
+default. ``--detector``, ``--segmenter``, ``--box-threshold``, ``--text-threshold`` override one value each.
 
 Captions: JSONL with ``{"file_name": ..., "text": ...}`` a line, or a CSV / TSV file with a
 ``file_name,text`` header. ``file_name`` is relative to ``--images``.
@@ -43,11 +50,10 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .cli_args import ArgumentParser, input_folder, output_folder, positive_int, probability
 from .masks import (
-    BOX_THRESHOLD,
-    DEFAULT_DETECTOR_ID,
-    DEFAULT_SEGMENTER_ID,
-    TEXT_THRESHOLD,
+    DEFAULT_GROUNDING_SETTINGS,
+    GROUNDING_SETTINGS,
     ModelLoadError,
     mask_file_name,
     safe_noun_name,
@@ -351,23 +357,31 @@ def prepare_dataset(
 # --------------------------------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m tokencompose prepare",
         description="Captioned images -> noun phrases -> Grounded-SAM masks -> a dataset in the authors' "
                     "format (metadata.jsonl + seg/<id>/mask_<noun>.png). Resumable: rerun to continue.")
-    parser.add_argument("--images", required=True, help="folder the captions' file_name values are relative to")
+    parser.add_argument("--images", required=True, type=input_folder,
+                        help="folder the captions' file_name values are relative to")
     parser.add_argument("--captions", required=True,
                         help='JSONL with {"file_name", "text"} a line, or CSV/TSV with a file_name,text header')
-    parser.add_argument("--out", required=True, help="dataset folder to write (created; may be --images)")
+    parser.add_argument("--out", required=True, type=output_folder,
+                        help="dataset folder to write (created; may be --images)")
     parser.add_argument("--tagger", default="auto", choices=("auto", "flair", "perceptron"),
                         help="part-of-speech tagger for the nouns (flair: the paper's; perceptron: offline)")
-    parser.add_argument("--detector", default=DEFAULT_DETECTOR_ID, help="Grounding DINO hub id or folder")
-    parser.add_argument("--segmenter", default=DEFAULT_SEGMENTER_ID, help="SAM (or SAM-HQ) hub id or folder")
+    presets = "; ".join(f"{name}: {s.detector_id}, {s.segmenter_id}, box {s.box_threshold}, text "
+                        f"{s.text_threshold}" for name, s in GROUNDING_SETTINGS.items())
+    parser.add_argument("--settings", default=DEFAULT_GROUNDING_SETTINGS, choices=sorted(GROUNDING_SETTINGS),
+                        help="Grounded-SAM preset: 'authors' = the authors' run (run_pipeline.sh), "
+                             "'grounded-sam-script' = gen_mask.py's own defaults; the four flags below override "
+                             f"single values ({presets})")
+    parser.add_argument("--detector", default=None, help="Grounding DINO hub id or folder (default: the preset's)")
+    parser.add_argument("--segmenter", default=None, help="SAM or SAM-HQ hub id or folder (default: the preset's)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    parser.add_argument("--box-threshold", type=float, default=BOX_THRESHOLD)
-    parser.add_argument("--text-threshold", type=float, default=TEXT_THRESHOLD)
+    parser.add_argument("--box-threshold", type=probability, default=None, help="default: the preset's")
+    parser.add_argument("--text-threshold", type=probability, default=None, help="default: the preset's")
     parser.add_argument("--link", action="store_true", help="hard-link images into --out instead of copying")
-    parser.add_argument("--limit", type=int, default=None, help="prepare at most N new records this run")
+    parser.add_argument("--limit", type=positive_int, default=None, help="prepare at most N new records this run")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -381,15 +395,16 @@ def cli(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
         captions = read_captions(args.captions)
-        if not Path(args.images).is_dir():
-            raise FileNotFoundError(f"images folder {args.images!r} not found")
     except (OSError, ValueError) as error:
         logger.error("%s", error)
         return 2
     try:
         segmenter = GroundedSAM.from_pretrained(args.detector, args.segmenter, device=args.device,
                                                 box_threshold=args.box_threshold,
-                                                text_threshold=args.text_threshold)
+                                                text_threshold=args.text_threshold, settings=args.settings)
+        used = segmenter.settings
+        logger.info("Grounded-SAM settings %r: %s, %s, box threshold %s, text threshold %s", used.name,
+                    used.detector_id, used.segmenter_id, used.box_threshold, used.text_threshold)
     except ModelLoadError as error:
         logger.error("%s", error)
         return 1

@@ -324,11 +324,13 @@ GATES = {"one_object_exact": 0.95, "specificity": 2.0, "noun_miou": 0.35, "four_
 
 
 def base_report(model_dir: str | Path, n: int = 128, seg_prompts: int = 48, intervention_prompts: int = 64,
-                steps: int = 25, guidance: float = 3.0, progress: bool = False) -> dict:
+                steps: int = 25, guidance: float = 3.0, progress: bool = False, protocol: str = "daam") -> dict:
     """Every measurement of a toy base that the gates and the discriminating experiments need (validation
     prompts and fresh scenes only): composition on seen (1-4 objects) and unseen (2-4) prompts, attention
     specificity per group, the noun maps' segmentation-transfer mIoU on 2-4-object prompts, the routing table,
-    the noun-feature cosine, and composition of 4-object prompts under the oracle and excitation edits."""
+    the noun-feature cosine, and composition of 4-object prompts under the oracle and excitation edits.
+    ``protocol``: the segmentation-transfer protocol of the noun-map mIoU (``evaluate.segmentation``; "daam" =
+    DAAM's, the paper's; "layer-mean" = the one the first measurements used)."""
     geometry = toy_geometry(model_dir)
     colour_mode = model_colour_mode(model_dir)
     seg = held_out_prompts(seg_prompts, 3, unseen=False, seed=4321, colour_mode=colour_mode)
@@ -336,7 +338,7 @@ def base_report(model_dir: str | Path, n: int = 128, seg_prompts: int = 48, inte
     seg += held_out_prompts(seg_prompts // 2, 4, unseen=False, seed=4321, colour_mode=colour_mode)
     transfer = segmentation_transfer(str(model_dir), [p.text for p in seg], seeds=(0,),
                                      nouns=[list(p.objects) for p in seg], steps=steps, guidance=guidance,
-                                     progress=progress)
+                                     progress=progress, protocol=protocol)
     report = {
         "model": str(model_dir), "colour_mode": colour_mode,
         "supervised_groups": list(geometry["groups"]),
@@ -345,7 +347,7 @@ def base_report(model_dir: str | Path, n: int = 128, seg_prompts: int = 48, inte
         "specificity": attention_specificity(model_dir, batches=4, batch_size=16, seed=1,
                                              groups=(*geometry["unsupervised"], *geometry["groups"])),
         "noun_miou": {"miou": transfer["miou"], "interval": transfer["interval"], "pairs": transfer["pairs"],
-                      "missing": transfer["missing"]},
+                      "missing": transfer["missing"], "protocol": protocol},
         "routing": routing(model_dir, batches=6, batch_size=16, seed=1),
         "cosine": noun_feature_cosine(model_dir),
         "intervention": {mode: intervention(model_dir, mode, n=intervention_prompts, count=4, steps=steps,
@@ -415,10 +417,10 @@ def gates_markdown(reports: dict[str, dict]) -> str:
             f"{r['specificity'][group]['specificity']:.2f} ({r['specificity'][group]['own']:.2f} / "
             f"{r['specificity'][group]['others']:.2f} / {r['specificity'][group]['background']:.2f})"
             if group in r["specificity"] else "-" for r in reports.values()) + " |")
-    lines.append("| noun-map mIoU (segmentation transfer, generated 2-4-object images) | " + " | ".join(
+    lines.append("| noun-map mIoU (segmentation transfer, generated 2-4-object images; protocol) | " + " | ".join(
         f"{r['noun_miou']['miou']:.3f} [{r['noun_miou']['interval']['low']:.3f}, "
-        f"{r['noun_miou']['interval']['high']:.3f}]" if r["noun_miou"]["interval"] else "-"
-        for r in reports.values()) + " |")
+        f"{r['noun_miou']['interval']['high']:.3f}]; {r['noun_miou'].get('protocol', 'layer-mean')}"
+        if r["noun_miou"]["interval"] else "-" for r in reports.values()) + " |")
     lines.append("| noun-feature cosine (encoder outputs; raw embeddings 0.04) | " + " | ".join(
         f"{r['cosine']['encoded mean']:.3f} (min {r['cosine']['encoded min']:.3f})" for r in reports.values()) + " |")
     lines += ["", "### Routing: L_LDM when a part of the context is replaced by the empty prompt's vectors "

@@ -1,26 +1,48 @@
 """Segmentation transfer: do a model's cross-attention maps segment the nouns of the images it generates?
 
-The paper's knowledge-transfer check. TokenCompose trains the cross-attention map of each noun token to
-cover that noun's mask (L_token, L_pixel); if that grounding transfers to new prompts, the attention of a
-generated image should segment the generated objects. Measured DAAM-style (Tang et al. 2023, "What the
-DAAM"), for each generated image and each noun of its prompt:
+The paper's knowledge-transfer check (Table 4: mIoU of the nouns' attention maps, DAAM's protocol). TokenCompose
+trains the cross-attention map of each noun token to cover that noun's mask (L_token, L_pixel); if that
+grounding transfers to new prompts, the attention of a generated image should segment the generated objects.
+For each generated image and each noun of its prompt: a heat map from the attention (``tokencompose.heatmaps``),
+min-max normalised, thresholded (> 0.4, DAAM's value), and its **IoU** with a reference mask of the same
+image; the **mean IoU** over (image, noun) pairs with a 95% interval.
 
-1. record the cross-attention probabilities ``A = softmax(QK^T / sqrt(d))`` of the conditional half of the
-   classifier-free-guidance batch (``attention.attach_recorder(keep="cond", detach=True)``) at every
-   denoising step, and **sum over timesteps** (summed as the sampler goes, never stored step by step);
-2. **average heads**, upsample each layer's ``h x w`` map to the latent size (**bicubic**), **average
-   layers**: ``D[t] = mean_layers upsample(mean_heads sum_steps A[..., t])``, one map per token ``t``;
-3. a noun's map is the **sum of its tokens' maps** (``tokens.token_positions``: "teddy bear" = 2 tokens);
-4. **min-max normalise** to [0, 1], **threshold** (> 0.4, DAAM's value) and compute the **IoU** with a
-   reference mask of the same image;
-5. report the **mean IoU** over (image, noun) pairs with a 95% interval.
+Protocols (``protocol=``, ``--protocol``)
+-----------------------------------------
+``"daam"`` (default) follows DAAM's code (Tang et al. 2023, "What the DAAM", ``castorini/daam``:
+``daam/trace.py``, ``daam/heatmap.py``), the protocol the paper names. ``"layer-mean"`` is this package's first
+variant, kept so numbers measured with it stay comparable (the toy ablation's and the toy-base gates').
 
-Choices (documented because they change the number):
+=========================  ==============================================  =============================================
+step                       ``"daam"`` (DAAM's code; default)               ``"layer-mean"`` (earlier here)
+=========================  ==============================================  =============================================
+layers recorded            down + up cross-attention (DAAM's locator       mid + up (the places the paper supervises)
+                           skips the mid block); maps at 1/8 of the
+                           latent side dropped (``factor != 8``)
+over steps                 per-(layer, head) sums (conditional half)       per-layer sums of the head mean
+heads and layers           each (layer, head) map upsampled (bicubic) to   heads averaged, each layer upsampled
+                           the latent size, **clamped at 0**, then the     (bicubic) to the latent size, then the
+                           mean over every (layer, head) map               mean over layers (each layer weighs 1)
+a noun's tokens            **mean** of its tokens' maps, over every        **sum** of its tokens' maps (one
+                           occurrence of the word in the prompt            occurrence a listed noun)
+resolution of the score    the word map upsampled (bicubic) to the         the latent size (SD 1.4: 64 x 64); the
+                           **image** size (SD 1.4: 512 x 512); the         reference mask area-averaged to it, then
+                           reference mask as it is                         ``>= 0.5``
+normalisation              ``(x - min) / (max - min + 1e-8)``              ``(x - min) / (max - min)`` (constant: 0)
+=========================  ==============================================  =============================================
 
-- Bicubic upsampling and averaging are linear, so averaging layers and heads before or after summing over
-  steps gives the same map; we reduce heads at record time to keep memory at ``[B, 1, h*w, 77]`` a layer.
-- The reference mask is resized to the heat map's size by area averaging, then ``>= 0.5`` (a latent
-  pixel belongs to the object when most of its 8 x 8 image pixels do; the toy model is pixel-space: 1:1).
+Both threshold the normalised map at 0.4 (``> 0.4``) and sum over the sampling steps (DAAM sums, so means
+over steps would give the same normalised map). For the toy model (pixel space, 32 x 32, cross-attention at
+down_16, mid_8 and up_16) DAAM's rules keep down_16 + up_16, and the latent size is the image size.
+Why the order of the steps matters: bicubic upsampling undershoots below 0 beside sharp peaks and DAAM clamps
+each (layer, head) map after upsampling it, so its per-head sums cannot be averaged first; and a layer
+with more heads weighs more under DAAM than under the layer mean.
+Not reproduced from DAAM: its ``expand_as`` passes ``(width, height)`` where ``interpolate`` wants
+``(height, width)`` (same for square images); its word matching is on BPE tokens (here
+``tokens.token_positions``: also singular / plural); it runs one prompt at a time (here batches, per image).
+
+Choices common to both (documented because they change the number):
+
 - A noun whose reference mask is empty (the object was not generated) is **skipped and counted** as
   ``missing``: its IoU would measure generation (MultiGen's job), not grounding.
 - The interval is the normal approximation ``mean +- z s / sqrt(n)`` (``s``: sample standard deviation,
@@ -32,13 +54,14 @@ Reference masks: on the toy world, the colour segmentation of the generated imag
 (``{masks}/{prompt_index}_{seed}/mask_{noun}.png``, written e.g. by ``masks.GroundedSAM`` on the generated
 images) or a segmenter callable ``(PIL image, nouns) -> {noun: mask or None}`` (``GroundedSAM`` is one).
 
-Steps 1-3 (recording over the sampling steps, per-token and per-noun heat maps) live in
-``tokencompose.heatmaps`` beside ``attention.py``; this module scores them.
+Recording over the sampling steps and the per-token and per-noun heat maps live in ``tokencompose.heatmaps``
+beside ``attention.py``; this module scores them.
 
 Usage::
 
     python -m tokencompose evaluate segmentation --model toy --n-prompts 20 --seeds 0-1 --out seg.json
     python -m tokencompose evaluate segmentation --model sd14 --prompts p.json --seeds 0 --masks DIR
+    python -m tokencompose evaluate segmentation --model toy --protocol layer-mean   # the earlier variant
 """
 
 from __future__ import annotations
@@ -56,13 +79,21 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from tokencompose.heatmaps import generate_with_attention, heat_maps
+from tokencompose.heatmaps import (
+    PROTOCOLS,
+    generate_with_attention,
+    heat_maps,
+    protocol_groups,
+    word_token_positions,
+)
 from tokencompose.stats import mean_interval
 
 logger = logging.getLogger(__name__)
 
 #: DAAM's threshold on the normalised heat map
 DEFAULT_THRESHOLD = 0.4
+#: the heat-map protocol of segmentation transfer: DAAM's (module docstring)
+DEFAULT_PROTOCOL = "daam"
 
 #: a segmenter for reference masks: (PIL image, nouns) -> {noun: [H, W] bool mask, or None when absent}
 Segmenter = Callable[[Any, Sequence[str]], Mapping[str, Any]]
@@ -91,7 +122,9 @@ def resize_reference(mask: Any, size: tuple[int, int]) -> torch.Tensor:
 def iou(heat_map: Any, mask: Any, threshold: float = DEFAULT_THRESHOLD) -> float:
     """Intersection over union of ``heat_map > threshold`` and ``mask`` (resized to the map: ``resize_reference``).
 
-    ``heat_map``: ``[H, W]`` normalised to [0, 1] (``heat_maps``). Two empty regions count as IoU 1.
+    ``heat_map``: ``[H, W]`` normalised to [0, 1] (``heat_maps``); under DAAM's protocol it has the image's
+    size, so the mask is compared as it is. Two empty regions count as IoU 1 (DAAM: 0; a scored pair always
+    has a non-empty mask, so this never decides a reported number).
     """
     heat = torch.as_tensor(np.asarray(heat_map) if not isinstance(heat_map, torch.Tensor) else heat_map)
     if heat.ndim != 2:
@@ -145,8 +178,9 @@ def _reference_masks(reference: Any, image: np.ndarray, nouns: Sequence[str], pr
 def segmentation_transfer(model, prompts: Sequence[str], seeds: Sequence[int] = (0,),
                           nouns: Sequence[Sequence[str]] | None = None, reference: Any = None, steps: int = 50,
                           guidance: float | None = None, threshold: float = DEFAULT_THRESHOLD,
-                          groups: Sequence[str] = ("mid", "up"), batch_size: int = 8, interval: str = "normal",
-                          height: int | None = None, width: int | None = None, progress: bool = True) -> dict:
+                          groups: Sequence[str] | None = None, batch_size: int = 8, interval: str = "normal",
+                          height: int | None = None, width: int | None = None, progress: bool = True,
+                          protocol: str = DEFAULT_PROTOCOL) -> dict:
     """Mean IoU between nouns' attention heat maps and reference masks of the generated images.
 
     Args:
@@ -157,7 +191,10 @@ def segmentation_transfer(model, prompts: Sequence[str], seeds: Sequence[int] = 
         reference: ``None``/"toy" (colour segmentation, toy world only), a mask folder
             (``{folder}/{prompt_index}_{seed}/mask_{noun}.png``), or a segmenter callable.
         threshold: on the normalised heat map (DAAM: 0.4).
+        groups: UNet places to record; default: the protocol's (DAAM: down + up; layer-mean: mid + up).
         interval: "normal" or "bootstrap" (``mean_interval``).
+        protocol: ``"daam"`` (default; DAAM's code) or ``"layer-mean"`` (the earlier variant); the module
+            docstring's table gives the differences.
 
     Returns:
         ``{"miou", "interval", "per_noun", "pairs", "missing", "records", "settings"}``; ``records`` has one
@@ -167,6 +204,9 @@ def segmentation_transfer(model, prompts: Sequence[str], seeds: Sequence[int] = 
     from tokencompose.sample import default_guidance, load_model
     from tokencompose.toyworld import model_colour_mode
 
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS} ('daam': DAAM's code, the default), got {protocol!r}")
+    groups = protocol_groups(protocol) if groups is None else tuple(groups)
     # the toy world a toy model folder was trained in (the attribute world segments by shape, not colour)
     colour_mode = model_colour_mode(model)
     model = load_model(model)
@@ -189,7 +229,9 @@ def segmentation_transfer(model, prompts: Sequence[str], seeds: Sequence[int] = 
     from tokencompose.tokens import noun_token_positions
 
     tokenizer = model.tokenizer
-    positions = [noun_token_positions(p, list(n), tokenizer) for p, n in zip(prompts, nouns, strict=True)]
+    # DAAM merges every occurrence of a word; the layer-mean variant takes one occurrence a listed noun
+    find_positions = word_token_positions if protocol == "daam" else noun_token_positions
+    positions = [find_positions(p, list(n), tokenizer) for p, n in zip(prompts, nouns, strict=True)]
     jobs = [(index, int(seed)) for index in range(len(prompts)) for seed in seeds]
     records = []
     starts = range(0, len(jobs), batch_size)
@@ -197,11 +239,12 @@ def segmentation_transfer(model, prompts: Sequence[str], seeds: Sequence[int] = 
         batch = jobs[start:start + batch_size]
         images, attention = generate_with_attention(
             model, [prompts[i] for i, _ in batch], [s for _, s in batch], steps=steps, guidance=guidance,
-            groups=groups, batch_size=len(batch), height=height, width=width, progress=False)
+            groups=groups, batch_size=len(batch), height=height, width=width, progress=False, protocol=protocol)
         for (index, seed), image, image_attention in zip(batch, images, attention, strict=True):
             if not nouns[index]:
                 continue
-            maps = heat_maps(image_attention, positions[index])
+            # DAAM: word maps at the image's size; layer-mean: at the latent size
+            maps = heat_maps(image_attention, positions[index], protocol=protocol, image_size=image.shape[:2])
             masks = _reference_masks(reference, image, nouns[index], index, seed, colour_mode)
             for noun, heat in zip(nouns[index], maps, strict=True):
                 mask = masks.get(noun)
@@ -221,7 +264,8 @@ def segmentation_transfer(model, prompts: Sequence[str], seeds: Sequence[int] = 
         "pairs": len(scored),
         "missing": len(records) - len(scored),
         "records": records,
-        "settings": {"steps": steps, "guidance": guidance, "threshold": threshold, "groups": list(groups),
+        "settings": {"protocol": protocol, "steps": steps, "guidance": guidance, "threshold": threshold,
+                     "groups": list(groups),
                      "images": len(jobs), "reference": reference if isinstance(reference, str) else
                      type(reference).__name__ if not isinstance(reference, Path) else str(reference)},
     }
@@ -233,11 +277,12 @@ def segmentation_table(result: Mapping[str, Any]) -> str:
     if interval is None:
         return "no (image, noun) pair had a reference mask: nothing to score"
     level = round(interval["level"] * 100)
+    protocol = result["settings"].get("protocol", "layer-mean")  # results written before protocols existed
     lines = [
-        f"| mIoU | {level}% interval | pairs | missing | threshold |",
-        "|---|---|---|---|---|",
+        f"| mIoU | {level}% interval | pairs | missing | threshold | protocol |",
+        "|---|---|---|---|---|---|",
         f"| {interval['mean']:.3f} | [{interval['low']:.3f}, {interval['high']:.3f}] | {result['pairs']} | "
-        f"{result['missing']} | {result['settings']['threshold']} |",
+        f"{result['missing']} | {result['settings']['threshold']} | {protocol} |",
     ]
     return "\n".join(lines)
 
@@ -256,6 +301,10 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--seeds", default="0", help="seeds of every prompt, e.g. 0-4")
     parser.add_argument("--masks", default=None, help="SD: folder of {prompt_index}_{seed}/mask_{noun}.png")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    parser.add_argument("--protocol", choices=PROTOCOLS, default=DEFAULT_PROTOCOL,
+                        help="heat maps as DAAM's code makes them (daam: down + up layers, each head upsampled and "
+                             "clamped, scored at image size; the default) or the earlier variant (layer-mean: mid + "
+                             "up layers, heads then layers averaged, scored at latent size)")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--guidance", type=float, default=None)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -273,7 +322,7 @@ def cli(argv: list[str]) -> int:
             prompts = random_toy_prompts(args.n_prompts, seed=args.prompt_seed)
         result = segmentation_transfer(model, prompts, seeds, reference=args.masks, steps=args.steps,
                                        guidance=args.guidance, threshold=args.threshold, batch_size=args.batch_size,
-                                       interval=args.interval)
+                                       interval=args.interval, protocol=args.protocol)
     except (ValueError, FileNotFoundError, WeightsNotFoundError) as error:
         parser.error(str(error))
     table = segmentation_table(result)
