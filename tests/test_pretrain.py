@@ -99,3 +99,22 @@ def test_export_checkpoint_of_a_running_pretraining(tmp_path):
     assert any(not torch.equal(raw.unet.state_dict()[k], v) for k, v in loaded.unet.state_dict().items())
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         export_checkpoint(tmp_path / "nothing", tmp_path / "x", settings)
+
+
+def test_min_snr_weights_lower_only_the_nearly_clean_steps():
+    import torch
+    from diffusers import DDPMScheduler
+
+    from tokencompose.models import TOY_SCHEDULER
+    from tokencompose.pretrain import timestep_weights
+
+    abar = DDPMScheduler(**TOY_SCHEDULER).alphas_cumprod
+    t = torch.tensor([0, 50, 200, 500, 999])
+    assert torch.equal(timestep_weights(abar, t, "uniform"), torch.ones(5))
+    weights = timestep_weights(abar, t, "min-snr", gamma=5.0)
+    snr = abar[t] / (1 - abar[t])
+    assert torch.allclose(weights[snr <= 5], torch.ones(int((snr <= 5).sum())))
+    assert (weights[snr > 5] < 1).all() and weights[0] < weights[1]  # the cleaner, the lower
+    assert torch.allclose(weights[snr > 5], 5 / snr[snr > 5])
+    with pytest.raises(ValueError, match="unknown loss weighting"):
+        timestep_weights(abar, t, "snr")

@@ -71,6 +71,28 @@ class PretrainSettings:
     #: "frozen": the random text encoder stays as built (the first base); "joint": it trains with the UNet
     #: on L_LDM, as GLIDE trained its text transformer (Nichol et al. 2022), then is frozen like SD's CLIP
     text_encoder: str = "frozen"
+    #: L_LDM's weight per timestep (``LOSS_WEIGHTINGS``): "uniform" (plain epsilon MSE, the first base) or
+    #: "min-snr" (Hang et al., ICCV 2023: min(SNR_t, gamma) / SNR_t, which lowers the easy low-noise steps so
+    #: that the noisy steps, where the caption must decide what is drawn, count more)
+    loss_weighting: str = "uniform"
+    snr_gamma: float = 5.0
+
+
+LOSS_WEIGHTINGS = ("uniform", "min-snr")
+
+
+def timestep_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, weighting: str, gamma: float = 5.0
+                     ) -> torch.Tensor:
+    """Per-sample weights [B] of the epsilon MSE at timesteps ``t``: 1 ("uniform"), or min(SNR, gamma) / SNR
+    ("min-snr"; SNR_t = abar_t / (1 - abar_t)), which is 1 for the noisy steps (SNR <= gamma) and smaller for
+    the nearly clean ones."""
+    if weighting == "uniform":
+        return torch.ones(t.shape, dtype=torch.float32)
+    if weighting != "min-snr":
+        raise ValueError(f"unknown loss weighting {weighting!r}; choose one of {LOSS_WEIGHTINGS}")
+    abar = alphas_cumprod.to(t.device)[t].float()
+    snr = abar / (1 - abar)
+    return torch.clamp(snr, max=gamma) / snr
 
 
 def learning_rate_at(step: int, settings: PretrainSettings) -> float:
@@ -192,7 +214,9 @@ def pretrain_toy(out_dir: str | Path = TOY_BASE_DIR, settings: PretrainSettings 
         t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), generator=generator).to(device)
         x_t = scheduler.add_noise(x0, noise, t)
         # predict the noise; L_LDM is the mean squared error
-        loss = F.mse_loss(unet(x_t, t, context).sample, noise)
+        per_sample = F.mse_loss(unet(x_t, t, context).sample, noise, reduction="none").mean(dim=(1, 2, 3))
+        weights = timestep_weights(scheduler.alphas_cumprod, t, settings.loss_weighting, settings.snr_gamma)
+        loss = (per_sample * weights.to(per_sample.device)).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
@@ -320,7 +344,8 @@ fine-tune. Reproduce with `python -m tokencompose pretrain-toy --colours {settin
   probabilities {settings.object_weights}); the pairs {list(EXCLUDED_PAIRS)} never co-occur.
 - Training: {settings.steps} steps, batch {settings.batch_size}, AdamW lr {settings.learning_rate} (constant
   until step {settings.decay_start}, then linearly to 0), EMA {settings.ema_decay} (shipped weights), caption
-  dropout {settings.caption_dropout}, seed {settings.seed}.
+  dropout {settings.caption_dropout}, seed {settings.seed}, L_LDM weighting {settings.loss_weighting}{
+      f" (gamma {settings.snr_gamma})" if settings.loss_weighting != "uniform" else ""}.
 - Time: {minutes:.0f} minutes of training (summed over resumed runs) on {machine}, torch {torch.__version__}.
 - Stored in float16 (loaded as float32).
 
@@ -358,6 +383,8 @@ def cli(argv: list[str]) -> int:
                              "sees zeros there")
     parser.add_argument("--text-encoder", choices=("frozen", "joint"), default=defaults.text_encoder,
                         help="frozen random encoder, or trained jointly with the UNet")
+    parser.add_argument("--loss-weighting", choices=LOSS_WEIGHTINGS, default=defaults.loss_weighting,
+                        help="uniform: plain epsilon MSE; min-snr: min(SNR, 5) / SNR per timestep (Hang et al. 2023)")
     parser.add_argument("--eval-images", type=positive_int, default=128, help="held-out prompts per row of the card")
     parser.add_argument("--eval-steps", type=positive_int, default=25, help="DDIM steps of the evaluation samples")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
@@ -372,7 +399,8 @@ def cli(argv: list[str]) -> int:
         torch.set_num_threads(args.threads)
     settings = PretrainSettings(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
                                 decay_start=args.decay_start, seed=args.seed, size=args.size,
-                                colour_mode=args.colours, padding=args.padding, text_encoder=args.text_encoder)
+                                colour_mode=args.colours, padding=args.padding, text_encoder=args.text_encoder,
+                                loss_weighting=args.loss_weighting)
     _, seconds = pretrain_toy(args.out, settings, args.work_dir, resume=not args.no_resume, device=args.device,
                               init_from=args.init_from)
     n = args.eval_images
