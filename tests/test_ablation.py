@@ -234,3 +234,23 @@ def test_job_losses_and_minutes_come_from_the_whole_log(tmp_path):
     assert logged["losses"]["last"]["ldm"] == pytest.approx(0.002)
     assert logged["losses"]["last"]["token"] == pytest.approx(2.0)
     assert logged["train_minutes"] == pytest.approx(200 * 1.5 / 60)
+
+
+def test_mg_table_and_figure_give_intervals_clustered_by_prompt():
+    from tokencompose.ablation import mg_figure, mg_table
+
+    def result(share):
+        """evaluate_model's layout: 4-object prompts, 10 prompts x 2 images a split."""
+        hits = [[4, 4] if i < share * 10 else [1, 1] for i in range(10)]
+        return {split: {4: {"outcomes": {"hits": hits}}} for split in ("seen", "unseen")}
+
+    scores = {"base": result(0.2), "both": result(0.6)}
+    table = mg_table(scores, columns={"lambda": "x"}, rows={"both": ["0.1"]})
+    lines = table.splitlines()
+    assert lines[0] == ("| model | lambda | seen MG1 | seen MG2 | seen MG3 | seen MG4 | unseen MG1 | unseen MG2 | "
+                        "unseen MG3 | unseen MG4 |")
+    assert lines[3].startswith("| both | 0.1 | 100.0 [100.0, 100.0] | 60.0 [")
+    assert lines[2].split(" | ")[5].startswith("20.0 [")  # base, seen MG4
+    figure = mg_figure(scores)
+    heights = sorted(round(p.get_height()) for ax in figure.axes for p in ax.patches)
+    assert heights == sorted([100, 20, 20, 20, 100, 60, 60, 60] * 2)

@@ -151,10 +151,15 @@ def image_outcomes(detections: dict[str, dict[str, Any]], prompts: Sequence[Mult
 def outcome_rows(record: dict[str, Any], guidance: str, split: str, k: int | None = None, key: str = "mg",
                  count: int | None = None) -> list[list[int]]:
     """One job record's per-prompt rows of 0/1 outcomes (``record["scores"][guidance][split][count]``, as
-    ``evaluate_model`` and ``benchmarks/toy_ablation.py`` store them): ``key="mg"`` = MG_k (>= ``k`` named
+    ``benchmarks/toy_ablation.py`` stores ``evaluate_model``'s results): ``key="mg"`` = MG_k (>= ``k`` named
     detected, the paper's definition), or ``"all_named"`` / ``"exact"``. ``count`` (objects a prompt) defaults
     to the largest evaluated."""
-    cells = record["scores"][str(guidance)][split]
+    return split_rows(record["scores"][str(guidance)][split], k, key, count)
+
+
+def split_rows(cells: dict[Any, Any], k: int | None = None, key: str = "mg", count: int | None = None
+               ) -> list[list[int]]:
+    """``outcome_rows`` of one split of ``evaluate_model``'s result (``{count: run_multigen result}``)."""
     count = count if count is not None else max(int(c) for c in cells)
     outcomes = cells[str(count)]["outcomes"] if str(count) in cells else cells[count]["outcomes"]
     if key != "mg":
@@ -162,6 +167,39 @@ def outcome_rows(record: dict[str, Any], guidance: str, split: str, k: int | Non
     if k is None or not 1 <= k <= count:
         raise ValueError(f"MG_k on {count}-object prompts needs 1 <= k <= {count}, got {k}")
     return at_least(outcomes["hits"], k)
+
+
+def mg_table(scores: dict[str, dict[str, Any]], columns: dict[str, str] | None = None,
+             rows: dict[str, list[str]] | None = None) -> str:
+    """Markdown table of ``evaluate_model`` results, one row per model (``scores``: name -> result): MG_1..MG_n
+    on the n-object prompts of each split, mean with its 95% interval clustered by prompt
+    (``stats.cluster_interval``). ``columns`` + ``rows`` add leading cells (header -> per model values)."""
+    columns, rows = columns or {}, rows or {}
+    first = next(iter(scores.values()))
+    count = max(int(c) for c in first["seen"])
+    ks = range(1, count + 1)
+    header = ["model", *columns] + [f"{split} MG{k}" for split in ("seen", "unseen") for k in ks]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, result in scores.items():
+        cells = [interval_cell(cluster_interval(split_rows(result[split], k, count=count)))
+                 for split in ("seen", "unseen") for k in ks]
+        lines.append(f"| {name} | " + " | ".join([*rows.get(name, [""] * len(columns)), *cells]) + " |")
+    return "\n".join(lines)
+
+
+def mg_figure(scores: dict[str, dict[str, Any]], title: str | None = None):
+    """Bars of MG_1..MG_n per model (``evaluate_model`` results), seen and unseen side by side, with 95%
+    intervals clustered by prompt (``viz.score_bars``)."""
+    from .viz import score_bars
+
+    count = max(int(c) for c in next(iter(scores.values()))["seen"])
+    ks = range(1, count + 1)
+    panels = {f"{split} combinations": {
+        name: [(stat["mean"], stat["low"], stat["high"])
+               for stat in (cluster_interval(split_rows(result[split], k, count=count)) for k in ks)]
+        for name, result in scores.items()} for split in ("seen", "unseen")}
+    return score_bars(panels, [f"MG{k}" for k in ks], ylabel=f"% of images with >= k of the {count} named",
+                      title=title)
 
 
 def pooled(records: Sequence[dict[str, Any]], guidance: str, split: str, k: int | None = None, key: str = "mg",
