@@ -118,3 +118,27 @@ def test_min_snr_weights_lower_only_the_nearly_clean_steps():
     assert torch.allclose(weights[snr > 5], 5 / snr[snr > 5])
     with pytest.raises(ValueError, match="unknown loss weighting"):
         timestep_weights(abar, t, "snr")
+
+
+def test_single_object_curriculum_draws_one_object_scenes_first(tmp_path, monkeypatch):
+    from tokencompose import pretrain
+    from tokencompose.toyworld import ToyScenes
+
+    seen = []
+    original = ToyScenes.batch
+
+    def spy(self, index):
+        batch = original(self, index)
+        seen.append((index, max(len(masks) for masks in batch.masks)))
+        return batch
+
+    monkeypatch.setattr(ToyScenes, "batch", spy)
+    settings = pretrain.PretrainSettings(steps=4, batch_size=8, decay_start=4, checkpoint_every=4, size=16,
+                                         single_object_until=2, loss_weighting="min-snr")
+    pretrain.pretrain_toy(tmp_path / "m", settings, tmp_path / "work")
+    objects = dict(seen)
+    assert objects[0] == objects[1] == 1 and max(objects[2], objects[3]) > 1
+    command = pretrain.reproduce_command(settings, "some/base")
+    assert "--single-object-until 2" in command and "--loss-weighting min-snr" in command
+    assert command.endswith("--init-from some/base")
+    assert "--loss-weighting" not in pretrain.reproduce_command(pretrain.PretrainSettings())

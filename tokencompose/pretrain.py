@@ -76,6 +76,9 @@ class PretrainSettings:
     #: that the noisy steps, where the caption must decide what is drawn, count more)
     loss_weighting: str = "uniform"
     snr_gamma: float = 5.0
+    #: a curriculum: before this step every training scene holds one object (a noun and its shape with nothing
+    #: to confuse them), from it on ``object_weights``; 0 = none (the first bases)
+    single_object_until: int = 0
 
 
 LOSS_WEIGHTINGS = ("uniform", "min-snr")
@@ -189,6 +192,8 @@ def pretrain_toy(out_dir: str | Path = TOY_BASE_DIR, settings: PretrainSettings 
     scenes = ToyScenes(batch_size=settings.batch_size, seed=settings.seed, objects=(1, 4),
                        object_weights=settings.object_weights, size=settings.size,
                        colour_mode=settings.colour_mode)
+    single = ToyScenes(batch_size=settings.batch_size, seed=settings.seed, objects=(1, 1), size=settings.size,
+                       colour_mode=settings.colour_mode)
     log_path = work_dir / "log.csv"
     log = open(log_path, "a", newline="")  # noqa: SIM115 - kept open for the whole run
     writer = csv.writer(log)
@@ -197,7 +202,7 @@ def pretrain_toy(out_dir: str | Path = TOY_BASE_DIR, settings: PretrainSettings 
     began = time.time()
     bar = tqdm(range(start, settings.steps), desc="pretrain-toy", initial=start, total=settings.steps)
     for step in bar:
-        batch = scenes.batch(step)
+        batch = (single if step < settings.single_object_until else scenes).batch(step)
         # noise, timesteps and caption dropout from a generator seeded by (seed, step): resuming is exact
         generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
         # the clean images x_0, channels first, in [0, 1] (black background = 0)
@@ -305,11 +310,27 @@ def export_checkpoint(work_dir: str | Path, out_dir: str | Path, settings: Pretr
     return Path(out_dir)
 
 
+def reproduce_command(settings: PretrainSettings, init_from: str | Path | None = None) -> str:
+    """The ``pretrain-toy`` command line that trains a model with ``settings`` (non-default options only)."""
+    defaults = PretrainSettings()
+    parts = ["python -m tokencompose pretrain-toy", f"--colours {settings.colour_mode}", f"--padding {settings.padding}",
+             f"--text-encoder {settings.text_encoder}", f"--steps {settings.steps}",
+             f"--decay-start {settings.decay_start}"]
+    if settings.loss_weighting != defaults.loss_weighting:
+        parts.append(f"--loss-weighting {settings.loss_weighting}")
+    if settings.single_object_until:
+        parts.append(f"--single-object-until {settings.single_object_until}")
+    if init_from is not None:
+        parts.append(f"--init-from {init_from}")
+    return " ".join(parts)
+
+
 def write_model_card(out_dir: Path, settings: PretrainSettings, minutes: float, report: dict,
-                     device: str = "cpu") -> Path:
+                     device: str = "cpu", init_from: str | Path | None = None) -> Path:
     """The toy base model's README: world, architecture, data, steps, seed, time, machine, and its gates
     (``probes.base_report``: composition with the paper's MG_k and the error breakdown, per-noun attention,
-    routing, interventions), measured on held-out prompts and fresh scenes."""
+    routing, interventions), measured on held-out prompts and fresh scenes. ``init_from``: the model this run
+    continued (its own card says how it was made)."""
     if device.startswith("cuda"):
         machine = f"{torch.cuda.get_device_name(device)} GPU"
     else:
@@ -332,9 +353,8 @@ def write_model_card(out_dir: Path, settings: PretrainSettings, minutes: float, 
     text = f"""# Toy base model (tokencompose)
 
 A tiny pixel-space text-to-image diffusion model of the toy world, the base that the toy experiments
-fine-tune. Reproduce with `python -m tokencompose pretrain-toy --colours {settings.colour_mode} --padding
-{settings.padding} --text-encoder {settings.text_encoder} --steps {settings.steps} --decay-start
-{settings.decay_start}` (seed {settings.seed}).
+fine-tune. Reproduce with `{reproduce_command(settings, init_from)}` (seed {settings.seed}){
+    f"; it continued `{init_from}` (see that model's card for its first steps)" if init_from else ""}.
 
 - World: {world}.
 - Architecture: `UNet2DConditionModel` (see `tokencompose/models.py`, `TOY_UNET`),
@@ -344,7 +364,9 @@ fine-tune. Reproduce with `python -m tokencompose pretrain-toy --colours {settin
   probabilities {settings.object_weights}); the pairs {list(EXCLUDED_PAIRS)} never co-occur.
 - Training: {settings.steps} steps, batch {settings.batch_size}, AdamW lr {settings.learning_rate} (constant
   until step {settings.decay_start}, then linearly to 0), EMA {settings.ema_decay} (shipped weights), caption
-  dropout {settings.caption_dropout}, seed {settings.seed}, L_LDM weighting {settings.loss_weighting}{
+  dropout {settings.caption_dropout}, seed {settings.seed}{
+      f", one-object scenes only before step {settings.single_object_until}" if settings.single_object_until else ""},
+  L_LDM weighting {settings.loss_weighting}{
       f" (gamma {settings.snr_gamma})" if settings.loss_weighting != "uniform" else ""}.
 - Time: {minutes:.0f} minutes of training (summed over resumed runs) on {machine}, torch {torch.__version__}.
 - Stored in float16 (loaded as float32).
@@ -385,6 +407,8 @@ def cli(argv: list[str]) -> int:
                         help="frozen random encoder, or trained jointly with the UNet")
     parser.add_argument("--loss-weighting", choices=LOSS_WEIGHTINGS, default=defaults.loss_weighting,
                         help="uniform: plain epsilon MSE; min-snr: min(SNR, 5) / SNR per timestep (Hang et al. 2023)")
+    parser.add_argument("--single-object-until", type=non_negative_int, default=defaults.single_object_until,
+                        help="curriculum: one-object scenes only before this step (0 = none)")
     parser.add_argument("--eval-images", type=positive_int, default=128, help="held-out prompts per row of the card")
     parser.add_argument("--eval-steps", type=positive_int, default=25, help="DDIM steps of the evaluation samples")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
@@ -400,13 +424,14 @@ def cli(argv: list[str]) -> int:
     settings = PretrainSettings(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
                                 decay_start=args.decay_start, seed=args.seed, size=args.size,
                                 colour_mode=args.colours, padding=args.padding, text_encoder=args.text_encoder,
-                                loss_weighting=args.loss_weighting)
+                                loss_weighting=args.loss_weighting, single_object_until=args.single_object_until)
     _, seconds = pretrain_toy(args.out, settings, args.work_dir, resume=not args.no_resume, device=args.device,
                               init_from=args.init_from)
     n = args.eval_images
     report = base_report(args.out, n=n, seg_prompts=min(48, n), intervention_prompts=min(64, n),
                          steps=args.eval_steps)
-    card = write_model_card(Path(args.out), settings, seconds / 60, report, device=args.device)
+    card = write_model_card(Path(args.out), settings, seconds / 60, report, device=args.device,
+                            init_from=args.init_from)
     logger.info("toy base model in %s; model card %s; gates met: %s", args.out, card,
                 {gate: entry["met"] for gate, entry in report["gates"].items()})
     return 0
