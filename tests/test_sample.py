@@ -203,3 +203,26 @@ def test_load_pipeline_swaps_in_the_finetuned_unet(pipe, tmp_path):
     # the rest of the pipeline is the base's
     for name, weight in loaded.vae.named_parameters():
         assert torch.equal(weight, dict(pipe.vae.named_parameters())[name]), name
+
+
+def test_load_finetuned_takes_the_authors_layouts(pipe, tmp_path, monkeypatch):
+    """A full pipeline folder (the layout of the authors' mlpc-lab/TokenCompose_SD14_A), a train run folder with
+    unet/, and a bare UNet folder all load; a missing model says what it accepts."""
+    from tokencompose.sample import AUTHORS_CHECKPOINTS, load_finetuned
+
+    tuned = tiny_pipeline(seed=1)
+    tuned.save_pretrained(tmp_path / "authors")  # a full pipeline, as the authors publish theirs
+    pipe.save_pretrained(tmp_path / "base")
+    tuned.unet.save_pretrained(tmp_path / "run" / "unet")
+    tuned.unet.save_pretrained(tmp_path / "bare_unet")
+    expected = dict(tuned.unet.named_parameters())
+    for source in ("authors", "run", "bare_unet"):
+        loaded = load_finetuned(tmp_path / source, base=str(tmp_path / "base"), device="cpu")
+        for name, weight in loaded.unet.named_parameters():
+            assert torch.equal(weight, expected[name]), (source, name)
+    assert AUTHORS_CHECKPOINTS["sd14"] == "mlpc-lab/TokenCompose_SD14_A"
+    with pytest.raises(WeightsNotFoundError, match="TokenCompose_SD14_A"):
+        load_finetuned(tmp_path / "nothing here", base=str(tmp_path / "base"), device="cpu")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsNotFoundError, match="huggingface-cli"):
+        load_finetuned("someone/not-a-model", base=str(tmp_path / "base"), device="cpu")

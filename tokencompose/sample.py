@@ -275,6 +275,33 @@ def load_model(model: Any, base: str | None = None, dtype: torch.dtype = torch.f
     )
 
 
+#: the authors' released fine-tuned models (full diffusers pipelines on the Hugging Face Hub; "_A"/"_B" are their
+#: two released runs)
+AUTHORS_CHECKPOINTS = {"sd14": "mlpc-lab/TokenCompose_SD14_A", "sd21": "mlpc-lab/TokenCompose_SD21_A"}
+
+
+def load_finetuned(source: str | Path, base: str, dtype: torch.dtype = torch.float32, device: str = "auto",
+                   scheduler: str | None = None) -> Any:
+    """A fine-tuned model from what a user has: a full diffusers pipeline (a hub id such as the authors'
+    ``mlpc-lab/TokenCompose_SD14_A``, or a folder with ``model_index.json``), a run folder of ``train`` (its
+    ``unet/`` goes into ``base``), or a UNet folder alone (into ``base``); toy folders load as toy models.
+
+    Raises ``WeightsNotFoundError`` (what was tried, how to get the weights) when nothing loads."""
+    name = str(source)
+    folder = Path(name)
+    if folder.is_dir():
+        if (folder / "model_index.json").is_file() or _is_toy_layout(name) and (folder / "text_encoder").is_dir():
+            return load_model(name, dtype=dtype, device=device, scheduler=scheduler)
+        if (folder / "unet" / "config.json").is_file():
+            return load_model(str(folder / "unet"), base=base, dtype=dtype, device=device, scheduler=scheduler)
+        return load_model(name, base=base, dtype=dtype, device=device, scheduler=scheduler)
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", name):  # a hub id: the authors release full pipelines
+        return load_pipeline(name, dtype=dtype, device=device, scheduler=scheduler)
+    raise WeightsNotFoundError(
+        f"no fine-tuned model at {name!r}: pass a folder (a pipeline with model_index.json, a train run folder "
+        f"with unet/, or a UNet folder) or a hub id such as the authors' {AUTHORS_CHECKPOINTS['sd14']!r}")
+
+
 def _is_toy_layout(name: str) -> bool:
     folder = Path(name)
     return folder.is_dir() and (folder / "unet").is_dir() and not (folder / "vae").is_dir()
