@@ -379,3 +379,18 @@ def test_skip_bad_skips_exactly_what_validate_reports(tmp_path, tokenizer):
     dataset = TokenComposeDataset(root, tokenizer, 8, skip_bad=True)
     assert [r.line for r in dataset.records] == [1, 3, 6]
     assert all(dataset[i]["masks"].shape == (1, 8, 8) for i in range(len(dataset)))
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["evaluate", "segmentation", "--model", "toy", "--n-prompts", "0"], "--n-prompts"),
+    (["evaluate", "segmentation", "--model", "toy", "--threshold", "1.5"], "--threshold"),
+    (["evaluate", "segmentation", "--model", "toy", "--guidance", "nan"], "--guidance"),
+    (["evaluate", "latency", "--model", "toy", "--runs", "0"], "--runs"),
+    (["evaluate", "latency", "--model", "toy", "--height", "-8"], "--height"),
+])
+def test_evaluate_segmentation_and_latency_check_their_flags(argv, flag, capsys):
+    from tokencompose.__main__ import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert flag in err and "Traceback" not in err

@@ -22,7 +22,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import platform
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from tokencompose.cli_args import ArgumentParser, finite_float, non_negative_int, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -203,18 +204,18 @@ def cli(argv: list[str]) -> int:
     from tokencompose.models import WeightsNotFoundError
     from tokencompose.sample import DTYPES, load_model, read_prompts
 
-    parser = argparse.ArgumentParser(prog="tokencompose evaluate latency", description=cli.__doc__)
+    parser = ArgumentParser(prog="tokencompose evaluate latency", description=cli.__doc__)
     parser.add_argument("--base", default="toy", help="the base model: toy, sd14, sd21, a folder or a hub id")
     parser.add_argument("--finetuned", required=True, help="the fine-tuned model: a folder (a bare UNet folder "
                         "is put into --base)")
     parser.add_argument("--prompts", default=None, help="file or text (default: one MultiGen-style prompt)")
-    parser.add_argument("--batch", type=int, default=1, help="images a timed call (the prompt list repeated)")
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--guidance", type=float, default=None)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--height", type=int, default=None)
-    parser.add_argument("--width", type=int, default=None)
+    parser.add_argument("--batch", type=positive_int, default=1, help="images a timed call (the prompt list repeated)")
+    parser.add_argument("--steps", type=positive_int, default=50)
+    parser.add_argument("--guidance", type=finite_float, default=None)
+    parser.add_argument("--runs", type=positive_int, default=5)
+    parser.add_argument("--warmup", type=non_negative_int, default=1)
+    parser.add_argument("--height", type=positive_int, default=None)
+    parser.add_argument("--width", type=positive_int, default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     parser.add_argument("--scheduler", choices=["default", "ddim"], default="default")

@@ -66,7 +66,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import re
@@ -79,6 +78,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from tokencompose.cli_args import ArgumentParser, finite_float, non_negative_int, positive_int, probability
 from tokencompose.heatmaps import (
     PROTOCOLS,
     generate_with_attention,
@@ -292,22 +292,22 @@ def cli(argv: list[str]) -> int:
     from tokencompose.models import WeightsNotFoundError
     from tokencompose.sample import DTYPES, load_model, parse_seeds, read_prompts
 
-    parser = argparse.ArgumentParser(prog="tokencompose evaluate segmentation", description=cli.__doc__)
+    parser = ArgumentParser(prog="tokencompose evaluate segmentation", description=cli.__doc__)
     parser.add_argument("--model", default="toy", help="toy, sd14, sd21, a folder or hub id (sample.load_model)")
     parser.add_argument("--base", default=None, help="the base model of a bare fine-tuned UNet folder")
     parser.add_argument("--prompts", default=None, help="file or text; toy default: --n-prompts random scenes")
-    parser.add_argument("--n-prompts", type=int, default=20, help="toy: random 2-3 object prompts to draw")
-    parser.add_argument("--prompt-seed", type=int, default=0, help="toy: seed of the random prompts")
+    parser.add_argument("--n-prompts", type=positive_int, default=20, help="toy: random 2-3 object prompts to draw")
+    parser.add_argument("--prompt-seed", type=non_negative_int, default=0, help="toy: seed of the random prompts")
     parser.add_argument("--seeds", default="0", help="seeds of every prompt, e.g. 0-4")
     parser.add_argument("--masks", default=None, help="SD: folder of {prompt_index}_{seed}/mask_{noun}.png")
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    parser.add_argument("--threshold", type=probability, default=DEFAULT_THRESHOLD)
     parser.add_argument("--protocol", choices=PROTOCOLS, default=DEFAULT_PROTOCOL,
                         help="heat maps as DAAM's code makes them (daam: down + up layers, each head upsampled and "
                              "clamped, scored at image size; the default) or the earlier variant (layer-mean: mid + "
                              "up layers, heads then layers averaged, scored at latent size)")
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--guidance", type=float, default=None)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--steps", type=positive_int, default=50)
+    parser.add_argument("--guidance", type=finite_float, default=None)
+    parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--interval", choices=["normal", "bootstrap"], default="normal")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
