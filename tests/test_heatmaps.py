@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from fake_recorder import StepRecorder
 
 from tokencompose.evaluate.segmentation import iou
 from tokencompose.heatmaps import (
@@ -25,20 +26,6 @@ from tokencompose.tokens import clip_tokenizer, token_positions
 LATENT = 64  # SD 1.4 at 512 px: an 8 x 8 map is DAAM's factor 8
 IMAGE = 96  # the word maps are scored at the image's size (a VAE factor of 1.5 keeps the test small)
 TOKENS = 7
-
-
-class StepRecorder:
-    """Stands in for an AttentionRecorder: one dict of maps per sampling step."""
-
-    def __init__(self, steps):
-        self.steps = list(steps)
-        self.resets = 0
-
-    def maps(self):
-        return self.steps[self.resets]
-
-    def reset(self):
-        self.resets += 1
 
 
 def spiky_maps(generator, batch, heads, side):

@@ -4,6 +4,7 @@
 import numpy as np
 import pytest
 import torch
+from fake_recorder import StepRecorder
 
 from tokencompose.attention import RecordingAttnProcessor
 from tokencompose.evaluate.segmentation import (
@@ -127,24 +128,12 @@ def test_normalise_range():
 
 # ---------------------------------------------------------------------------------------------- recording
 
-class FakeRecorder:
-    def __init__(self, steps):
-        self.steps = list(steps)
-        self.resets = 0
-
-    def maps(self):
-        return self.steps[self.resets]
-
-    def reset(self):
-        self.resets += 1
-
-
 def test_attention_sum_adds_steps_and_averages_heads():
     first = {"up_2": [torch.full((1, 2, 4, 3), 1.0)]}
     second_layer = torch.zeros(1, 2, 4, 3)
     second_layer[:, 1] = 4.0  # heads 0 and 4 -> mean 2
     second = {"up_2": [second_layer]}
-    recorder = FakeRecorder([first, second])
+    recorder = StepRecorder([first, second])
     summed = AttentionSum(recorder)
     summed.step(0, 999)
     summed.step(1, 500)
