@@ -34,21 +34,27 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from tokencompose.ablation import (  # noqa: E402
+    ABLATION_PRESETS,
     LABELS,
+    MG_KS,
+    PAPER_OBJECT_ACCURACY,
+    PROMPT_OBJECTS,
+    RATIOS,
+    TEST_PROMPT_SEED,
+    VALIDATION_PROMPT_SEED,
     VARIANTS,
     AblationSettings,
     interval_cell,
     loss_scales,
     paired_difference,
     pooled,
+    sweep_row,
+    verdicts,
     weights_for_ratio,
 )
 from tokencompose.config import TOY_BASE_DIR  # noqa: E402
@@ -56,88 +62,13 @@ from tokencompose.jobs import job_pool, job_spec, machine_description, run_job, 
 
 logger = logging.getLogger("toy_ablation")
 
-#: prompt seeds: held-out test prompts (ablation.AblationSettings default) and validation prompts (sweep)
-TEST_PROMPT_SEED = 2024
-VALIDATION_PROMPT_SEED = 7
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # sized for one seed of the four variants under 30 minutes on a 2-core CPU (sampling there runs at about
-    # 50 image-steps a second: 512 images a number of objects at 10 DDIM steps take ~5 minutes a model)
-    "cpu": dict(steps=400, batch_size=16, prompts_per_count=128, images_per_prompt=2, sample_steps=10,
-                generate_batch_size=64, seg_prompts=32, guidances=(3.0,), base_row=False,
-                sweep_steps=400, sweep_prompts=8, sweep_images=4),
-    # larger sizes for a GPU: 1200 steps, 1024 images a number of objects, a CFG sweep, the base as a row
-    "gpu": dict(steps=1200, batch_size=16, prompts_per_count=128, images_per_prompt=4, sample_steps=25,
-                generate_batch_size=512, seg_prompts=128, guidances=(1.0, 3.0, 7.5), base_row=True,
-                sweep_steps=1200, sweep_prompts=64, sweep_images=4),
-    # a few seconds a job: checks the plumbing
-    "smoke": dict(steps=2, batch_size=2, prompts_per_count=2, images_per_prompt=2, sample_steps=2,
-                  generate_batch_size=8, seg_prompts=2, guidances=(3.0,), base_row=True,
-                  sweep_steps=2, sweep_prompts=2, sweep_images=1),
-}
-RATIOS = (0.01, 0.03, 0.1, 0.3)
-#: objects a held-out prompt names (AblationSettings.counts) and the MG_k reported on them (k = 1..4)
-PROMPT_OBJECTS = 4
-MG_KS = tuple(range(1, PROMPT_OBJECTS + 1))
-#: the MG_k the ratio sweep averages to choose the loss weights
-SWEEP_KS = (2, 3, 4)
-#: the paper's VISOR Object Accuracy of the same rows on SD 1.4 (Wang et al., CVPR 2024: base from Table 1,
-#: the four fine-tunings from Table 2), printed beside the toy numbers for the layout, not compared with them
-PAPER_OBJECT_ACCURACY = {"base": 29.86, "ldm": 38.02, "pixel": 37.46, "token": 49.85, "both": 52.15}
-
-
 # --------------------------------------------------------------------------------------------------
 # statistics and the report
 # --------------------------------------------------------------------------------------------------
 
-def _overlap(a: dict[str, float], b: dict[str, float]) -> bool:
-    return not (a["low"] > b["high"] or b["low"] > a["high"])
-
-
-def verdicts(by_variant: dict[str, list[dict]], guidance: str, seeds: list[int]) -> list[str]:
-    """The issue's three criteria, decided by the numbers."""
-    lines = []
-    both, ldm = by_variant["both"], by_variant["ldm"]
-    for k in (3, 4):
-        a, b = pooled(both, guidance, "unseen", k), pooled(ldm, guidance, "unseen", k)
-        per_seed = []
-        for s_both, s_ldm in zip(both, ldm, strict=True):
-            x, y = pooled([s_both], guidance, "unseen", k), pooled([s_ldm], guidance, "unseen", k)
-            per_seed.append(x["low"] > y["high"])
-        pooled_win = a["low"] > b["high"]
-        lines.append(
-            f"- Unseen MG{k}, both vs L_LDM only: {a['mean']:.1f} vs {b['mean']:.1f}; intervals "
-            f"{'do not overlap (both higher)' if pooled_win else 'overlap or favour L_LDM only'} pooled over seeds "
-            f"{seeds}; non-overlapping and higher in {sum(per_seed)} of {len(per_seed)} seeds. "
-            f"**{'Reproduced' if pooled_win else 'Not reproduced'}** (pooled).")
-    if not all(by_variant.get(v) for v in VARIANTS):
-        lines.append("- Table 2 ordering and attention mIoU: not judged (not every variant was run).")
-        return lines
-    means = {v: pooled(by_variant[v], guidance, "unseen", 3)["mean"] for v in VARIANTS}
-    means_seen = {v: pooled(by_variant[v], guidance, "seen", 3)["mean"] for v in VARIANTS}
-    for split, m in (("unseen", means), ("seen", means_seen)):
-        holds_both = m["both"] >= m["token"]
-        holds_token = m["token"] > max(m["pixel"], m["ldm"])
-        order = " > ".join(f"{LABELS[v]} {m[v]:.1f}" for v in sorted(m, key=m.get, reverse=True))
-        broken = [] if holds_both else ["both < token only"]
-        broken += [] if holds_token else ["token only is not above both pixel only and L_LDM only"]
-        lines.append(f"- Table 2 ordering on MG3 ({split}): {order}. "
-                     + ("**Holds** (both >= token > pixel, ldm)." if not broken
-                        else f"**Does not hold**: {'; '.join(broken)}."))
-    mious = {v: [r["miou"]["miou"] for r in by_variant[v] if r.get("miou") and r["miou"]["miou"] is not None]
-             for v in VARIANTS}
-    if all(mious.values()):
-        m = {v: float(np.mean(x)) for v, x in mious.items()}
-        higher = min(m["token"], m["both"]) > max(m["ldm"], m["pixel"])
-        lines.append("- Attention mIoU: " + ", ".join(f"{LABELS[v]} {m[v]:.3f}" for v in VARIANTS)
-                     + f". **{'Higher' if higher else 'Not higher'}** after token-level supervision "
-                     "(token and both vs ldm and pixel, mean over seeds).")
-    return lines
-
-
 def report(scales: dict, sweep: dict | None, records: list[dict], preset: str, settings: dict, seeds: list[int],
            guidances: list[float], timings: dict[str, float], machine: str, threads: int, workers: int,
-           sweep_records: list[dict] | None = None) -> str:
+           sweep_records: list[dict] | None = None, base: str = str(TOY_BASE_DIR)) -> str:
     by_variant = {v: [r for r in records if r["variant"] == v] for v in ("base", *VARIANTS)}
     counts = MG_KS
     lines = [
@@ -145,7 +76,7 @@ def report(scales: dict, sweep: dict | None, records: list[dict], preset: str, s
         f"Measured {datetime.date.today().isoformat()} on {machine}; {workers} worker process(es) x {threads} "
         f"torch threads. Produced by `python benchmarks/toy_ablation.py --preset {preset} --seeds "
         f"{' '.join(map(str, seeds))}`.", "",
-        "Setup: the shipped toy base (`tokencompose/assets/toy_base`) fine-tuned on fresh 2-4-object toy scenes "
+        f"Setup: the toy base `{base}` fine-tuned on fresh 2-4-object toy scenes "
         f"(excluded pairs never shown) for {settings['steps']} steps, batch {settings['batch_size']}, lr "
         f"{settings['learning_rate']}, identical data order, noise and steps for every variant of a seed; "
         f"seeds {seeds}. Held-out prompts (prompt seed {TEST_PROMPT_SEED}): {settings['prompts_per_count']} "
@@ -165,7 +96,7 @@ def report(scales: dict, sweep: dict | None, records: list[dict], preset: str, s
                   "| r | lambda | gamma | MG2 | MG3 | MG4 | mean (seen + unseen) |", "|---|---|---|---|---|---|---|"]
         for row in sweep["rows"]:
             lines.append(f"| {row['ratio']} | {row['lambda']:.3g} | {row['gamma']:.3g} | "
-                         + " | ".join(f"{row['mg'][str(k)]:.1f}" for k in SWEEP_KS) + f" | {row['score']:.1f} |")
+                         + " | ".join(f"{row['mg'][str(k)]:.1f}" for k in sorted(map(int, row['mg']))) + f" | {row['score']:.1f} |")
         lines += ["", f"Chosen: r = {sweep['chosen']} (highest mean; the L_LDM-only row is the reference).", ""]
     middle = "3.0" if "3.0" in map(str, guidances) else str(guidances[0])
     for guidance in guidances:
@@ -227,6 +158,12 @@ def report(scales: dict, sweep: dict | None, records: list[dict], preset: str, s
     return "\n".join(lines)
 
 
+def display_path(folder: str | Path) -> str:
+    """``folder`` relative to the repository when inside it (a results file should not name this machine's paths)."""
+    path = Path(folder).resolve()
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(folder)
+
+
 def figure(records: list[dict], guidance: str, path: Path) -> None:
     """Bars of MG_k per variant (unseen and seen) with 95% intervals (``viz.score_bars``)."""
     from tokencompose.viz import score_bars
@@ -249,7 +186,7 @@ def figure(records: list[dict], guidance: str, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    parser.add_argument("--preset", choices=sorted(ABLATION_PRESETS), default="cpu")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--ratio", type=float, default=None, help="skip the sweep and use this ratio")
@@ -261,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads per worker")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
-    preset = dict(PRESETS[args.preset])
+    preset = dict(ABLATION_PRESETS[args.preset])
     guidances = list(preset.pop("guidances"))
     base_row = preset.pop("base_row")
     sweep_steps, sweep_prompts, sweep_images = (preset.pop(k) for k in ("sweep_steps", "sweep_prompts",
@@ -305,13 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                 sweep_specs.append(spec(f"sweep_r{r}", "both", 0, r, dataclasses.replace(
                     sweep_settings, token_weight=lam, pixel_weight=gam), [3.0], False))
             results = [f.result() for f in [pool.submit(run_job, item) for item in sweep_specs]]
-            rows = []
-            for r, record in zip([0.0, *RATIOS], results, strict=True):
-                mg = {str(k): float(np.mean([pooled([record], "3.0", split, k)["mean"]
-                                             for split in ("seen", "unseen")])) for k in SWEEP_KS}
-                lam, gam = weights_for_ratio(scales, r)
-                rows.append({"ratio": r, "lambda": lam, "gamma": gam, "mg": mg,
-                             "score": float(np.mean(list(mg.values())))})
+            rows = [sweep_row(record, r, scales) for r, record in zip([0.0, *RATIOS], results, strict=True)]
             ratio = max(rows[1:], key=lambda row: row["score"])["ratio"]
             sweep = {"rows": rows, "chosen": ratio, "prompts": sweep_prompts, "images": sweep_images,
                      "steps": sweep_steps, "records": results}
@@ -326,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     timings["total"] = sum(timings.values()) + (time.time() - began) / 60
 
     text = report(scales, sweep, records, args.preset, dataclasses.asdict(settings), args.seeds, guidances,
-                  timings, machine_description(), threads, args.workers, sweep_records=(sweep or {}).get("records"))
+                  timings, machine_description(), threads, args.workers, sweep_records=(sweep or {}).get("records"),
+                  base=display_path(args.base))
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".md").write_text(text + f"\n![MultiGen bars]({stem.name}.png)\n")
     middle = "3.0" if 3.0 in guidances else str(guidances[0])

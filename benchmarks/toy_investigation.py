@@ -37,12 +37,14 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
-import toy_ablation as ablation_bench  # noqa: E402
 
 from tokencompose.ablation import (  # noqa: E402
+    ABLATION_PRESETS,
     LABELS,
+    MG_KS,
+    PROMPT_OBJECTS,
+    VALIDATION_PROMPT_SEED,
     AblationSettings,
     attention_before_after,
     attention_specificity,
@@ -76,7 +78,7 @@ def long_runs(work: Path, base: str, preset: dict[str, Any], scales: dict[str, f
               sizes: dict[str, int]) -> list[dict[str, Any]]:
     """Job specs of the long runs (seed 0, validation prompts)."""
     lam, gam = weights_for_ratio(scales, LONG_RATIO)
-    settings = AblationSettings(**{**preset, "prompt_seed": ablation_bench.VALIDATION_PROMPT_SEED,
+    settings = AblationSettings(**{**preset, "prompt_seed": VALIDATION_PROMPT_SEED,
                                    "steps": preset["steps"] * LONG_FACTOR, "prompts_per_count": sizes["prompts"],
                                    "images_per_prompt": sizes["images"], "seg_prompts": sizes["seg_prompts"],
                                    "token_weight": lam, "pixel_weight": gam})
@@ -92,7 +94,7 @@ def guidance_runs(work: Path, models: dict[str, Path], preset: dict[str, Any],
                   sizes: dict[str, int]) -> dict[str, dict]:
     """Job specs (by model label) that evaluate existing models, without fine-tuning, at every guidance scale
     on validation prompts."""
-    settings = AblationSettings(**{**preset, "prompt_seed": ablation_bench.VALIDATION_PROMPT_SEED,
+    settings = AblationSettings(**{**preset, "prompt_seed": VALIDATION_PROMPT_SEED,
                                    "prompts_per_count": sizes["prompts"], "images_per_prompt": sizes["images"],
                                    "seg_prompts": 0})
     return {label: job_spec(work, str(folder), f"cfg_{_slug(label)}", "base", 0, 0.0, settings,
@@ -134,7 +136,7 @@ def long_verdicts(long_records: list[dict]) -> list[str]:
 def report(profiles: dict[str, dict[str, float]], long_records: list[dict], figure_models: list[str],
            preset: str, machine: str, minutes: dict[str, float], scales: dict[str, float], batches: int,
            batch_size: int, guidance_records: list[dict], specificity: dict[str, dict[str, dict[str, float]]]) -> str:
-    counts = ablation_bench.MG_KS
+    counts = MG_KS
     steps = long_records[0]["settings"]["steps"]
     groups = [key.partition("/")[2] for key in next(iter(profiles.values())) if key.startswith("token/")]
     lines = [
@@ -173,7 +175,7 @@ def report(profiles: dict[str, dict[str, float]], long_records: list[dict], figu
     lines += [
         "", f"## 2. Longer fine-tuning with stronger grounding (seed 0, {steps} steps, r = {LONG_RATIO}: "
         f"lambda {lam:.3g}, gamma {gam:.3g})", "",
-        f"Validation prompts (prompt seed {ablation_bench.VALIDATION_PROMPT_SEED}): "
+        f"Validation prompts (prompt seed {VALIDATION_PROMPT_SEED}): "
         f"{long_records[0]['settings']['prompts_per_count']} prompts x {long_records[0]['settings']['images_per_prompt']} "
         f"images a cell, DDIM {long_records[0]['settings']['sample_steps']}, CFG 3; 95% intervals over prompts. "
         "Paired = minus L_LDM only on the same prompts and sampling seeds.", "",
@@ -204,7 +206,7 @@ def report(profiles: dict[str, dict[str, float]], long_records: list[dict], figu
     lines += ["", "## 3. Guidance scale", "",
               f"The base and the ablation's seed-0 models at each CFG scale; validation prompts, "
               f"{settings['prompts_per_count']} prompts x {settings['images_per_prompt']} images a cell, DDIM "
-              f"{settings['sample_steps']}; MG_k (>= k of the {ablation_bench.PROMPT_OBJECTS} named) with 95% intervals.", "",
+              f"{settings['sample_steps']}; MG_k (>= k of the {PROMPT_OBJECTS} named) with 95% intervals.", "",
               "| model | CFG | " + " | ".join(f"{s} MG{k}" for s in ("unseen", "seen") for k in counts) + " |",
               "|---|---|" + "---|" * (2 * len(counts))]
     for record in guidance_records:
@@ -240,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
-    preset = dict(ablation_bench.PRESETS[args.preset])
+    preset = dict(ABLATION_PRESETS[args.preset])
     for key in ("guidances", "base_row", "sweep_steps", "sweep_prompts", "sweep_images"):
         preset.pop(key)
     sizes = SIZES[args.preset]
@@ -291,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
 
     began = time.time()
     figure_models = [name for name in models if name == "base" or "L_LDM only" in name or "+ L_token + L_pixel" in name]
-    prompts = held_out_prompts(2, 3, unseen=True, seed=ablation_bench.VALIDATION_PROMPT_SEED)
+    prompts = held_out_prompts(2, 3, unseen=True, seed=VALIDATION_PROMPT_SEED)
     figure = attention_before_after({name: models[name] for name in figure_models}, prompts,
                                     steps=preset["sample_steps"], guidance=3.0)
     stem.parent.mkdir(parents=True, exist_ok=True)

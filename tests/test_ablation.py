@@ -39,8 +39,9 @@ def test_variants_are_table_two_and_unknown_ones_are_refused(tmp_path):
 
 import math  # noqa: E402
 
-from repo_scripts import load_script  # noqa: E402
+from repo_scripts import ROOT, load_script  # noqa: E402
 
+from tokencompose import ablation  # noqa: E402
 from tokencompose.ablation import image_outcomes, weights_for_ratio  # noqa: E402
 from tokencompose.evaluate.multigen import MultiGenPrompt  # noqa: E402
 
@@ -88,7 +89,7 @@ def _record(variant, seed, rate, miou):
 
 @pytest.mark.parametrize("both_rate, expected", [(0.8, "**Reproduced**"), (0.3, "**Not reproduced**")])
 def test_verdicts_are_decided_by_the_numbers(both_rate, expected):
-    bench = _bench()
+    bench = ablation  # the plan's verdicts live in the package; the benchmark script only calls them
     rates = {"ldm": 0.3, "pixel": 0.3, "token": 0.6, "both": both_rate}
     miou = {"ldm": 0.2, "pixel": 0.25, "token": 0.5, "both": 0.6}
     by_variant = {v: [_record(v, s, rates[v], miou[v]) for s in (0, 1)] for v in VARIANTS}
@@ -105,6 +106,23 @@ def test_verdicts_are_decided_by_the_numbers(both_rate, expected):
     assert bench.pooled(by_variant["ldm"], "3.0", "unseen", key="exact")["mean"] == pytest.approx(15.0)
     with pytest.raises(ValueError, match="1 <= k <= 4"):
         bench.pooled(by_variant["ldm"], "3.0", "unseen", 5)
+
+
+def test_sweep_row_scores_the_mean_of_seen_and_unseen_mg_and_sets_the_weights():
+    record = {"variant": "both", "seed": 0, "scores": {"3.0": {
+        split: _record("both", 0, rate, 0.1)["scores"]["3.0"]["unseen"] for split, rate in (("seen", 0.2), ("unseen", 0.6))}}}
+    row = ablation.sweep_row(record, 0.1, {"ldm": 0.01, "token": 0.5, "pixel": 2.0}, ks=(3,))
+    assert row["mg"]["3"] == pytest.approx(40.0) and row["score"] == pytest.approx(40.0)
+    assert (row["lambda"], row["gamma"]) == pytest.approx((0.1 * 0.01 / 0.5, 0.1 * 0.01 / 2.0))
+
+
+def test_benchmarks_import_nothing_from_benchmarks():
+    """Issue 14: the experiment lives in the package; a benchmark script is a thin caller that writes results."""
+    for script in (ROOT / "benchmarks").glob("*.py"):
+        text = script.read_text()
+        assert 'str(REPO_ROOT / "benchmarks")' not in text, script
+        for other in (ROOT / "benchmarks").glob("*.py"):
+            assert f"import {other.stem}" not in text and f"from {other.stem} import" not in text, (script, other)
 
 
 def test_measured_results_reads_the_marked_blocks(tmp_path):
