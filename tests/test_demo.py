@@ -11,7 +11,11 @@ def test_demo_end_to_end_on_a_tiny_budget(tmp_path):
                                 counts=(2,))
     report = run_demo(tmp_path / "demo", settings, str(base))
     text = report.read_text()
-    assert "| L_LDM only | unseen |" in text and "| + L_token + L_pixel | seen |" in text
+    # one row per model, MG_1 and MG_2 of each split with an interval, and the exact-match share
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert "seen MG2" in rows["model"] and "unseen MG1" in rows["model"] and "nothing extra" in rows["model"]
+    for model in ("L_LDM only", "+ L_token + L_pixel"):
+        assert rows[model].count("[") == 4, rows[model]  # mean [low, high] for MG1, MG2 x seen, unseen
     for figure in ("attention.png", "losses.png", "samples_base.png"):
         assert (tmp_path / "demo" / figure).stat().st_size > 1000, figure
     assert (tmp_path / "demo" / "ldm_seed0" / "log.csv").is_file()

@@ -49,3 +49,14 @@ def test_paired_interval_removes_the_prompt_variance():
     assert paired["high"] - paired["mean"] < math.hypot(*half)
     with pytest.raises(ValueError, match="prompt for prompt"):
         paired_interval(better, easy_hard[:3])
+
+
+def test_intervals_stay_within_the_possible_range():
+    # 3 prompts, two always right and one never: the normal approximation alone reaches past 100 %
+    rows = [[1, 1], [1, 1], [0, 0]]
+    stat = cluster_interval(rows)
+    assert stat["high"] == 100.0 and stat["low"] >= 0.0 and stat["mean"] == 100 * 2 / 3
+    low = cluster_interval([[0, 0], [0, 0], [1, 1]])
+    assert low["low"] == 0.0 and low["high"] <= 100.0
+    paired = paired_interval([[1], [1], [0]], [[0], [0], [1]])
+    assert paired["high"] <= 100.0 and paired["low"] >= -100.0

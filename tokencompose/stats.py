@@ -62,23 +62,32 @@ def mean_interval(values: Sequence[float], level: float = 0.95, method: str = "n
     raise ValueError(f"method must be 'normal' or 'bootstrap', got {method!r}")
 
 
+def _within(value: float, low: float, high: float) -> float:
+    """``value`` cut to [low, high]; NaN (too few prompts for an interval) stays NaN."""
+    return value if math.isnan(value) else min(high, max(low, value))
+
+
 def cluster_interval(rows: Sequence[Sequence[float]], level: float = 0.95) -> dict[str, float]:
     """Mean (percent) of a per-image outcome with a normal-approximation interval over prompts (clusters).
 
     Images of one prompt are not independent, so the standard error is taken over the per-prompt means:
-    ``mean +- z s_prompts / sqrt(P)``. Pass rows of several seeds together to pool them (each row one cluster).
+    ``mean +- z s_prompts / sqrt(P)``, cut to the possible range [0, 100] (with few prompts the normal
+    approximation can reach past it). Pass rows of several seeds together to pool them (each row one cluster).
     """
     per_prompt = [100.0 * float(np.mean(row)) for row in rows]
     interval = mean_interval(per_prompt, level=level)
-    return {"mean": interval.mean, "low": interval.low, "high": interval.high, "prompts": len(per_prompt)}
+    return {"mean": interval.mean, "low": _within(interval.low, 0.0, 100.0), "high": _within(interval.high, 0.0, 100.0),
+            "prompts": len(per_prompt)}
 
 
 def paired_interval(rows_a: Sequence[Sequence[float]], rows_b: Sequence[Sequence[float]],
                     level: float = 0.95) -> dict[str, float]:
     """Mean per-prompt difference (percent) ``a - b`` of two models' outcomes on the same prompts (rows in the
-    same order, images with the same seeds), with a normal-approximation interval over prompts."""
+    same order, images with the same seeds), with a normal-approximation interval over prompts, cut to the
+    possible range [-100, 100]."""
     if len(rows_a) != len(rows_b):
         raise ValueError(f"paired rows must match prompt for prompt: got {len(rows_a)} and {len(rows_b)} rows")
     diffs = [100.0 * (float(np.mean(x)) - float(np.mean(y))) for x, y in zip(rows_a, rows_b, strict=True)]
     interval = mean_interval(diffs, level=level)
-    return {"mean": interval.mean, "low": interval.low, "high": interval.high, "prompts": len(diffs)}
+    return {"mean": interval.mean, "low": _within(interval.low, -100.0, 100.0), "high": _within(interval.high, -100.0, 100.0),
+            "prompts": len(diffs)}
