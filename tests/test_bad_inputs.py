@@ -93,6 +93,12 @@ FLAG_CASES = {
     "evaluate multigen --num-objects 2,0": (lambda t: ["evaluate", "multigen", "--prompts", "toy", "--model", "toy",
                                                        "--out", _out(t), "--num-objects", "2,0"],
                                             ["--num-objects", ">= 1"]),
+    "evaluate multigen --mode turbo": (lambda t: ["evaluate", "multigen", "--prompts", "toy", "--model", "toy",
+                                                  "--out", _out(t), "--mode", "turbo"],
+                                       ["argument --mode", "unknown sampling mode 'turbo'"]),
+    "evaluate multigen --mode authors --batch-size 4": (
+        lambda t: ["evaluate", "multigen", "--prompts", "toy", "--model", "toy", "--out", _out(t), "--mode",
+                   "authors", "--batch-size", "4"], ["authors", "batch"]),
     "evaluate visor --num-categories 11": (lambda t: ["evaluate", "visor", "--categories", "toy", "--model", "toy",
                                                       "--out", _out(t), "--num-categories", "11"],
                                            ["--num-categories", "1..10"]),

@@ -16,18 +16,27 @@ Each image's starting noise comes from its own seed, so an image does not depend
 as in the authors' ``multigen/gen_image_dist.py``; files already in ``out_dir`` are skipped (resumable).
 The authors' script draws its noise from the pipeline's unseeded generator; here seed ``s`` is explicit.
 
+Two sampling modes (``SAMPLING_MODES``, ``sampling_settings``; ``--mode`` of the command): ``authors`` samples
+as their ``gen_image_dist.py`` does (one image a pipeline call, float32), for exact comparisons; ``fast``
+(the default) batches 16 images a call in float16 on CUDA with PyTorch SDPA attention (and, with
+``--compile``, a ``torch.compile``-d UNet): the same images up to float16 rounding, made faster on a GPU
+(``benchmarks/sd_sampling.py`` measures how much). On a CPU both sample in float32.
+
 Usage::
 
     python -m tokencompose sample --model toy --prompts "a photo of a circle and a star." --seeds 0-3 --out out/
     python -m tokencompose sample --model outputs/unet --base sd14 --prompts prompts.json --seeds 0-9 --out out/
+    python -m tokencompose sample --model sd14 --prompts coco_obj_comp_5_1k.json --mode authors --out out/
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -316,6 +325,122 @@ def _to(components: Components, device: str) -> Components:
 
 
 # --------------------------------------------------------------------------------------------------
+# sampling modes: the authors' exact way, or fast
+# --------------------------------------------------------------------------------------------------
+
+#: weights' dtypes by name (the ``--dtype`` flags)
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+#: how to sample Stable Diffusion (``sampling_settings``). "authors": as the authors' ``multigen/gen_image_dist.py``
+#: (``pipe(prompt=[text])`` one image at a time, float32 weights): for exact comparisons. "fast": batched,
+#: float16 on CUDA, PyTorch SDPA attention, optionally a compiled UNet: for throughput (10,000 images a
+#: MultiGen prompt set). Both use the same scheduler, steps, guidance and per-image seeds: the images differ
+#: only by float16 rounding and batch-dependent float order.
+SAMPLING_MODES = ("fast", "authors")
+
+#: the fast mode's images a batch, by device type: 16 on CUDA (with guidance the UNet sees 32 latents a call;
+#: pass a smaller batch size on a small GPU); elsewhere the former default, 8
+FAST_BATCH_SIZE = {"cuda": 16}
+CPU_BATCH_SIZE = 8
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """What a sampling mode fixes: the weights' dtype (pass to ``load_model``), images a batch (pass to
+    ``generate``), whether ``prepare_for_sampling`` compiles the UNet, and the device they were chosen for."""
+
+    mode: str
+    device: str
+    dtype: torch.dtype
+    batch_size: int
+    compile_unet: bool
+
+
+def sampling_settings(mode: str = "fast", device: str = "auto", dtype: torch.dtype | str | None = None,
+                      batch_size: int | None = None, compile_unet: bool = False) -> SamplingSettings:
+    """The dtype, batch size and compile setting of a sampling mode (``SAMPLING_MODES``) on ``device``.
+
+    - ``"authors"``: float32, batch 1, no compile, on any device: the authors' ``gen_image_dist.py`` loads
+      ``StableDiffusionPipeline.from_pretrained(name, torch_dtype=torch.float32)`` and calls
+      ``pipe(prompt=[text])`` once an image. Asking it for another dtype, batch size or compile is an error.
+    - ``"fast"``: float16 on CUDA (``dtype`` may say bfloat16 or float32 instead), float32 elsewhere (CPUs gain
+      little or nothing from half precision); ``batch_size`` images a call (default 16 on CUDA, 8 elsewhere);
+      ``compile_unet`` (off by default) only on CUDA, where the compile time of ``torch.compile`` can pay
+      back over a MultiGen run's thousands of UNet calls (elsewhere it is turned off, with a warning).
+      The settings apply to any model; the toy model on CUDA samples in float16 too.
+
+    Raises:
+        ValueError: an unknown mode or dtype, a batch size < 1, or a setting the authors' mode does not allow.
+    """
+    if mode not in SAMPLING_MODES:
+        raise ValueError(f"unknown sampling mode {mode!r}: use 'fast' (batched, float16 on CUDA) or 'authors' "
+                         "(batch 1, float32, as the authors' multigen/gen_image_dist.py)")
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}: use one of {', '.join(sorted(DTYPES))}")
+        dtype = DTYPES[dtype]
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = resolve_device(device)
+    on_cuda = torch.device(device).type == "cuda"
+    if mode == "authors":
+        asked = [f"dtype {str(dtype).removeprefix('torch.')}" if dtype not in (None, torch.float32) else "",
+                 f"batch size {batch_size}" if batch_size not in (None, 1) else "",
+                 "compile" if compile_unet else ""]
+        if any(asked):
+            raise ValueError(f"the 'authors' sampling mode is fixed at batch 1, float32, no compile (as the "
+                             f"authors' multigen/gen_image_dist.py), but {', '.join(filter(None, asked))} was "
+                             "asked: drop it, or use the 'fast' mode")
+        return SamplingSettings("authors", device, torch.float32, 1, False)
+    if compile_unet and not on_cuda:
+        logger.warning("torch.compile of the UNet is only used on CUDA (on %s its compile time does not pay): "
+                       "sampling uncompiled", device)
+        compile_unet = False
+    if dtype is None:
+        dtype = torch.float16 if on_cuda else torch.float32
+    if batch_size is None:
+        batch_size = FAST_BATCH_SIZE.get(torch.device(device).type, CPU_BATCH_SIZE)
+    return SamplingSettings("fast", device, dtype, batch_size, bool(compile_unet))
+
+
+def attention_processor_names(unet) -> dict[str, int]:
+    """``{processor class name: number of attention layers using it}`` of a UNet (SD 1.4: 32 layers)."""
+    names: dict[str, int] = {}
+    for processor in unet.attn_processors.values():
+        names[type(processor).__name__] = names.get(type(processor).__name__, 0) + 1
+    return names
+
+
+def prepare_for_sampling(model: Any, settings: SamplingSettings) -> Any:
+    """A diffusers pipeline made ready for ``settings``: moved to its device and dtype; in the fast mode the
+    eager attention processors (diffusers' ``AttnProcessor``) replaced by PyTorch SDPA (``AttnProcessor2_0``,
+    diffusers' default since torch 2: a freshly loaded pipeline has it already), and the UNet compiled in
+    place (``nn.Module.compile``: parameter names, hence ``provenance.model_digest``, unchanged) when
+    ``settings.compile_unet``. Other processors (an attention recorder, attached for heat maps) are left as
+    they are. The authors' mode changes nothing but device and dtype. Toy ``Components`` are returned as they
+    are (load them with ``settings.dtype``).
+
+    The VAE decodes each batch in one call (diffusers' default; ``vae.enable_slicing()`` would decode one image
+    at a time), so batching speeds up the decoder as well as the UNet.
+    """
+    if not is_pipeline(model):
+        return model
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    model = model.to(settings.device)
+    if any(part is not None and part.dtype != settings.dtype for part in (model.unet, model.text_encoder, model.vae)):
+        model = model.to(dtype=settings.dtype)  # (a model loaded with ``settings.dtype`` needs no cast)
+    if settings.mode == "fast":
+        processors = model.unet.attn_processors
+        if any(type(p) is AttnProcessor for p in processors.values()):
+            model.unet.set_attn_processor({name: AttnProcessor2_0() if type(p) is AttnProcessor else p
+                                           for name, p in processors.items()})
+        if settings.compile_unet:
+            model.unet.compile()
+    return model
+
+
+# --------------------------------------------------------------------------------------------------
 # one entry point for every model
 # --------------------------------------------------------------------------------------------------
 
@@ -524,7 +649,13 @@ def read_prompts(source: str | Path) -> list[str]:
     return prompts
 
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+def sampling_mode_arg(text: str) -> str:
+    """argparse type of ``--mode``: one of ``SAMPLING_MODES``, with a message saying what each is."""
+    if text not in SAMPLING_MODES:
+        raise argparse.ArgumentTypeError(
+            f"unknown sampling mode {text!r}: use 'fast' (batched, float16 on CUDA, SDPA attention) or 'authors' "
+            "(batch 1, float32, as the authors' multigen/gen_image_dist.py)")
+    return text
 
 
 def cli(argv: list[str]) -> int:
@@ -539,25 +670,39 @@ def cli(argv: list[str]) -> int:
                         help="folder for {prompt_index}_{seed}.png (resumable)")
     parser.add_argument("--steps", type=positive_int, default=50)
     parser.add_argument("--guidance", type=non_negative_float, default=None, help="default: 3.0 toy, 7.5 SD")
-    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--mode", type=sampling_mode_arg, default="fast", metavar="{fast,authors}",
+                        help="fast (default): batched, float16 on CUDA (float32 on CPU), SDPA attention; authors: "
+                        "batch 1, float32, as the authors' multigen/gen_image_dist.py (exact comparisons)")
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help="images a batch (fast mode; default 16 on CUDA, 8 on CPU; the authors' mode: 1)")
     parser.add_argument("--height", type=positive_int, default=None)
     parser.add_argument("--width", type=positive_int, default=None)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                        help="weights' dtype (fast mode; default float16 on CUDA, float32 on CPU; authors: float32)")
+    parser.add_argument("--compile", action="store_true",
+                        help="fast mode on CUDA: torch.compile the UNet (pays back over many batches)")
     parser.add_argument("--scheduler", choices=["default", "ddim"], default="default",
                         help="SD only: the base's own scheduler (the authors') or DDIM")
     parser.add_argument("--limit", type=positive_int, default=None, help="only the first N prompts")
     args = parser.parse_args(argv)
+    try:
+        settings = sampling_settings(args.mode, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+                                     compile_unet=args.compile)
+    except ValueError as error:  # the authors' mode with --batch-size 8, --dtype float16 or --compile
+        parser.error(str(error))
     try:  # the arguments first, then the model: a bad prompt file fails before any weights are read
         seeds = parse_seeds(args.seeds)
         prompts = read_prompts(args.prompts)[: args.limit]
-        model = load_model(args.model, base=args.base, dtype=DTYPES[args.dtype], device=args.device,
+        model = load_model(args.model, base=args.base, dtype=settings.dtype, device=settings.device,
                            scheduler=args.scheduler)
+        model = prepare_for_sampling(model, settings)
         paths = generate(model, prompts, seeds, steps=args.steps, guidance=args.guidance, out_dir=args.out,
-                         batch_size=args.batch_size, height=args.height, width=args.width)
+                         batch_size=settings.batch_size, height=args.height, width=args.width)
     except (ValueError, FileNotFoundError) as error:  # seeds, prompts, sizes, another run's prompts in --out
         if isinstance(error, UserError):
             raise
         raise UserError(f"tokencompose sample: {error}") from error
-    logger.info("%d images in %s", len(paths), args.out)
+    logger.info("%d images in %s (%s mode: %s, batch %d)", len(paths), args.out, settings.mode,
+                str(settings.dtype).removeprefix("torch."), settings.batch_size)
     return 0

@@ -35,6 +35,7 @@ from tokencompose.cli_args import (
     probability,
     read_json_file,
 )
+from tokencompose.sample import DTYPES, sampling_mode_arg, sampling_settings
 from tokencompose.toyworld import TOY_CATEGORIES, model_colour_mode
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,14 @@ def _add_common(parser: argparse.ArgumentParser, detector: str, images_per_promp
                         help=f"images a prompt, seeds 0..N-1 (default {images_per_prompt})")
     parser.add_argument("--steps", type=positive_int, default=50, help="sampling steps (50)")
     parser.add_argument("--guidance", type=non_negative_float, default=None, help="guidance scale (toy 3.0, SD 7.5)")
-    parser.add_argument("--batch-size", type=positive_int, default=8, help="images a generation batch")
+    parser.add_argument("--mode", type=sampling_mode_arg, default="fast", metavar="{fast,authors}",
+                        help="how --model samples: fast (default: batched, float16 on CUDA, float32 on CPU, SDPA "
+                             "attention) or authors (batch 1, float32, as their multigen/gen_image_dist.py)")
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help="images a generation batch (fast mode; default 16 on CUDA, 8 on CPU; authors: 1)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                        help="weights' dtype (fast mode; default float16 on CUDA, float32 on CPU; authors: float32)")
+    parser.add_argument("--compile", action="store_true", help="fast mode on CUDA: torch.compile the UNet")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (under accelerate: its device)")
     parser.add_argument("--num-categories", type=positive_int, default=None,
                         help=f"toy world: use the first K of its {len(TOY_CATEGORIES)} categories (as the toy model "
@@ -89,19 +97,28 @@ def make_detector(name: str, device: str, num_categories: int | None = None, col
 
 
 def make_generate_fn(args: argparse.Namespace, device: str) -> Any:
-    """``sample.Generator`` of ``--model`` (its ``provenance`` keys the images it makes), or None."""
+    """``sample.Generator`` of ``--model`` in ``--mode`` (``sample.sampling_settings``; its ``provenance`` keys the
+    images it makes), or None. Sets ``args.batch_size`` to the mode's batch when the flag was not given."""
     if not args.model:
         return None
     from tokencompose import sample
 
-    return sample.Generator(sample.load_model(args.model, base=args.base, device=device), steps=args.steps,
-                            guidance=args.guidance)
+    settings = sampling_settings(args.mode, device=device, dtype=args.dtype, batch_size=args.batch_size,
+                                 compile_unet=args.compile)
+    args.batch_size = settings.batch_size  # the mode's default where --batch-size was not given
+    model = sample.load_model(args.model, base=args.base, dtype=settings.dtype, device=settings.device)
+    return sample.Generator(sample.prepare_for_sampling(model, settings), steps=args.steps, guidance=args.guidance)
 
 
 def _check_source(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """The checks of the common flags that argparse's types cannot make alone."""
     if bool(args.model) == bool(args.images):
         parser.error("pass either --model (generate images) or --images (a folder of generated images)")
+    try:  # the authors' mode with --batch-size, --dtype or --compile: refused before any model loads
+        sampling_settings(args.mode, device="cpu", dtype=args.dtype, batch_size=args.batch_size,
+                          compile_unet=args.compile)
+    except ValueError as error:
+        parser.error(str(error))
     if args.num_categories is not None and args.num_categories > len(TOY_CATEGORIES):
         parser.error(f"--num-categories must be in 1..{len(TOY_CATEGORIES)} (the toy world's categories), got "
                      f"{args.num_categories}")
@@ -200,7 +217,7 @@ def multigen_cli(argv: list[str]) -> int:
     name = args.name or args.model or Path(args.images).name
     result = multigen.run_multigen(prompts, detector, out, generate_fn=_generate_fn(args, device),
                                    images_dir=args.images, images_per_prompt=args.n_images, model_name=name,
-                                   threshold=args.threshold, generate_batch_size=args.batch_size,
+                                   threshold=args.threshold, generate_batch_size=args.batch_size or 1,  # None: --images, nothing generated
                                    progress=not args.quiet, state=state)
     if state.is_main_process:
         results = [*earlier, result]
@@ -243,7 +260,7 @@ def visor_cli(argv: list[str]) -> int:
     name = args.name or args.model or Path(args.images).name
     result = visor.run_visor(prompts, detector, out, generate_fn=_generate_fn(args, device),
                              images_dir=args.images, images_per_prompt=args.n_images, model_name=name,
-                             threshold=args.threshold, subset_note=note, generate_batch_size=args.batch_size,
+                             threshold=args.threshold, subset_note=note, generate_batch_size=args.batch_size or 1,  # None: --images, nothing generated
                              progress=not args.quiet, state=state)
     if state.is_main_process:
         images_dir = Path(args.images) if args.images else out / "images"
