@@ -272,3 +272,50 @@ def test_mg_table_and_figure_give_intervals_clustered_by_prompt():
     figure = mg_figure(scores)
     heights = sorted(round(p.get_height()) for ax in figure.axes for p in ax.patches)
     assert heights == sorted([100, 20, 20, 20, 100, 60, 60, 60] * 2)
+
+
+def test_role_positions_finds_the_attribute_word_before_each_noun():
+    from tokencompose.ablation import role_positions
+    from tokencompose.tokens import clip_tokenizer, token_positions
+
+    tokenizer = clip_tokenizer()
+    caption = "a photo of a red circle and a blue star."
+    ids = tokenizer([caption], padding="max_length", max_length=77).input_ids
+    nouns = [[token_positions(caption, noun, tokenizer) for noun in ("circle", "star")]]
+    colour_ids = {tokenizer(c, add_special_tokens=False).input_ids[0] for c in ("red", "blue")}
+    attribute = role_positions(nouns, ids, "attribute", colour_ids)
+    decoded = [tokenizer.decode([ids[0][p] for p in positions]).strip() for positions in attribute[0]]
+    assert decoded == ["red", "blue"]
+    phrase = role_positions(nouns, ids, "phrase", colour_ids)
+    assert [tokenizer.decode([ids[0][p] for p in positions]).strip() for positions in phrase[0]] == \
+        ["red circle", "blue star"]
+    assert role_positions(nouns, ids, "noun", colour_ids) == nouns
+    plain = "a photo of a circle and a star."
+    plain_ids = tokenizer([plain], padding="max_length", max_length=77).input_ids
+    with pytest.raises(ValueError, match="not an attribute word"):
+        role_positions([[token_positions(plain, "circle", tokenizer)]], plain_ids, "attribute", colour_ids)
+    with pytest.raises(ValueError, match="unknown token role"):
+        role_positions(nouns, ids, "verb", colour_ids)
+
+
+def test_attention_specificity_follows_a_role_at_one_timestep():
+    from tokencompose.ablation import attention_specificity
+
+    base = ROOT / "tokencompose" / "assets" / "toy_base_attribute"
+    result = attention_specificity(base, batches=1, batch_size=2, role="attribute", timestep=300)
+    for group, values in result.items():
+        assert values["tokens"] > 0 and 0 <= values["own"] <= 1 and values["specificity"] > 0, group
+    with pytest.raises(ValueError, match="not an attribute word"):  # the identity world names no colour
+        attention_specificity(ROOT / "tokencompose" / "assets" / "toy_base", batches=1, batch_size=2, role="attribute")
+    with pytest.raises(ValueError, match="timestep must be in"):
+        attention_specificity(base, batches=1, batch_size=2, timestep=1000)
+
+
+def test_token_routes_benchmark_smoke(tmp_path):
+    script = load_script("benchmarks/toy_token_routes.py")
+    out = tmp_path / "routes.md"
+    assert script.main(["--smoke", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| attribute base (WIP) | attribute |" in text and "| first base (control) | noun |" in text
+    assert "| first base (control) | attribute |" not in text  # the identity world names no colour
+    assert text.count("<!-- readme:begin -->") == 1

@@ -31,6 +31,7 @@ from .stats import cluster_interval, paired_interval
 from .toyworld import (
     EXCLUDED_PAIRS,
     TOY_CATEGORIES,
+    TOY_COLOURS,
     caption_for,
     check_colour_mode,
     model_colour_mode,
@@ -342,11 +343,41 @@ def _probe(model_dir: str | Path, batch_size: int, seed: int, groups: Sequence[s
     return components, config, recorder, scenes, torch.Generator().manual_seed(seed)
 
 
+#: which tokens of each named object ``attention_specificity`` follows: the noun's own tokens (what
+#: TokenCompose supervises), the attribute word just before it (the attribute world's colour: "a *red*
+#: circle"), or both together (the noun phrase)
+TOKEN_ROLES = ("noun", "attribute", "phrase")
+
+
+def role_positions(positions: Sequence[Sequence[Sequence[int]]], input_ids, role: str, attribute_ids: set[int]
+                   ) -> list[list[list[int]]]:
+    """Token positions of each object's ``role`` (``TOKEN_ROLES``) from its noun's ``positions`` (per sample, per
+    noun): "attribute" is the one token just before the noun, which must be one of ``attribute_ids`` (else
+    ``ValueError``: e.g. the identity world's captions name no attribute)."""
+    if role not in TOKEN_ROLES:
+        raise ValueError(f"unknown token role {role!r}; choose one of {TOKEN_ROLES}")
+    if role == "noun":
+        return [[list(noun) for noun in sample] for sample in positions]
+    result = []
+    for index, sample in enumerate(positions):
+        nouns = []
+        for noun in sample:
+            before = min(noun) - 1
+            if int(input_ids[index][before]) not in attribute_ids:
+                raise ValueError(f"sample {index}: the token before the noun at {list(noun)} is not an attribute "
+                                 "word; only the attribute world's captions put a colour before each noun")
+            nouns.append([before] if role == "attribute" else [before, *noun])
+        result.append(nouns)
+    return result
+
+
 def attention_specificity(model_dir: str | Path = str(TOY_BASE_DIR), batches: int = 4, batch_size: int = 16,
-                          seed: int = 0, groups: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+                          seed: int = 0, groups: Sequence[str] | None = None, role: str = "noun",
+                          timestep: int | None = None) -> dict[str, dict[str, float]]:
     """Where each noun token's cross-attention goes, per layer group, on fresh 2-4-object toy scenes (noised
-    at random timesteps as in training, no update): the share on the noun's own object (the quantity inside
-    Eq. (3)), on the *other* named objects, and on the background.
+    at random timesteps as in training, or all at ``timestep``; no update): the share on the noun's own object
+    (the quantity inside Eq. (3)), on the *other* named objects, and on the background. ``role`` follows
+    other tokens of each object instead (``TOKEN_ROLES``: its attribute word, or the whole phrase).
 
     L_token can fall in two ways: each noun attends to its own object (grounding), or every noun attends to
     all objects alike (an "objectness" map, which also moves mass off the background). ``specificity`` tells
@@ -363,6 +394,8 @@ def attention_specificity(model_dir: str | Path = str(TOY_BASE_DIR), batches: in
     geometry = toy_geometry(model_dir)
     groups = tuple(groups) if groups is not None else (*geometry["unsupervised"], *geometry["groups"])
     components, config, recorder, scenes, generator = _probe(model_dir, batch_size, seed, groups)
+    attribute_ids = {int(i) for colour in TOY_COLOURS
+                     for i in components.tokenizer(colour.name, add_special_tokens=False).input_ids}
     values: dict[str, dict[str, list[torch.Tensor]]] = {g: {"own": [], "others": [], "own_density": [],
                                                               "others_density": []} for g in groups}
     try:
@@ -370,12 +403,13 @@ def attention_specificity(model_dir: str | Path = str(TOY_BASE_DIR), batches: in
             for step in range(batches):
                 batch = scenes(step, 0)
                 recorder.reset()
-                noised_prediction(components, batch, config, generator)
+                noised_prediction(components, batch, config, generator, timestep=timestep)
                 maps = recorder.maps()
+                positions = role_positions(batch["positions"], batch["input_ids"], role, attribute_ids)
                 for group in groups:
                     if group not in maps:
                         raise ValueError(f"layer group {group!r} not recorded; recorded: {sorted(maps)}")
-                    stacked, prepared = prepare_samples(maps[group], batch["masks"], batch["positions"], None)
+                    stacked, prepared = prepare_samples(maps[group], batch["masks"], positions, None)
                     for sample, noun_masks, token_index, token_noun in prepared:
                         attention = stacked[:, sample][..., token_index].mean(dim=(0, 1))  # [H*W, K]
                         share = attention / attention.sum(0, keepdim=True).clamp_min(1e-12)

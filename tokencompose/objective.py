@@ -44,11 +44,12 @@ def all_finite(tensors) -> bool:
 
 
 def noised_prediction(components: Components, batch: dict, config: Config,
-                      generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                      generator: torch.Generator, timestep: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Steps 1-4 of Eq. (5)'s forward pass: encode, noise at a random timestep, predict (Eq. 1).
 
     Returns ``(prediction, target)``; a recorder attached to the UNet (``attention.attach_recorder``) holds
-    this forward's cross-attention maps afterwards. ``generator`` (CPU) draws the noise and the timesteps.
+    this forward's cross-attention maps afterwards. ``generator`` (CPU) draws the noise and the timesteps;
+    ``timestep`` fixes the timestep of every image instead (probes of one noise level; training never does).
     """
     unet, vae, scheduler = components.unet, components.vae, components.scheduler
     device = next(unet.parameters()).device
@@ -65,8 +66,13 @@ def noised_prediction(components: Components, batch: dict, config: Config,
 
     # 2. sample the noise and one timestep per image, uniformly in [0, T)
     noise = torch.randn(latents.shape, generator=generator).to(device)
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],),
-                              generator=generator).to(device)
+    if timestep is None:
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],),
+                                  generator=generator).to(device)
+    elif 0 <= timestep < scheduler.config.num_train_timesteps:
+        timesteps = torch.full((latents.shape[0],), int(timestep), device=device)
+    else:
+        raise ValueError(f"timestep must be in [0, {scheduler.config.num_train_timesteps}), got {timestep}")
 
     # 3. noise the latents: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise  (Eq. 1)
     noisy_latents = scheduler.add_noise(latents, noise, timesteps)
