@@ -1,7 +1,8 @@
 """Short probes that decide the route of the toy world's second base (issue 12): which world gives a
 base whose noun attention finds its own object?
 
-Each probe trains a toy base from scratch for a few hundred steps (``pretrain_toy``, L_LDM only) in one
+Each probe trains a toy base from scratch (or, with ``--init-from``, from another base's weights, in this
+probe's world) for a few hundred steps (``pretrain_toy``, L_LDM only) in one
 world (``--colours identity|attribute``, ``--padding encoded|zero``), then measures, on fresh 2-4-object
 scenes: the attention specificity of every cross-attention group (``ablation.attention_specificity``: own /
 other-object density, 1 = no preference), the routing table (``probes.routing``: L_LDM when the nouns or the
@@ -10,6 +11,9 @@ the first base (``tokencompose/assets/toy_base``) are the control row.
 
     python benchmarks/toy_route_probes.py train --name attr_zero --colours attribute --padding zero --steps 800
     python benchmarks/toy_route_probes.py measure --name attr_zero      # or --name base (the first base)
+    python benchmarks/toy_route_probes.py train --name attr_to_identity --colours identity --padding zero \
+        --text-encoder joint --loss-weighting min-snr --lr 5e-4 --steps 600 --threads 2 \
+        --init-from tokencompose/assets/toy_base_attribute       # a warm start in another world
     python benchmarks/toy_route_probes.py table                          # benchmarks/results/toy_route_probes.md
 
 Run one probe per process with ``--threads 1`` (two at a time on a 2-core machine).
@@ -41,8 +45,11 @@ def model_dir(name: str) -> Path:
 
 def train(args: argparse.Namespace) -> None:
     settings = PretrainSettings(steps=args.steps, decay_start=args.steps, ema_decay=args.ema, seed=args.seed,
-                                colour_mode=args.colours, padding=args.padding, checkpoint_every=100)
-    _, seconds = pretrain_toy(model_dir(args.name), settings, WORK / args.name / "work")
+                                colour_mode=args.colours, padding=args.padding, checkpoint_every=100,
+                                text_encoder=args.text_encoder, learning_rate=args.lr,
+                                loss_weighting=args.loss_weighting)
+    _, seconds = pretrain_toy(model_dir(args.name), settings, WORK / args.name / "work", init_from=args.init_from,
+                              new_world=args.init_from is not None)
     (WORK / args.name / "train.json").write_text(json.dumps({"seconds": seconds, "threads": torch.get_num_threads(),
                                                              "machine": platform.machine()}))
 
@@ -107,6 +114,11 @@ def main() -> None:
     parser.add_argument("--ema", type=float, default=0.99)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--text-encoder", choices=("frozen", "joint"), default="frozen")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--loss-weighting", default="uniform")
+    parser.add_argument("--init-from", default=None,
+                        help="warm start: a toy model (of any world with this architecture) whose weights start the probe")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     {"train": train, "measure": measure, "table": table}[args.command](args)

@@ -142,3 +142,29 @@ def test_single_object_curriculum_draws_one_object_scenes_first(tmp_path, monkey
     assert "--single-object-until 2" in command and "--loss-weighting min-snr" in command
     assert command.endswith("--init-from some/base")
     assert "--loss-weighting" not in pretrain.reproduce_command(pretrain.PretrainSettings())
+
+
+def test_new_world_starts_from_another_worlds_weights_at_step_zero(tmp_path):
+    """--init-from refuses a model of another world unless --new-world, which keeps only the architecture check
+    and starts the run at step 0 from those weights."""
+    import dataclasses
+
+    from tokencompose import pretrain
+    from tokencompose.models import load_components
+
+    torch.set_num_threads(1)
+    attribute = PretrainSettings(steps=2, batch_size=2, decay_start=2, size=16, text_encoder="joint",
+                                 padding="zero", colour_mode="attribute", checkpoint_every=2)
+    pretrain_toy(tmp_path / "attribute", attribute, tmp_path / "work_a")
+    identity = dataclasses.replace(attribute, colour_mode="identity", steps=1, decay_start=1)
+    with pytest.raises(ValueError, match="colour_mode: 'attribute' there, 'identity' here"):
+        pretrain_toy(tmp_path / "x", identity, tmp_path / "work_x", init_from=tmp_path / "attribute")
+    with pytest.raises(ValueError, match="padding"):  # the architecture must match even across worlds
+        pretrain_toy(tmp_path / "y", dataclasses.replace(identity, padding="encoded"), tmp_path / "work_y",
+                     init_from=tmp_path / "attribute", new_world=True)
+    components, _ = pretrain_toy(tmp_path / "identity", dataclasses.replace(identity, learning_rate=1e-12, ema_decay=0.0),
+                                 tmp_path / "work_i", init_from=tmp_path / "attribute", new_world=True)
+    start = load_components(str(tmp_path / "attribute"))
+    for name, value in start.unet.state_dict().items():  # one step at lr ~0: the attribute model's weights
+        torch.testing.assert_close(components.unet.state_dict()[name], value, atol=1e-3, rtol=1e-3)
+    assert "--init-from a --new-world" in pretrain.reproduce_command(identity, "a", new_world=True)

@@ -144,14 +144,18 @@ def trained_modules(components: Components, settings: PretrainSettings) -> torch
 
 def pretrain_toy(out_dir: str | Path = TOY_BASE_DIR, settings: PretrainSettings | None = None,
                  work_dir: str | Path = "outputs/pretrain_toy", resume: bool = True,
-                 device: str = "cpu", init_from: str | Path | None = None) -> tuple[Components, float]:
+                 device: str = "cpu", init_from: str | Path | None = None,
+                 new_world: bool = False) -> tuple[Components, float]:
     """Train the toy base model, saved in diffusers layout to ``out_dir``.
 
     ``init_from``: a toy model folder whose ``pretrain_settings.json`` has this run's settings (a model that
     ``export_checkpoint`` or an earlier, shorter run wrote, e.g. a base shipped before its gates were met):
     training continues from its weights at its step (``exported_step``, else ``steps``), with the EMA
     starting at those weights and a fresh optimizer: close to, not bit-identical with, an uninterrupted run.
-    Ignored when ``work_dir`` holds a checkpoint (that resumes exactly).
+    Ignored when ``work_dir`` holds a checkpoint (that resumes exactly). ``new_world``: ``init_from`` was
+    trained in another world (colours, object counts, batch, seed; the architecture must match): its weights
+    start a new run at step 0 of ``settings`` (a warm start, e.g. a probe of whether a base's route carries
+    over to another caption world).
 
     Returns the model with its EMA weights (on ``device``) and the training time in seconds, summed over
     resumed segments.
@@ -183,7 +187,7 @@ def pretrain_toy(out_dir: str | Path = TOY_BASE_DIR, settings: PretrainSettings 
         start, earlier_seconds = state["step"], state.get("seconds", 0.0)
         logger.info("resuming toy pre-training at step %d from %s", start, checkpoint)
     elif init_from is not None:
-        start, earlier_seconds = _initialise_from(Path(init_from), components, settings)
+        start, earlier_seconds = _initialise_from(Path(init_from), components, settings, new_world)
         ema = {k: v.detach().clone() for k, v in trained.state_dict().items()}
         logger.info("continuing toy pre-training at step %d from the weights in %s (fresh optimizer)", start,
                     init_from)
@@ -257,14 +261,18 @@ def pretrain_toy(out_dir: str | Path = TOY_BASE_DIR, settings: PretrainSettings 
     return components, seconds
 
 
+#: settings that must match between a run and the model it starts from, whatever its world (they build the model)
+_SAME_ARCHITECTURE = ("size", "padding", "text_encoder")
 #: settings that must match between a run and the model it continues from (``init_from``)
 _SAME_WORLD = ("size", "seed", "colour_mode", "padding", "text_encoder", "batch_size", "object_weights",
                "caption_dropout")
 
 
-def _initialise_from(folder: Path, components: Components, settings: PretrainSettings) -> tuple[int, float]:
+def _initialise_from(folder: Path, components: Components, settings: PretrainSettings, new_world: bool = False
+                     ) -> tuple[int, float]:
     """Load ``folder``'s weights into ``components`` (UNet; text encoder too when it trains jointly) and
-    return (its step, its training seconds); ``ValueError`` when it was trained in another world or setting."""
+    return (its step, its training seconds); ``ValueError`` when it was trained in another world or setting.
+    ``new_world``: only the architecture must match, and the run starts at step 0 (its seconds still count)."""
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextModel
 
@@ -273,11 +281,11 @@ def _initialise_from(folder: Path, components: Components, settings: PretrainSet
         raise FileNotFoundError(f"{saved_file} not found: --init-from needs a toy model written by pretrain-toy")
     saved = json.loads(saved_file.read_text())
     mine = json.loads(json.dumps(asdict(settings)))
-    different = [k for k in _SAME_WORLD if saved.get(k) != mine.get(k)]
+    different = [k for k in (_SAME_ARCHITECTURE if new_world else _SAME_WORLD) if saved.get(k) != mine.get(k)]
     if different:
         listed = ", ".join(f"{k}: {saved.get(k)!r} there, {mine.get(k)!r} here" for k in different)
         raise ValueError(f"{folder} was trained with other settings ({listed}); continue it with the same ones")
-    step = int(saved.get("exported_step", saved.get("steps", 0)))
+    step = 0 if new_world else int(saved.get("exported_step", saved.get("steps", 0)))
     if step >= settings.steps:
         raise ValueError(f"{folder} is already at step {step}; ask for more --steps than that")
     unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=torch.float32)
@@ -310,7 +318,8 @@ def export_checkpoint(work_dir: str | Path, out_dir: str | Path, settings: Pretr
     return Path(out_dir)
 
 
-def reproduce_command(settings: PretrainSettings, init_from: str | Path | None = None) -> str:
+def reproduce_command(settings: PretrainSettings, init_from: str | Path | None = None, new_world: bool = False
+                      ) -> str:
     """The ``pretrain-toy`` command line that trains a model with ``settings`` (non-default options only)."""
     defaults = PretrainSettings()
     parts = ["python -m tokencompose pretrain-toy", f"--colours {settings.colour_mode}", f"--padding {settings.padding}",
@@ -321,16 +330,16 @@ def reproduce_command(settings: PretrainSettings, init_from: str | Path | None =
     if settings.single_object_until:
         parts.append(f"--single-object-until {settings.single_object_until}")
     if init_from is not None:
-        parts.append(f"--init-from {init_from}")
+        parts.append(f"--init-from {init_from}" + (" --new-world" if new_world else ""))
     return " ".join(parts)
 
 
 def write_model_card(out_dir: Path, settings: PretrainSettings, minutes: float, report: dict,
-                     device: str = "cpu", init_from: str | Path | None = None) -> Path:
+                     device: str = "cpu", init_from: str | Path | None = None, new_world: bool = False) -> Path:
     """The toy base model's README: world, architecture, data, steps, seed, time, machine, and its gates
     (``probes.base_report``: composition with the paper's MG_k and the error breakdown, per-noun attention,
     routing, interventions), measured on held-out prompts and fresh scenes. ``init_from``: the model this run
-    continued (its own card says how it was made)."""
+    continued (its own card says how it was made), from another world when ``new_world``."""
     if device.startswith("cuda"):
         machine = f"{torch.cuda.get_device_name(device)} GPU"
     else:
@@ -353,8 +362,10 @@ def write_model_card(out_dir: Path, settings: PretrainSettings, minutes: float, 
     text = f"""# Toy base model (tokencompose)
 
 A tiny pixel-space text-to-image diffusion model of the toy world, the base that the toy experiments
-fine-tune. Reproduce with `{reproduce_command(settings, init_from)}` (seed {settings.seed}){
-    f"; it continued `{init_from}` (see that model's card for its first steps)" if init_from else ""}.
+fine-tune. Reproduce with `{reproduce_command(settings, init_from, new_world)}` (seed {settings.seed}){
+    (f"; it started from the weights of `{init_from}`, trained in another world (see that model's card)"
+     if new_world else f"; it continued `{init_from}` (see that model's card for its first steps)")
+    if init_from else ""}.
 
 - World: {world}.
 - Architecture: `UNet2DConditionModel` (see `tokencompose/models.py`, `TOY_UNET`),
@@ -416,7 +427,12 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--init-from", type=input_folder, default=None,
                         help="continue from a toy model folder of the same settings (an exported or shipped base) "
                              "at its step, with a fresh optimizer")
+    parser.add_argument("--new-world", action="store_true",
+                        help="with --init-from: that model was trained in another world (colours, object counts); "
+                             "its weights start this run at step 0 (the architecture must match)")
     args = parser.parse_args(argv)
+    if args.new_world and not args.init_from:
+        parser.error("--new-world needs --init-from (the model whose weights start the run)")
     if args.size % 4:
         parser.error(f"--size must be a multiple of 4 (the toy UNet halves the image twice), got {args.size}")
     if args.threads:
@@ -426,12 +442,12 @@ def cli(argv: list[str]) -> int:
                                 colour_mode=args.colours, padding=args.padding, text_encoder=args.text_encoder,
                                 loss_weighting=args.loss_weighting, single_object_until=args.single_object_until)
     _, seconds = pretrain_toy(args.out, settings, args.work_dir, resume=not args.no_resume, device=args.device,
-                              init_from=args.init_from)
+                              init_from=args.init_from, new_world=args.new_world)
     n = args.eval_images
     report = base_report(args.out, n=n, seg_prompts=min(48, n), intervention_prompts=min(64, n),
                          steps=args.eval_steps)
     card = write_model_card(Path(args.out), settings, seconds / 60, report, device=args.device,
-                            init_from=args.init_from)
+                            init_from=args.init_from, new_world=args.new_world)
     logger.info("toy base model in %s; model card %s; gates met: %s", args.out, card,
                 {gate: entry["met"] for gate, entry in report["gates"].items()})
     return 0
