@@ -51,7 +51,8 @@ def train(args: argparse.Namespace) -> None:
     _, seconds = pretrain_toy(model_dir(args.name), settings, WORK / args.name / "work", init_from=args.init_from,
                               new_world=args.init_from is not None)
     (WORK / args.name / "train.json").write_text(json.dumps({"seconds": seconds, "threads": torch.get_num_threads(),
-                                                             "machine": platform.machine()}))
+                                                             "machine": platform.machine(),
+                                                             "init_from": args.init_from}))
 
 
 def measure(args: argparse.Namespace) -> None:
@@ -76,18 +77,22 @@ def table(args: argparse.Namespace) -> None:
         settings = result["settings"]
         routing_row = result["routing"]
         caption = routing_row["caption"]
+        trained = WORK / name / "train.json"
+        init_from = json.loads(trained.read_text()).get("init_from") if trained.is_file() else None
+        start = f"`{init_from}`" if init_from else "scratch"
         spec = " / ".join(f"{result['specificity'][g]['specificity']:.2f}" for g in GROUPS)
         rows.append(f"| {name} | {settings.get('colour_mode', 'identity')} | {settings.get('padding', 'encoded')} "
                     f"| {settings.get('text_encoder', 'frozen')} "
+                    f"| {start} | {settings.get('learning_rate', '')} | {settings.get('loss_weighting', 'uniform')} "
                     f"| {settings.get('exported_step', settings.get('steps', ''))} | {spec} | "
                     + " | ".join(f"{100 * (routing_row[r] / caption - 1):+.1f}" for r in ROUTING_ROWS[1:])
                     + f" | {result['cosine']['encoded mean']:.3f} | {caption:.4f} | "
                     + ("yes" if routing_row["empty prompt"] > 1.05 * caption else "no") + " |")
-    header = ("| probe | colours | padding | text encoder | steps | specificity " + " / ".join(GROUPS) + " | "
-              + " | ".join(ROUTING_ROWS[1:]) + " | noun cosine | L_LDM (caption) | reads its caption |\n|" + "---|" * (8 + len(ROUTING_ROWS)))
+    header = ("| probe | colours | padding | text encoder | from | lr | L_LDM weighting | steps | specificity " + " / ".join(GROUPS) + " | "
+              + " | ".join(ROUTING_ROWS[1:]) + " | noun cosine | L_LDM (caption) | reads its caption |\n|" + "---|" * (11 + len(ROUTING_ROWS)))
     text = f"""# Toy route probes (issue 12)
 
-Short from-scratch trainings (L_LDM only, batch 32, lr 1e-3, EMA as given) of toy bases in each world, measured
+Short trainings (L_LDM only, batch 32, EMA as given; from scratch or from another base's weights: "from") of toy bases in each world, measured
 on fresh 2-4-object scenes (seed 1). Specificity: attention density on the noun's own object / on the other
 named objects (1 = no preference; the gate for the ablation's base is >= 2). Routing: % change of L_LDM when a
 part of the context is replaced by the empty prompt's vectors (timesteps 100-700, 96 scenes); a part the UNet
