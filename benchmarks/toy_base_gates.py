@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from tokencompose.pretrain import GATES_FILE
 from tokencompose.probes import base_report, gates_markdown
 from tokencompose.provenance import weights_digest
 
@@ -33,12 +34,28 @@ def slug(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
 
 
-def measure(model: Path, label: str, out: Path, smoke: bool) -> dict:
+def saved_report(model: Path) -> dict | None:
+    """The measurements ``pretrain-toy`` made for the model's card (``gates.json``), if they were made on the
+    weights the folder holds now (same digest); else None."""
+    path = model / GATES_FILE
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    return report if report.get("digest") == weights_digest(model) else None
+
+
+def measure(model: Path, label: str, out: Path, smoke: bool, remeasure: bool = False) -> dict:
     sizes = dict(n=4, seg_prompts=2, intervention_prompts=2, steps=3) if smoke else {}
-    began = time.time()
-    report = base_report(model, **sizes)
-    report.update(label=label, digest=weights_digest(model), minutes=(time.time() - began) / 60,
-                  machine=f"{platform.machine()} CPU, torch threads: {torch.get_num_threads()}, torch {torch.__version__}")
+    report = None if (smoke or remeasure) else saved_report(model)
+    if report is not None:
+        print(f"{label}: the card's measurements ({model / GATES_FILE}, weights {report['digest']}), not measured again")
+    else:
+        began = time.time()
+        report = base_report(model, **sizes)
+        report.update(digest=weights_digest(model), minutes=(time.time() - began) / 60,
+                      machine=f"{platform.machine()} CPU, torch threads: {torch.get_num_threads()}, "
+                              f"torch {torch.__version__}")
+    report.update(label=label)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{slug(label)}.json"
     path.write_text(json.dumps(report, indent=1, default=str))
@@ -78,11 +95,13 @@ def main() -> None:
     parser.add_argument("--target", type=Path, default=RESULTS / "toy_base_gates.md")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (tests)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--remeasure", action="store_true",
+                        help="measure even when the model folder holds its card's measurements (gates.json)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.model:
-        measure(args.model, args.label or args.model.name, args.out, args.smoke)
+        measure(args.model, args.label or args.model.name, args.out, args.smoke, args.remeasure)
     if args.table:
         print(table(args.out, args.target))
 

@@ -52,3 +52,22 @@ def test_gate_verdicts_by_hand():
     failed = gate_verdicts(_report(one=0.9, spec=(1.9, 1.0), miou=0.2, four_all=0.7, missing=0.3))
     assert not any(v["met"] for v in failed.values())
     assert GATES["specificity"] == 2.0 and GATES["noun_miou"] == 0.35
+
+
+def test_gates_script_reuses_the_cards_measurements_only_for_the_same_weights(tmp_path):
+    from tokencompose.pretrain import save_gates
+    from tokencompose.provenance import weights_digest
+
+    script = load_script("benchmarks/toy_base_gates.py")
+    components = _folder(tmp_path / "new", "attribute")
+    before = weights_digest(tmp_path / "new")
+    report = script.measure(tmp_path / "new", "new base", tmp_path / "scratch", smoke=True)
+    saved = save_gates(tmp_path / "new", {k: v for k, v in report.items() if k != "label"} | {"marker": 1}, 2.0)
+    assert weights_digest(tmp_path / "new") == before  # the measurements do not change the weights' digest
+    assert json.loads(saved.read_text())["digest"] == before
+    reused = script.measure(tmp_path / "new", "new base", tmp_path / "results", smoke=False)
+    assert reused["marker"] == 1 and reused["label"] == "new base"
+    with torch.no_grad():  # other weights in the folder: the saved file is not used
+        next(components.unet.parameters()).add_(0.5)
+    save_toy_model(components, tmp_path / "new")
+    assert script.saved_report(tmp_path / "new") is None

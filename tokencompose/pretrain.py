@@ -334,6 +334,23 @@ def reproduce_command(settings: PretrainSettings, init_from: str | Path | None =
     return " ".join(parts)
 
 
+#: the card's measurements, beside the weights they were made on (``benchmarks/toy_base_gates.py`` reads them)
+GATES_FILE = "gates.json"
+
+
+def save_gates(out_dir: Path, report: dict, minutes: float, device: str = "cpu") -> Path:
+    """``probes.base_report``'s measurements of the model in ``out_dir`` as ``gates.json``, with the digest of the
+    weights they were measured on (``provenance.weights_digest``: a retrained model's file no longer matches)."""
+    from .provenance import weights_digest
+
+    record = dict(report, digest=weights_digest(out_dir), minutes=minutes,
+                  machine=(f"{torch.cuda.get_device_name(device)} GPU" if device.startswith("cuda") else
+                           f"{platform.machine()} CPU, torch threads: {torch.get_num_threads()}, torch {torch.__version__}"))
+    path = out_dir / GATES_FILE
+    path.write_text(json.dumps(record, indent=1, default=str))
+    return path
+
+
 def write_model_card(out_dir: Path, settings: PretrainSettings, minutes: float, report: dict,
                      device: str = "cpu", init_from: str | Path | None = None, new_world: bool = False) -> Path:
     """The toy base model's README: world, architecture, data, steps, seed, time, machine, and its gates
@@ -444,8 +461,10 @@ def cli(argv: list[str]) -> int:
     _, seconds = pretrain_toy(args.out, settings, args.work_dir, resume=not args.no_resume, device=args.device,
                               init_from=args.init_from, new_world=args.new_world)
     n = args.eval_images
+    began = time.time()
     report = base_report(args.out, n=n, seg_prompts=min(48, n), intervention_prompts=min(64, n),
                          steps=args.eval_steps)
+    save_gates(Path(args.out), report, (time.time() - began) / 60, args.device)
     card = write_model_card(Path(args.out), settings, seconds / 60, report, device=args.device,
                             init_from=args.init_from, new_world=args.new_world)
     logger.info("toy base model in %s; model card %s; gates met: %s", args.out, card,

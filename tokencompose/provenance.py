@@ -27,11 +27,17 @@ from . import __version__
 logger = logging.getLogger(__name__)
 
 
+#: files of a model folder that record measurements of its weights (``pretrain.save_gates``), not weights
+MEASUREMENT_FILES = frozenset({"gates.json"})
+
+
 def weights_digest(folder: str | Path, length: int = 16) -> str:
     """Hex SHA-256 (first ``length`` characters) of every ``*.safetensors`` and ``*.json`` file under
-    ``folder`` (path and content); ``FileNotFoundError`` when there is none."""
+    ``folder`` (path and content) except measurements stored beside the weights (``MEASUREMENT_FILES``: they
+    name the digest they were made on); ``FileNotFoundError`` when there is none."""
     folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json"))
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json")
+                   and p.name not in MEASUREMENT_FILES)
     if not files:
         raise FileNotFoundError(f"no weights or configs (*.safetensors, *.json) under {folder}")
     digest = hashlib.sha256()
