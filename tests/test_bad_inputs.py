@@ -7,6 +7,7 @@ what ``validate`` reports. Nothing here loads a real model; the one training cas
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,6 +43,12 @@ def a_file(tmp_path):
 
 def _out(tmp_path):
     return tmp_path / "out"
+
+
+def _a_file(folder: Path) -> Path:
+    path = folder / "a_file.txt"
+    path.write_text("not a folder")
+    return path
 
 
 FLAG_CASES = {
@@ -93,6 +100,10 @@ FLAG_CASES = {
     "evaluate multigen --num-objects 2,0": (lambda t: ["evaluate", "multigen", "--prompts", "toy", "--model", "toy",
                                                        "--out", _out(t), "--num-objects", "2,0"],
                                             ["--num-objects", ">= 1"]),
+    "evaluate fid --real missing": (lambda t: ["evaluate", "fid", "--real", t / "nowhere", "--generated", t],
+                                    ["argument --real", "not found"]),
+    "evaluate fid --generated a file": (lambda t: ["evaluate", "fid", "--real", t, "--generated", _a_file(t)],
+                                        ["argument --generated", "not a folder"]),
     "evaluate multigen --mode turbo": (lambda t: ["evaluate", "multigen", "--prompts", "toy", "--model", "toy",
                                                   "--out", _out(t), "--mode", "turbo"],
                                        ["argument --mode", "unknown sampling mode 'turbo'"]),

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cli_args import ArgumentParser, input_folder
+
 logger = logging.getLogger(__name__)
 
 
@@ -114,10 +116,10 @@ def fid(real_dir: str | Path, generated_dir: str | Path, device: str = "cpu", ba
 
 def cli(argv: list[str]) -> int:
     """``python -m tokencompose evaluate fid --real DIR --generated DIR [--device cuda]``."""
-    parser = argparse.ArgumentParser(prog="tokencompose evaluate fid", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--real", required=True)
-    parser.add_argument("--generated", required=True)
+    parser = ArgumentParser(prog="tokencompose evaluate fid", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--real", required=True, type=input_folder, help="folder of real images")
+    parser.add_argument("--generated", required=True, type=input_folder, help="folder of generated images")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     try:
