@@ -55,7 +55,7 @@ def measure(model: Path, label: str, out: Path, smoke: bool, remeasure: bool = F
         report.update(digest=weights_digest(model), minutes=(time.time() - began) / 60,
                       machine=f"{platform.machine()} CPU, torch threads: {torch.get_num_threads()}, "
                               f"torch {torch.__version__}")
-    report.update(label=label)
+    report.update(label=label, model=str(model))  # the folder named here (the card was measured where it trained)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{slug(label)}.json"
     path.write_text(json.dumps(report, indent=1, default=str))
