@@ -167,4 +167,6 @@ def test_new_world_starts_from_another_worlds_weights_at_step_zero(tmp_path):
     start = load_components(str(tmp_path / "attribute"))
     for name, value in start.unet.state_dict().items():  # one step at lr ~0: the attribute model's weights
         torch.testing.assert_close(components.unet.state_dict()[name], value, atol=1e-3, rtol=1e-3)
-    assert "--init-from a --new-world" in pretrain.reproduce_command(identity, "a", new_world=True)
+    command = pretrain.reproduce_command(dataclasses.replace(identity, learning_rate=1e-12), "a", new_world=True)
+    assert "--init-from a --new-world" in command and "--lr 1e-12" in command and "--size 16" in command
+    assert "--lr" not in pretrain.reproduce_command(pretrain.PretrainSettings())

@@ -325,6 +325,10 @@ def reproduce_command(settings: PretrainSettings, init_from: str | Path | None =
     parts = ["python -m tokencompose pretrain-toy", f"--colours {settings.colour_mode}", f"--padding {settings.padding}",
              f"--text-encoder {settings.text_encoder}", f"--steps {settings.steps}",
              f"--decay-start {settings.decay_start}"]
+    for flag, name in (("--lr", "learning_rate"), ("--batch-size", "batch_size"), ("--size", "size"),
+                       ("--seed", "seed")):
+        if getattr(settings, name) != getattr(defaults, name):
+            parts.append(f"{flag} {getattr(settings, name):g}")
     if settings.loss_weighting != defaults.loss_weighting:
         parts.append(f"--loss-weighting {settings.loss_weighting}")
     if settings.single_object_until:
