@@ -31,6 +31,7 @@ import datetime
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -68,14 +69,17 @@ logger = logging.getLogger("toy_ablation")
 
 def report(scales: dict, sweep: dict | None, records: list[dict], preset: str, settings: dict, seeds: list[int],
            guidances: list[float], timings: dict[str, float], machine: str, threads: int, workers: int,
-           sweep_records: list[dict] | None = None, base: str = str(TOY_BASE_DIR)) -> str:
+           sweep_records: list[dict] | None = None, base: str = str(TOY_BASE_DIR), command: str | None = None,
+           note: str = "") -> str:
     by_variant = {v: [r for r in records if r["variant"] == v] for v in ("base", *VARIANTS)}
     counts = MG_KS
     lines = [
-        f"# Toy-world ablation (preset `{preset}`)", "",
+        f"# Toy-world ablation (preset `{preset}`"
+        + ("" if Path(base).name == TOY_BASE_DIR.name else f", base `{Path(base).name}`") + ")", "",
         f"Measured {datetime.date.today().isoformat()} on {machine}; {workers} worker process(es) x {threads} "
-        f"torch threads. Produced by `python benchmarks/toy_ablation.py --preset {preset} --seeds "
-        f"{' '.join(map(str, seeds))}`.", "",
+        "torch threads. Produced by `" + (command or f"python benchmarks/toy_ablation.py --preset {preset} --seeds "
+                                          f"{' '.join(map(str, seeds))}") + "`.", "",
+        *([f"**{note}**", ""] if note else []),
         f"Setup: the toy base `{base}` fine-tuned on fresh 2-4-object toy scenes "
         f"(excluded pairs never shown) for {settings['steps']} steps, batch {settings['batch_size']}, lr "
         f"{settings['learning_rate']}, identical data order, noise and steps for every variant of a seed; "
@@ -196,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
                         "benchmarks/results/toy_ablation_<preset>)")
     parser.add_argument("--workers", type=int, default=1, help="parallel jobs (a GPU fits several)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per worker")
+    parser.add_argument("--note", default="", help="a sentence printed in bold under the title (e.g. what makes "
+                        "this run preliminary)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     preset = dict(ABLATION_PRESETS[args.preset])
@@ -258,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
 
     text = report(scales, sweep, records, args.preset, dataclasses.asdict(settings), args.seeds, guidances,
                   timings, machine_description(), threads, args.workers, sweep_records=(sweep or {}).get("records"),
-                  base=display_path(args.base))
+                  base=display_path(args.base), note=args.note,
+                  command=shlex.join(["python", "benchmarks/toy_ablation.py", *(argv if argv is not None else sys.argv[1:])]))
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".md").write_text(text + f"\n![MultiGen bars]({stem.name}.png)\n")
     middle = "3.0" if 3.0 in guidances else str(guidances[0])

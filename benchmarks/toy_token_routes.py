@@ -32,8 +32,10 @@ from tokencompose.provenance import weights_digest  # noqa: E402
 from tokencompose.toyworld import model_colour_mode  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
-#: label -> model folder: the attribute-world base (work in progress) and the first base (the control)
+#: label -> model folder: the attribute-world base, the noun-route base (warm-started from it in the identity
+#: world) and the first base (the control)
 MODELS = {"attribute base (WIP)": REPO_ROOT / "tokencompose" / "assets" / "toy_base_attribute",
+          "noun-route base": REPO_ROOT / "tokencompose" / "assets" / "toy_base_noun",
           "first base (control)": REPO_ROOT / "tokencompose" / "assets" / "toy_base"}
 #: None = a random training timestep per image (the gates' protocol), else every image at that timestep
 TIMESTEPS = (None, 100, 300, 500, 700, 900)

@@ -22,12 +22,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from .attention import attach_recorder
 from .config import TOY_BASE_DIR, get_config
-from .evaluate.multigen import MultiGenPrompt, at_least, detected_names, image_outcome, run_multigen
+from .evaluate.multigen import (
+    MultiGenPrompt,
+    at_least,
+    detected_names,
+    image_outcome,
+    load_detections,
+    run_multigen,
+)
+from .evaluate.segmentation import segmentation_transfer
 from .evaluate.toy_detector import ToyDetector
+from .heatmaps import generate_with_attention, heat_maps
+from .losses import prepare_samples
+from .models import load_components
+from .objective import compute_losses, noised_prediction
 from .results import readme_blocks, title
+from .sample import Generator, load_model
 from .stats import cluster_interval, paired_interval
+from .tokens import noun_token_positions
 from .toyworld import (
     EXCLUDED_PAIRS,
     TOY_CATEGORIES,
@@ -38,6 +54,8 @@ from .toyworld import (
     sample_categories,
     sample_colours,
 )
+from .train import TrainOptions, toy_scene_batches, train
+from .viz import attention_comparison, score_bars
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +68,6 @@ LABELS = {"ldm": "L_LDM only", "pixel": "+ L_pixel", "token": "+ L_token", "both
 @dataclass(frozen=True)
 class AblationSettings:
     """Fine-tuning and evaluation sizes shared by every variant (identical data order, seeds and steps)."""
-
     steps: int = 300
     batch_size: int = 16
     learning_rate: float = 1e-4
@@ -116,8 +133,6 @@ def toy_geometry(model_dir: str | Path = str(TOY_BASE_DIR)) -> dict[str, Any]:
 def finetune(variant: str, seed: int, settings: AblationSettings, out_dir: Path, base: str = str(TOY_BASE_DIR)):
     """Fine-tune the toy base with ``variant``'s losses on fresh 2-4-object scenes at the base's image size;
     returns the TrainResult."""
-    from .train import TrainOptions, train
-
     use_token, use_pixel = VARIANTS[variant]
     geometry = toy_geometry(base)
     config = get_config(
@@ -191,8 +206,6 @@ def mg_table(scores: dict[str, dict[str, Any]], columns: dict[str, str] | None =
 def mg_figure(scores: dict[str, dict[str, Any]], title: str | None = None):
     """Bars of MG_1..MG_n per model (``evaluate_model`` results), seen and unseen side by side, with 95%
     intervals clustered by prompt (``viz.score_bars``)."""
-    from .viz import score_bars
-
     count = max(int(c) for c in next(iter(scores.values()))["seen"])
     ks = range(1, count + 1)
     panels = {f"{split} combinations": {
@@ -229,9 +242,6 @@ def evaluate_model(model_dir: str | Path, settings: AblationSettings, out_dir: P
 
     Each result is ``run_multigen``'s, plus ``outcomes`` (``image_outcomes``) for intervals and paired tests.
     """
-    from .evaluate.multigen import load_detections
-    from .sample import Generator
-
     generate_fn = Generator(str(model_dir), steps=settings.sample_steps, guidance=settings.guidance)
     colour_mode = model_colour_mode(model_dir)
     detector = ToyDetector(colour_mode=colour_mode)
@@ -256,7 +266,6 @@ def attention_miou(model_dir: str | Path, settings: AblationSettings) -> dict[st
     each."""
     if settings.seg_prompts <= 0:
         return None
-    from .evaluate.segmentation import segmentation_transfer
 
     prompts = held_out_prompts(settings.seg_prompts, 3, unseen=True, seed=settings.prompt_seed + 1,
                                colour_mode=model_colour_mode(model_dir))
@@ -305,10 +314,6 @@ def loss_profile(model_dir: str | Path = str(TOY_BASE_DIR), batches: int = 8, ba
     measure on scenes the model was not fine-tuned on). ``groups`` (default: the supervised ones,
     ``toy_geometry``) may name unsupervised groups too (the toy UNet also has ``down_16``) to see where the
     attention is grounded. Scenes are drawn at the model's image size."""
-    import torch
-
-    from .objective import compute_losses
-
     groups = tuple(groups) if groups is not None else toy_geometry(model_dir)["groups"]
     components, config, recorder, scenes, generator = _probe(model_dir, batch_size, seed, groups)
     totals: dict[str, float] = {}
@@ -328,12 +333,6 @@ def _probe(model_dir: str | Path, batch_size: int, seed: int, groups: Sequence[s
     """What measuring a toy model on fresh 2-4-object training-like scenes needs (no update): its components,
     a toy config at the model's size with ``groups`` and no grounding weights, a recorder of those groups'
     cross-attention, the scene batches (``scenes(step, 0)``) and the noise generator, all seeded by ``seed``."""
-    import torch
-
-    from .attention import attach_recorder
-    from .models import load_components
-    from .train import TrainOptions, toy_scene_batches
-
     config = get_config("toy", pretrained=str(model_dir), seed=seed, train_batch_size=batch_size,
                         token_weight=0.0, pixel_weight=0.0, resolution=toy_geometry(model_dir)["resolution"],
                         groups=tuple(groups))
@@ -386,11 +385,6 @@ def attention_specificity(model_dir: str | Path = str(TOY_BASE_DIR), batches: in
 
     Returns ``{group: {"own", "others", "background", "specificity", "tokens"}}`` (means over noun tokens).
     """
-    import torch
-
-    from .losses import prepare_samples
-    from .objective import noised_prediction
-
     geometry = toy_geometry(model_dir)
     groups = tuple(groups) if groups is not None else (*geometry["unsupervised"], *geometry["groups"])
     components, config, recorder, scenes, generator = _probe(model_dir, batch_size, seed, groups)
@@ -459,11 +453,6 @@ def attention_before_after(models: dict[str, str | Path], prompts: Sequence[Mult
     sampling ``seed`` (rows = models, e.g. the base, L_LDM only and + L_token + L_pixel): the "attention maps
     before and after" of the investigation. Heat maps are DAAM-style (``heatmaps.heat_maps``: summed over
     steps, averaged over heads and the mid and up layers, min-max normalised)."""
-    from .heatmaps import generate_with_attention, heat_maps
-    from .sample import load_model
-    from .tokens import noun_token_positions
-    from .viz import attention_comparison
-
     rows: dict[str, list] = {}
     for label, model_dir in models.items():
         model = load_model(str(model_dir))

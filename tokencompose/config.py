@@ -22,6 +22,9 @@ PRESETS = ("toy", "sd14", "sd21")
 
 #: Where the shipped toy base model lives (inside the package, so ``pip install`` carries it).
 TOY_BASE_DIR = Path(__file__).resolve().parent / "assets" / "toy_base"
+#: The toy base whose nouns carry their objects, as Stable Diffusion's do (issue 12; its card says which gates
+#: it meets); not the default yet.
+TOY_NOUN_BASE_DIR = TOY_BASE_DIR.parent / "toy_base_noun"
 
 
 @dataclass(frozen=True)
