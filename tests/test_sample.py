@@ -108,6 +108,23 @@ def test_generate_never_keeps_images_of_other_weights_or_settings(toy, tmp_path)
     assert json.loads((tmp_path / "manifest.json").read_text())["steps"] == 3
 
 
+def test_generate_keeps_the_sampling_mode_apart(toy, tmp_path):
+    """The authors' batch-1 mode must not reuse a batched run's images (they may differ in the last bits):
+    an image planted in a 'fast' folder survives a 'fast' rerun and is replaced by an 'authors' run."""
+    from PIL import Image
+
+    path = generate(toy, PROMPTS[:1], [0], steps=1, out_dir=tmp_path, progress=False)[0]
+    made = path.read_bytes()
+    Image.new("RGB", (16, 16), (255, 0, 255)).save(path)  # not what the model makes
+    planted = path.read_bytes()
+    assert generate(toy, PROMPTS[:1], [0], steps=1, out_dir=tmp_path, progress=False)[0].read_bytes() == planted
+    authors = generate(toy, PROMPTS[:1], [0], steps=1, out_dir=tmp_path, progress=False, mode="authors")[0]
+    assert authors.read_bytes() == made
+    assert json.loads((tmp_path / "manifest.json").read_text())["mode"] == "authors"
+    with pytest.raises(ValueError, match="unknown sampling mode"):
+        generate(toy, PROMPTS[:1], [0], steps=1, out_dir=tmp_path, progress=False, mode="slow")
+
+
 def test_generate_refuses_other_prompts_in_same_folder(toy, tmp_path):
     generate(toy, PROMPTS[:1], [0], steps=1, out_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="another --out folder"):

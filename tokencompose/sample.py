@@ -499,19 +499,23 @@ class Generator:
     so that images of another model or setting are never reused."""
 
     def __init__(self, model: Any, steps: int = 50, guidance: float | None = None, height: int | None = None,
-                 width: int | None = None) -> None:
+                 width: int | None = None, mode: str = "fast") -> None:
+        if mode not in SAMPLING_MODES:
+            raise ValueError(f"unknown sampling mode {mode!r}: use one of {', '.join(SAMPLING_MODES)}")
         self.model = load_model(model)
-        self.steps, self.height, self.width = steps, height, width
+        self.steps, self.height, self.width, self.mode = steps, height, width, mode
         self.guidance = default_guidance(self.model) if guidance is None else guidance
         self._provenance: dict[str, Any] | None = None
 
     @property
     def provenance(self) -> dict[str, Any]:
-        """``{"model": weights digest, "steps", "guidance", "height", "width"}``, hashed on first use only (a
-        digest reads every weight: SD's take seconds, wasted when no folder keeps the images)."""
+        """``{"model": weights digest, "steps", "guidance", "height", "width", "mode"}``, hashed on first use
+        only (a digest reads every weight: SD's take seconds, wasted when no folder keeps the images). The
+        digest covers the weights' dtype; ``mode`` (``SAMPLING_MODES``) keeps the authors' batch-1 images apart
+        from batched ones, which can differ in the last bits (batched kernels, SDPA vs eager attention)."""
         if self._provenance is None:
             self._provenance = {"model": model_digest(self.model), "steps": self.steps, "guidance": self.guidance,
-                                "height": self.height, "width": self.width}
+                                "height": self.height, "width": self.width, "mode": self.mode}
         return self._provenance
 
     def __call__(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
@@ -538,7 +542,8 @@ def _check_prompt_record(out_dir: Path, prompts: Sequence[str]) -> None:
 
 def generate(model: Any, prompts: Sequence[str], seeds: Sequence[int], steps: int = 50,
              guidance: float | None = None, out_dir: str | Path | None = None, batch_size: int = 8,
-             height: int | None = None, width: int | None = None, progress: bool = True) -> list[Path] | np.ndarray:
+             height: int | None = None, width: int | None = None, progress: bool = True, mode: str = "fast"
+             ) -> list[Path] | np.ndarray:
     """One image per (prompt, seed): ``len(prompts) * len(seeds)`` images, prompt-major.
 
     Args:
@@ -551,6 +556,8 @@ def generate(model: Any, prompts: Sequence[str], seeds: Sequence[int], steps: in
             (``provenance.claim_folder``); ``prompts.json`` there records the prompt list (a resumed run with
             other prompts is refused).
         batch_size: images a forward pass.
+        mode: the sampling mode the model was prepared for (``prepare_for_sampling``); recorded in the folder's
+            manifest, so images of the other mode are not reused.
 
     Returns:
         With ``out_dir``: the paths of all images in (prompt, seed) order. Without: ``[N, H, W, 3]`` uint8.
@@ -561,7 +568,7 @@ def generate(model: Any, prompts: Sequence[str], seeds: Sequence[int], steps: in
         raise ValueError(f"nothing to generate: {len(prompts)} prompts, {len(seeds)} seeds")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    generator = Generator(model, steps, guidance, height, width)  # its provenance keys out_dir
+    generator = Generator(model, steps, guidance, height, width, mode)  # its provenance keys out_dir
     jobs = [(index, int(seed)) for index in range(len(prompts)) for seed in seeds]
     todo = jobs
     folder = None
@@ -698,7 +705,7 @@ def cli(argv: list[str]) -> int:
                            scheduler=args.scheduler)
         model = prepare_for_sampling(model, settings)
         paths = generate(model, prompts, seeds, steps=args.steps, guidance=args.guidance, out_dir=args.out,
-                         batch_size=settings.batch_size, height=args.height, width=args.width)
+                         batch_size=settings.batch_size, height=args.height, width=args.width, mode=settings.mode)
     except (ValueError, FileNotFoundError) as error:  # seeds, prompts, sizes, another run's prompts in --out
         if isinstance(error, UserError):
             raise

@@ -107,7 +107,8 @@ def make_generate_fn(args: argparse.Namespace, device: str) -> Any:
                                  compile_unet=args.compile)
     args.batch_size = settings.batch_size  # the mode's default where --batch-size was not given
     model = sample.load_model(args.model, base=args.base, dtype=settings.dtype, device=settings.device)
-    return sample.Generator(sample.prepare_for_sampling(model, settings), steps=args.steps, guidance=args.guidance)
+    return sample.Generator(sample.prepare_for_sampling(model, settings), steps=args.steps, guidance=args.guidance,
+                            mode=settings.mode)
 
 
 def _check_source(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
