@@ -48,3 +48,28 @@ def test_variant_keeps_only_its_loss_weights(tmp_path):
                for spec in [job_spec(tmp_path, str(base), variant, variant, 0, 0.1, settings, [3.0], False)]}
     assert weights == {"ldm": (0.0, 0.0), "pixel": (0.0, 0.25), "token": (0.5, 0.0), "both": (0.5, 0.25),
                        "base": (0.0, 0.0)}
+
+
+def test_a_job_reuses_the_same_finetune_of_another_job(tmp_path):
+    """The sweep's seed-0 fine-tune at the chosen ratio is the main run's: trained once, evaluated twice. A job
+    with another seed, variant or training setting trains its own."""
+    from tokencompose.jobs import same_finetune
+
+    base = save_toy_model(build_toy_model(sample_size=16, seed=0), tmp_path / "base")
+    sweep_settings = AblationSettings(steps=3, prompts_per_count=8, prompt_seed=7)
+    sweep = job_spec(tmp_path / "work", str(base), "sweep_r0.1", "both", 0, 0.1, sweep_settings, [3.0], False)
+    _finished(sweep)
+    train = Path(sweep["folder"]) / "train"
+    (train / "unet").mkdir(parents=True)
+    (train / "log.csv").write_text("step,ldm,token,pixel,total,seconds\n1,0.1,0.5,0.7,0.2,1.0\n")
+
+    main_settings = AblationSettings(steps=3, prompts_per_count=32, prompt_seed=2024)
+    same = job_spec(tmp_path / "work", str(base), "both_seed0", "both", 0, 0.1, main_settings, [3.0], False)
+    assert same_finetune(same) == Path(sweep["folder"])
+    for other in (job_spec(tmp_path / "work", str(base), "both_seed1", "both", 1, 0.1, main_settings, [3.0], False),
+                  job_spec(tmp_path / "work", str(base), "token_seed0", "token", 0, 0.1, main_settings, [3.0], False),
+                  job_spec(tmp_path / "work", str(base), "both_long", "both", 0, 0.1,
+                           AblationSettings(steps=4, prompts_per_count=32), [3.0], False)):
+        assert same_finetune(other) is None, other["name"]
+    (train / "unet").rmdir()  # weights gone: nothing to share
+    assert same_finetune(same) is None

@@ -78,13 +78,21 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     settings = AblationSettings(**spec["settings"])
     began = time.time()
     result = None
+    shared = None if spec["variant"] == "base" else same_finetune(spec)
     if spec["variant"] == "base":
         model_dir = Path(spec["base"])
+    elif shared is not None:  # the same fine-tune was run by another job (e.g. the sweep's): its weights
+        model_dir = shared / "train"
+        logger.warning("job %s: fine-tune shared with %s (same base, variant, seed and training settings)",
+                       spec["name"], shared.name)
     else:
         result = finetune(spec["variant"], spec["seed"], settings, folder / "train", spec["base"])
         model_dir = result.unet_dir.parent
     train_minutes = (time.time() - began) / 60
     note, losses = None, {}
+    if shared is not None:
+        losses = losses_from_log(shared / "train" / "log.csv")["losses"]
+        train_minutes, note = 0.0, f"fine-tune shared with job {shared.name}"
     if result is not None:
         logged = losses_from_log(folder / "train" / "log.csv")
         losses = logged["losses"]
@@ -103,6 +111,39 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     done.write_text(json.dumps(record, default=str))
     return json.loads(done.read_text())  # the same (string) keys whether fresh or cached
+
+
+#: the settings that decide a fine-tune's weights (the rest of ``AblationSettings`` is evaluation)
+FINETUNE_KEYS = ("steps", "batch_size", "learning_rate", "token_weight", "pixel_weight")
+
+
+def finetune_identity(spec: dict[str, Any]) -> tuple:
+    """What makes a job's fine-tuned weights: base weights, variant, seed and ``FINETUNE_KEYS``. Two jobs with
+    the same identity train bit-identical models (same data order, noise and seed), whatever they evaluate."""
+    return (spec["base_digest"], spec["variant"], spec["seed"],
+            *(json.dumps(spec["settings"].get(k)) for k in FINETUNE_KEYS))
+
+
+def same_finetune(spec: dict[str, Any]) -> Path | None:
+    """A finished job beside ``spec``'s folder (same work folder) whose fine-tune is the one ``spec`` asks for
+    (``finetune_identity``) and whose weights are on disk, or None. Lets the main runs reuse the ratio sweep's
+    fine-tunes (the ablation's seed-0 "both" at the chosen ratio, and "L_LDM only") instead of training them
+    twice; evaluation still runs on the job's own prompts."""
+    folder = Path(spec["folder"])
+    wanted = finetune_identity(spec)
+    for done in sorted(folder.parent.glob("*/job.json")):
+        other = done.parent
+        if other == folder or not (other / "train" / "unet").is_dir() or not (other / "train" / "log.csv").is_file():
+            continue
+        try:
+            record = json.loads(done.read_text())
+            if record.get("note", "").startswith("fine-tune shared"):
+                continue  # it has no weights of its own
+            if finetune_identity({**record, "base_digest": record.get("base_digest")}) == wanted:
+                return other
+        except (KeyError, ValueError, TypeError):
+            continue
+    return None
 
 
 def losses_from_log(log: Path) -> dict[str, Any]:

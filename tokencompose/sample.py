@@ -78,10 +78,10 @@ def initial_noise(seeds: Sequence[int], shape: tuple[int, ...]) -> torch.Tensor:
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def ddim_sample(unet, scheduler, cond: torch.Tensor, uncond: torch.Tensor, noise: torch.Tensor, steps: int = 50,
                 guidance: float = 3.0, value_range: tuple[float, float] = (0.0, 1.0),
-                callback: StepCallback | None = None) -> torch.Tensor:
+                callback: StepCallback | None = None, autocast: torch.dtype | None = None) -> torch.Tensor:
     """DDIM (eta = 0) with classifier-free guidance and x0 clamped to ``value_range`` at every step.
 
     Args:
@@ -91,6 +91,8 @@ def ddim_sample(unet, scheduler, cond: torch.Tensor, uncond: torch.Tensor, noise
             e.g. to read and sum an attention recorder's maps (``heatmaps.AttentionSum``).
             With guidance != 1 the UNet sees the batch ``[uncond; cond]`` (a recorder keeps the second half
             with ``keep="cond"``); with guidance == 1 only ``cond``.
+        autocast: run the UNet under ``torch.autocast`` in this dtype (e.g. ``torch.bfloat16``: matrix units
+            of recent CPUs, ``benchmarks/toy_sampling.py``); the DDIM update stays in the noise's dtype.
     Returns:
         ``[B, C, H, W]`` samples in ``value_range``.
     """
@@ -103,15 +105,15 @@ def ddim_sample(unet, scheduler, cond: torch.Tensor, uncond: torch.Tensor, noise
         a_t = alphas[t]
         a_prev = alphas[timesteps[i + 1]] if i + 1 < len(timesteps) else torch.tensor(1.0, device=x.device)
         t_batch = torch.full((x.shape[0],), int(t), device=x.device)
-        if guidance == 1.0:
-            eps = unet(x, t_batch, cond).sample
-        else:
-            both = unet(torch.cat([x, x]), torch.cat([t_batch, t_batch]), torch.cat([uncond, cond])).sample
-            eps_u, eps_c = both.chunk(2)
-            eps = eps_u + guidance * (eps_c - eps_u)
+        with torch.autocast(x.device.type, dtype=autocast, enabled=autocast is not None):
+            if guidance == 1.0:
+                eps = unet(x, t_batch, cond).sample.float()
+            else:
+                both = unet(torch.cat([x, x]), torch.cat([t_batch, t_batch]), torch.cat([uncond, cond])).sample
+                eps_u, eps_c = both.float().chunk(2)
+                eps = eps_u + guidance * (eps_c - eps_u)
         if callback is not None:
             callback(i, int(t))
-        eps = eps.float()
         x0 = ((x - (1 - a_t).sqrt() * eps) / a_t.sqrt()).clamp(low, high)
         eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()
         x = (a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps).to(noise.dtype)
@@ -120,10 +122,11 @@ def ddim_sample(unet, scheduler, cond: torch.Tensor, uncond: torch.Tensor, noise
 
 def generate_toy(components: Components, prompts: Sequence[str], seeds: Sequence[int], steps: int = 50,
                  guidance: float = 3.0, batch_size: int = 64, value_range: tuple[float, float] = (0.0, 1.0),
-                 progress: bool = True, callback: StepCallback | None = None) -> np.ndarray:
+                 progress: bool = True, callback: StepCallback | None = None,
+                 autocast: torch.dtype | None = None) -> np.ndarray:
     """Images ``[N, H, W, 3]`` uint8 for ``prompts[i]`` with ``seeds[i]`` from a pixel-space toy model.
 
-    ``callback`` is passed to ``ddim_sample`` for every batch (see there).
+    ``callback`` and ``autocast`` are passed to ``ddim_sample`` for every batch (see there).
     """
     if len(prompts) != len(seeds):
         raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; pass one seed per prompt")
@@ -138,7 +141,8 @@ def generate_toy(components: Components, prompts: Sequence[str], seeds: Sequence
         cond = encode_prompts(components, chunk).to(unet.device, unet.dtype)
         noise = initial_noise(seeds[start:start + batch_size], shape).to(unet.device, unet.dtype)
         x = ddim_sample(unet, components.scheduler, cond, uncond_one.expand(len(chunk), -1, -1), noise,
-                        steps=steps, guidance=guidance, value_range=value_range, callback=callback)
+                        steps=steps, guidance=guidance, value_range=value_range, callback=callback,
+                        autocast=autocast)
         low, high = value_range
         x = (x.float() - low) / (high - low)
         images.append((x.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
