@@ -74,8 +74,7 @@ def report(scales: dict, sweep: dict | None, records: list[dict], preset: str, s
     by_variant = {v: [r for r in records if r["variant"] == v] for v in ("base", *VARIANTS)}
     counts = MG_KS
     lines = [
-        f"# Toy-world ablation (preset `{preset}`"
-        + ("" if Path(base).name == TOY_BASE_DIR.name else f", base `{Path(base).name}`") + ")", "",
+        f"# Toy-world ablation (preset `{preset}`, base `{Path(base).name}`)", "",
         f"Measured {datetime.date.today().isoformat()} on {machine}; {workers} worker process(es) x {threads} "
         "torch threads. Produced by `" + (command or f"python benchmarks/toy_ablation.py --preset {preset} --seeds "
                                           f"{' '.join(map(str, seeds))}") + "`.", "",

@@ -30,8 +30,10 @@ import argparse
 import datetime
 import json
 import logging
+import shlex
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +58,15 @@ from tokencompose.ablation import (  # noqa: E402
     toy_geometry,
     weights_for_ratio,
 )
-from tokencompose.config import TOY_BASE_DIR  # noqa: E402
-from tokencompose.jobs import init_worker, job_spec, machine_description, run_job, strip_scores  # noqa: E402
+from tokencompose.config import TOY_CONTROL_BASE_DIR  # noqa: E402
+from tokencompose.jobs import (  # noqa: E402
+    init_worker,
+    job_spec,
+    machine_description,
+    run_job,
+    strip_scores,
+    trained_model,
+)
 
 logger = logging.getLogger("toy_investigation")
 
@@ -88,6 +97,8 @@ def long_runs(work: Path, base: str, preset: dict[str, Any], scales: dict[str, f
 
 
 GUIDANCES = [1.0, 3.0, 7.5]
+#: the parts of the investigation (``--parts``); profiles, specificity and the figure always run
+PARTS = ("long", "guidance")
 
 
 def guidance_runs(work: Path, models: dict[str, Path], preset: dict[str, Any],
@@ -135,15 +146,20 @@ def long_verdicts(long_records: list[dict]) -> list[str]:
 
 def report(profiles: dict[str, dict[str, float]], long_records: list[dict], figure_models: list[str],
            preset: str, machine: str, minutes: dict[str, float], scales: dict[str, float], batches: int,
-           batch_size: int, guidance_records: list[dict], specificity: dict[str, dict[str, dict[str, float]]]) -> str:
+           batch_size: int, guidance_records: list[dict], specificity: dict[str, dict[str, dict[str, float]]],
+           base: str = str(TOY_CONTROL_BASE_DIR), command: str | None = None, parts: Sequence[str] | None = None,
+           figure_stem: str | None = None) -> str:
+    parts = PARTS if parts is None else tuple(parts)
     counts = MG_KS
-    steps = long_records[0]["settings"]["steps"]
     groups = [key.partition("/")[2] for key in next(iter(profiles.values())) if key.startswith("token/")]
     lines = [
-        f"# Toy-world investigation (preset `{preset}`): is the attention grounded, and does composition follow?", "",
+        f"# Toy-world investigation (preset `{preset}`, base `{Path(base).name}`): is the attention grounded, and "
+        "does composition follow?", "",
         f"Measured {datetime.date.today().isoformat()} on {machine}. Produced by "
-        f"`python benchmarks/toy_investigation.py --preset {preset}` after `benchmarks/toy_ablation.py`. "
-        "Nothing here is measured on the ablation's held-out test prompts.", "",
+        f"`{command or f'python benchmarks/toy_investigation.py --preset {preset}'}` after "
+        "`benchmarks/toy_ablation.py`. Nothing here is measured on the ablation's held-out test prompts.", "",
+        *([f"Costly parts run: {', '.join(parts) or 'none'} (the others were skipped: `--parts`).", ""]
+          if set(parts) != set(PARTS) else []),
         "## 1. Loss profile per cross-attention group", "",
         f"Mean over {batches} batches of {batch_size} fresh 2-4-object "
         f"scenes (scene seed {PROFILE_SEED}, which no run trained on). L_token per group is summed over its layers "
@@ -172,7 +188,27 @@ def report(profiles: dict[str, dict[str, float]], long_records: list[dict], figu
             f"{per_group[g]['specificity']:.2f}" for g in groups) + " |")
     lines += ["<!-- readme:end -->"]
     lam, gam = weights_for_ratio(scales, LONG_RATIO)
-    lines += [
+    if long_records:
+        lines += _long_section(long_records, lam, gam, counts)
+    if guidance_records:
+        lines += _guidance_section(guidance_records, counts)
+    stem = figure_stem or f"toy_investigation_{preset}"
+    lines += ["", "## 4. Attention maps before and after", "",
+              f"Rows: {', '.join(figure_models)}; two unseen 3-object validation prompts, sampling seed 0.", "",
+              f"![attention before and after]({stem}.png)", "",
+              "## Time", "", "Minutes of each job (cached jobs keep the record of the invocation that ran them):", "",
+              "| job | fine-tune | evaluate | where |", "|---|---|---|---|",
+              *[f"| {r['name']} | {r['train_minutes']:.1f} | {r['eval_minutes']:.1f} | {r.get('device', '')} |"
+                for r in [*long_records, *guidance_records]],
+              "", "Wall clock of this invocation: " + ", ".join(f"{k} {v:.1f} min" for k, v in minutes.items()) + ".",
+              ""]
+    return "\n".join(lines)
+
+
+def _long_section(long_records: list[dict], lam: float, gam: float, counts) -> list[str]:
+    """Section 2: the long runs' table, verdicts and losses."""
+    steps = long_records[0]["settings"]["steps"]
+    lines = [
         "", f"## 2. Longer fine-tuning with stronger grounding (seed 0, {steps} steps, r = {LONG_RATIO}: "
         f"lambda {lam:.3g}, gamma {gam:.3g})", "",
         f"Validation prompts (prompt seed {VALIDATION_PROMPT_SEED}): "
@@ -201,9 +237,13 @@ def report(profiles: dict[str, dict[str, float]], long_records: list[dict], figu
         lines.append(f"| {LABELS[r['variant']]} | {f['ldm']:.4f} / {last['ldm']:.4f} | {f['token']:.3f} / "
                      f"{last['token']:.3f} | {f['pixel']:.3f} / {last['pixel']:.3f} | {r['train_minutes']:.1f} / "
                      f"{r['eval_minutes']:.1f} |")
-    stem = f"toy_investigation_{preset}"
+    return lines
+
+
+def _guidance_section(guidance_records: list[dict], counts) -> list[str]:
+    """Section 3: the base and the ablation's seed-0 models at each guidance scale."""
     settings = guidance_records[0]["settings"]
-    lines += ["", "## 3. Guidance scale", "",
+    lines = ["", "## 3. Guidance scale", "",
               f"The base and the ablation's seed-0 models at each CFG scale; validation prompts, "
               f"{settings['prompts_per_count']} prompts x {settings['images_per_prompt']} images a cell, DDIM "
               f"{settings['sample_steps']}; MG_k (>= k of the {PROMPT_OBJECTS} named) with 95% intervals.", "",
@@ -213,16 +253,13 @@ def report(profiles: dict[str, dict[str, float]], long_records: list[dict], figu
         for guidance in GUIDANCES:
             cells = [interval_cell(pooled([record], str(guidance), s, k)) for s in ("unseen", "seen") for k in counts]
             lines.append(f"| {record['label']} | {guidance} | " + " | ".join(cells) + " |")
-    lines += ["", "## 4. Attention maps before and after", "",
-              f"Rows: {', '.join(figure_models)}; two unseen 3-object validation prompts, sampling seed 0.", "",
-              f"![attention before and after]({stem}.png)", "",
-              "## Time", "", "Minutes of each job (cached jobs keep the record of the invocation that ran them):", "",
-              "| job | fine-tune | evaluate | where |", "|---|---|---|---|",
-              *[f"| {r['name']} | {r['train_minutes']:.1f} | {r['eval_minutes']:.1f} | {r.get('device', '')} |"
-                for r in [*long_records, *guidance_records]],
-              "", "Wall clock of this invocation: " + ", ".join(f"{k} {v:.1f} min" for k, v in minutes.items()) + ".",
-              ""]
-    return "\n".join(lines)
+    return lines
+
+
+def display_base(folder: str | Path) -> str:
+    """``folder`` relative to the repository when inside it (a results file should not name this machine's paths)."""
+    path = Path(folder).resolve()
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(folder)
 
 
 def _slug(name: str) -> str:
@@ -233,13 +270,18 @@ def _slug(name: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(SIZES), default="cpu")
-    parser.add_argument("--base", default=str(TOY_BASE_DIR))
+    parser.add_argument("--base", default=str(TOY_CONTROL_BASE_DIR),
+                        help="the base the ablation ran on (default: the first base, whose investigation is in "
+                             "benchmarks/results/toy_investigation_cpu.md)")
     parser.add_argument("--ablation-work", default=None,
                         help="the ablation's work folder (default outputs/toy_ablation_<preset>)")
     parser.add_argument("--work", default=None, help="work folder (default outputs/toy_investigation_<preset>)")
     parser.add_argument("--results", default=None, help="results file stem (default "
                         "benchmarks/results/toy_investigation_<preset>)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--parts", nargs="*", choices=PARTS, default=list(PARTS),
+                        help="the costly parts to run (the long runs, the guidance sweep); the loss profiles, "
+                             "specificity and the figure always run")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     preset = dict(ABLATION_PRESETS[args.preset])
@@ -259,25 +301,29 @@ def main(argv: list[str] | None = None) -> int:
     minutes: dict[str, float] = {}
 
     began = time.time()
-    long_records = [run_job(spec) for spec in long_runs(work, args.base, preset, scales, sizes)]
+    long_records = ([run_job(spec) for spec in long_runs(work, args.base, preset, scales, sizes)]
+                    if "long" in args.parts else [])
     minutes["long runs"] = (time.time() - began) / 60
 
     models = {"base": Path(args.base)}
     for variant in ("ldm", "pixel", "token", "both"):
-        folder = ablation_work / f"{variant}_seed0" / "train"
-        if (folder / "unet").is_dir() and (folder.parent / "job.json").is_file():
-            ratio = json.loads((folder.parent / "job.json").read_text())["ratio"]
-            models[f"{LABELS[variant]} (ablation{f', r = {ratio}' if variant != 'ldm' else ''})"] = folder
-        else:
-            logger.warning("%s has no fine-tuned model; its row is left out", folder)
+        job = ablation_work / f"{variant}_seed0"
+        try:
+            folder = trained_model(job)  # its own train/, or the sweep's when the fine-tune was shared
+        except FileNotFoundError as error:
+            logger.warning("%s; its row is left out", error)
+            continue
+        ratio = json.loads((job / "job.json").read_text())["ratio"]
+        models[f"{LABELS[variant]} (ablation{f', r = {ratio}' if variant != 'ldm' else ''})"] = folder
     for record in long_records:
         models[f"{LABELS[record['variant']]} (long{f', r = {LONG_RATIO}' if record['variant'] != 'ldm' else ''})"] = work / record["name"] / "train"
 
     began = time.time()
     chosen = {name: models[name] for name in models if name == "base" or "(ablation" in name
               and ("L_LDM only" in name or "+ L_token + L_pixel" in name)}
-    guidance_records = [run_job(spec) | {"label": label}
-                        for label, spec in guidance_runs(work, chosen, preset, sizes).items()]
+    guidance_records = ([run_job(spec) | {"label": label}
+                         for label, spec in guidance_runs(work, chosen, preset, sizes).items()]
+                        if "guidance" in args.parts else [])
     minutes["guidance sweep"] = (time.time() - began) / 60
 
     began = time.time()
@@ -301,7 +347,10 @@ def main(argv: list[str] | None = None) -> int:
     minutes["figure"] = (time.time() - began) / 60
 
     text = report(profiles, long_records, figure_models, args.preset, machine_description(), minutes, scales,
-                  sizes["profile_batches"], preset["batch_size"], guidance_records, specificity)
+                  sizes["profile_batches"], preset["batch_size"], guidance_records, specificity,
+                  base=display_base(args.base), parts=args.parts, figure_stem=stem.name,
+                  command=shlex.join(["python", "benchmarks/toy_investigation.py",
+                                      *(argv if argv is not None else sys.argv[1:])]))
     stem.with_suffix(".md").write_text(text)
     summary = {"profiles": profiles, "specificity": specificity, "minutes": minutes, "scales": scales,
                "long_runs": [{k: v for k, v in r.items() if k != "scores"} | {"scores": strip_scores(r["scores"])}

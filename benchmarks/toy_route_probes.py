@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from tokencompose.ablation import attention_specificity
-from tokencompose.config import TOY_BASE_DIR
+from tokencompose.config import TOY_CONTROL_BASE_DIR
 from tokencompose.pretrain import PretrainSettings, pretrain_toy
 from tokencompose.probes import ROUTING_ROWS, noun_feature_cosine, routing
 
@@ -40,7 +40,7 @@ GROUPS = ("down_16", "mid_8", "up_16")
 
 
 def model_dir(name: str) -> Path:
-    return TOY_BASE_DIR if name == "base" else WORK / name / "model"
+    return TOY_CONTROL_BASE_DIR if name == "base" else WORK / name / "model"
 
 
 def train(args: argparse.Namespace) -> None:

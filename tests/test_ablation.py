@@ -202,6 +202,14 @@ def test_ablation_and_investigation_scripts_run_end_to_end(tmp_path):
     assert len(verdicts) == 2 and all("unseen MG3" in line and "unseen MG4" in line for line in verdicts)
     assert guidance_rows[0][0] == "| base" and "L_LDM only (ablation)" in guidance_rows[3][0]
     assert (results / "toy_investigation_smoke.png").stat().st_size > 0
+    # only the cheap parts: the profiles and specificity of the ablation's models, no long runs, no CFG sweep
+    assert investigation.main(["--preset", "smoke", "--ablation-work", str(tmp_path / "ablation"), "--work",
+                               str(tmp_path / "investigation"), "--results", str(results / "cheap"), "--threads",
+                               "1", "--parts"]) == 0
+    cheap = (results / "cheap.md").read_text()
+    assert "## 2." not in cheap and "## 3." not in cheap and "## 4." in cheap and "Costly parts run: none (the others" in cheap
+    assert len([line for line in cheap.split("## 1.")[1].split("### Where")[0].splitlines()
+                if line.startswith("| ")][1:]) == 1 + 4  # base and the ablation's four seed-0 models
 
 
 def test_ablation_follows_the_base_image_size(tmp_path):
@@ -229,13 +237,17 @@ def test_ablation_follows_the_base_image_size(tmp_path):
 def test_attention_specificity_splits_each_tokens_attention_three_ways():
     from tokencompose.ablation import attention_specificity
 
-    result = attention_specificity(batches=1, batch_size=4, seed=5)
+    from tokencompose.config import TOY_CONTROL_BASE_DIR
+
+    result = attention_specificity(TOY_CONTROL_BASE_DIR, batches=1, batch_size=4, seed=5)
     assert set(result) == {"down_16", "mid_8", "up_16"}
     for group, parts in result.items():
         assert parts["tokens"] >= 8, group  # 4 scenes of 2-4 objects, one token a noun
         assert 0 < parts["own"] < 1 and 0 < parts["others"] < 1 and 0 < parts["background"] < 1
         assert math.isclose(parts["own"] + parts["others"] + parts["background"], 1.0, abs_tol=1e-6)
-        assert 0.5 < parts["specificity"] < 2.0  # the shipped base: no strong preference (about 1)
+        assert 0.5 < parts["specificity"] < 2.0  # the first base (the control): no strong preference (about 1)
+    default = attention_specificity(batches=1, batch_size=4, seed=5)  # the default base: nouns find their objects
+    assert default["down_16"]["specificity"] > 2.0 and default["mid_8"]["specificity"] > 1.5
     with pytest.raises(ValueError, match="not recorded"):
         attention_specificity(batches=1, batch_size=2, groups=("up_32",))
 

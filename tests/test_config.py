@@ -42,3 +42,18 @@ def test_overrides_and_errors():
     with pytest.raises(ValueError, match="groups"):
         get_config("toy", groups=("middle_8",))
     assert set(PRESETS) == {"toy", "sd14", "sd21"}
+
+
+def test_the_default_toy_base_meets_its_gates_on_these_weights():
+    """The default toy base is the one whose card shows every gate met (issue 12), measured on the weights in
+    the folder: swapping the weights without measuring them again fails here. The control stays beside it."""
+    import json
+
+    from tokencompose.config import TOY_BASE_DIR, TOY_CONTROL_BASE_DIR
+    from tokencompose.provenance import weights_digest
+
+    gates = json.loads((TOY_BASE_DIR / "gates.json").read_text())
+    assert gates["digest"] == weights_digest(TOY_BASE_DIR)
+    assert gates["gates"] and all(entry["met"] for entry in gates["gates"].values()), gates["gates"]
+    assert get_config("toy").pretrained == str(TOY_BASE_DIR)
+    assert (TOY_CONTROL_BASE_DIR / "unet").is_dir() and TOY_CONTROL_BASE_DIR != TOY_BASE_DIR

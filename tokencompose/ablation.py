@@ -123,7 +123,7 @@ def toy_geometry(model_dir: str | Path = str(TOY_BASE_DIR)) -> dict[str, Any]:
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file} not found: {model_dir} is not a toy model folder in diffusers "
                                 "layout (unet/, text_encoder/, scheduler/); train one with `python -m tokencompose "
-                                "pretrain-toy` or pass the shipped tokencompose/assets/toy_base")
+                                "pretrain-toy` or pass a shipped base, e.g. tokencompose/assets/toy_base_noun")
     size = int(json.loads(config_file.read_text())["sample_size"])
     if size % 4:
         raise ValueError(f"{model_dir}: toy sample_size {size} is not a multiple of 4 (the UNet halves it twice)")

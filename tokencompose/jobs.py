@@ -92,7 +92,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     note, losses = None, {}
     if shared is not None:
         losses = losses_from_log(shared / "train" / "log.csv")["losses"]
-        train_minutes, note = 0.0, f"fine-tune shared with job {shared.name}"
+        train_minutes, note = 0.0, SHARED_NOTE + shared.name
     if result is not None:
         logged = losses_from_log(folder / "train" / "log.csv")
         losses = logged["losses"]
@@ -111,6 +111,21 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     done.write_text(json.dumps(record, default=str))
     return json.loads(done.read_text())  # the same (string) keys whether fresh or cached
+
+
+SHARED_NOTE = "fine-tune shared with job "
+
+
+def trained_model(folder: str | Path) -> Path:
+    """The fine-tuned model folder of the finished job in ``folder``: its own ``train/``, or, when its fine-tune
+    was shared (``same_finetune``), the other job's. ``FileNotFoundError`` when the job has no model."""
+    folder = Path(folder)
+    record = json.loads((folder / "job.json").read_text())
+    note = record.get("note") or ""
+    model = (folder.parent / note.removeprefix(SHARED_NOTE) / "train") if note.startswith(SHARED_NOTE) else folder / "train"
+    if not (model / "unet").is_dir():
+        raise FileNotFoundError(f"job {folder.name}: no fine-tuned model in {model} (a 'base' job, or deleted)")
+    return model
 
 
 #: the settings that decide a fine-tune's weights (the rest of ``AblationSettings`` is evaluation)
@@ -137,7 +152,7 @@ def same_finetune(spec: dict[str, Any]) -> Path | None:
             continue
         try:
             record = json.loads(done.read_text())
-            if record.get("note", "").startswith("fine-tune shared"):
+            if (record.get("note") or "").startswith(SHARED_NOTE):
                 continue  # it has no weights of its own
             if finetune_identity({**record, "base_digest": record.get("base_digest")}) == wanted:
                 return other

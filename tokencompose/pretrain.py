@@ -4,7 +4,11 @@ Like Stable Diffusion, the base should render single objects well and several ba
 with and without token-level supervision has something to improve. Pairs in ``toyworld.EXCLUDED_PAIRS``
 never appear together (the "uncommon combinations" evaluated later). Usage::
 
-    python -m tokencompose pretrain-toy --steps 10000 --decay-start 6000 --out tokencompose/assets/toy_base
+    python -m tokencompose pretrain-toy --steps 10000 --decay-start 6000 --out outputs/toy_base   # the first base's recipe
+
+The default toy base (``config.TOY_BASE_DIR``, ``tokencompose/assets/toy_base_noun``) took three runs; its model card
+lists their commands. A run writes to ``outputs/toy_base`` unless ``--out`` says otherwise: the shipped bases are
+replaced only by hand, with their cards.
 
 The denoising objective (paper Eq. 1, Ho et al. 2020): ``L_LDM = E ||eps - eps_theta(x_t, t, c)||^2`` with
 ``x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps``; here x_0 is the image itself (pixel space, values in [0, 1]).
@@ -142,7 +146,7 @@ def trained_modules(components: Components, settings: PretrainSettings) -> torch
     return components.unet
 
 
-def pretrain_toy(out_dir: str | Path = TOY_BASE_DIR, settings: PretrainSettings | None = None,
+def pretrain_toy(out_dir: str | Path = "outputs/toy_base", settings: PretrainSettings | None = None,
                  work_dir: str | Path = "outputs/pretrain_toy", resume: bool = True,
                  device: str = "cpu", init_from: str | Path | None = None,
                  new_world: bool = False) -> tuple[Components, float]:
@@ -417,8 +421,9 @@ def cli(argv: list[str]) -> int:
     """``python -m tokencompose pretrain-toy``: train, evaluate and write the toy base model + model card."""
     parser = ArgumentParser(prog="tokencompose pretrain-toy", description=cli.__doc__)
     defaults = PretrainSettings()
-    parser.add_argument("--out", type=output_folder, default=str(TOY_BASE_DIR),
-                        help="folder for the model (diffusers layout)")
+    parser.add_argument("--out", type=output_folder, default="outputs/toy_base",
+                        help="folder for the model (diffusers layout); the shipped bases are under "
+                             f"{TOY_BASE_DIR.parent} (copy a new one there by hand, with its card)")
     parser.add_argument("--work-dir", type=output_folder, default="outputs/pretrain_toy",
                         help="checkpoints and log.csv")
     parser.add_argument("--steps", type=positive_int, default=defaults.steps)
