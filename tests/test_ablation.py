@@ -236,7 +236,6 @@ def test_ablation_follows_the_base_image_size(tmp_path):
 
 def test_attention_specificity_splits_each_tokens_attention_three_ways():
     from tokencompose.ablation import attention_specificity
-
     from tokencompose.config import TOY_CONTROL_BASE_DIR
 
     result = attention_specificity(TOY_CONTROL_BASE_DIR, batches=1, batch_size=4, seed=5)
