@@ -60,6 +60,7 @@ from tokencompose.ablation import (  # noqa: E402
 )
 from tokencompose.config import TOY_BASE_DIR  # noqa: E402
 from tokencompose.jobs import job_pool, job_spec, machine_description, run_job, strip_scores  # noqa: E402
+from tokencompose.results import repository_path  # noqa: E402
 
 logger = logging.getLogger("toy_ablation")
 
@@ -161,12 +162,6 @@ def report(scales: dict, sweep: dict | None, records: list[dict], preset: str, s
     return "\n".join(lines)
 
 
-def display_path(folder: str | Path) -> str:
-    """``folder`` relative to the repository when inside it (a results file should not name this machine's paths)."""
-    path = Path(folder).resolve()
-    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(folder)
-
-
 def figure(records: list[dict], guidance: str, path: Path) -> None:
     """Bars of MG_k per variant (unseen and seen) with 95% intervals (``viz.score_bars``)."""
     from tokencompose.viz import score_bars
@@ -263,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
 
     text = report(scales, sweep, records, args.preset, dataclasses.asdict(settings), args.seeds, guidances,
                   timings, machine_description(), threads, args.workers, sweep_records=(sweep or {}).get("records"),
-                  base=display_path(args.base), note=args.note,
+                  base=repository_path(args.base), note=args.note,
                   command=shlex.join(["python", "benchmarks/toy_ablation.py", *(argv if argv is not None else sys.argv[1:])]))
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".md").write_text(text + f"\n![MultiGen bars]({stem.name}.png)\n")

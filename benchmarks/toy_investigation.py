@@ -67,6 +67,7 @@ from tokencompose.jobs import (  # noqa: E402
     strip_scores,
     trained_model,
 )
+from tokencompose.results import repository_path  # noqa: E402
 
 logger = logging.getLogger("toy_investigation")
 
@@ -256,12 +257,6 @@ def _guidance_section(guidance_records: list[dict], counts) -> list[str]:
     return lines
 
 
-def display_base(folder: str | Path) -> str:
-    """``folder`` relative to the repository when inside it (a results file should not name this machine's paths)."""
-    path = Path(folder).resolve()
-    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(folder)
-
-
 def _slug(name: str) -> str:
     """A folder name for a model label: "L_LDM only (ablation)" -> "l_ldm_only_ablation"."""
     return "_".join("".join(c if c.isalnum() else " " for c in name.lower()).split())
@@ -348,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
 
     text = report(profiles, long_records, figure_models, args.preset, machine_description(), minutes, scales,
                   sizes["profile_batches"], preset["batch_size"], guidance_records, specificity,
-                  base=display_base(args.base), parts=args.parts, figure_stem=stem.name,
+                  base=repository_path(args.base), parts=args.parts, figure_stem=stem.name,
                   command=shlex.join(["python", "benchmarks/toy_investigation.py",
                                       *(argv if argv is not None else sys.argv[1:])]))
     stem.with_suffix(".md").write_text(text)

@@ -36,3 +36,10 @@ def test_readme_blocks_is_empty_without_markers_and_ignores_an_unclosed_block():
 def test_title_is_the_first_level_one_heading_or_the_default():
     assert title(RESULTS) == "Toy-world ablation (preset `cpu`)"
     assert title("no heading here\n## only a subheading", default="fallback") == "fallback"
+
+
+def test_repository_path_names_folders_inside_the_checkout_relative_to_it(tmp_path):
+    from tokencompose.results import repository_path
+
+    assert repository_path(tmp_path / "repo" / "assets" / "base", root=tmp_path / "repo") == "assets/base"
+    assert repository_path(tmp_path / "elsewhere", root=tmp_path / "repo") == str(tmp_path / "elsewhere")

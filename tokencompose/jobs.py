@@ -154,7 +154,7 @@ def same_finetune(spec: dict[str, Any]) -> Path | None:
             record = json.loads(done.read_text())
             if (record.get("note") or "").startswith(SHARED_NOTE):
                 continue  # it has no weights of its own
-            if finetune_identity({**record, "base_digest": record.get("base_digest")}) == wanted:
+            if finetune_identity(record) == wanted:
                 return other
         except (KeyError, ValueError, TypeError):
             continue
