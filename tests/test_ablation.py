@@ -178,7 +178,7 @@ def test_ablation_and_investigation_scripts_run_end_to_end(tmp_path):
         investigation.main(["--preset", "smoke", "--ablation-work", str(tmp_path / "missing")])
     results = tmp_path / "results"
     assert bench.main(["--preset", "smoke", "--seeds", "0", "--ratio", "0.1", "--work", str(tmp_path / "ablation"),
-                       "--results", str(results / "toy_ablation_smoke"), "--threads", "1"]) == 0
+                       "--results", str(results / "toy_ablation_smoke"), "--threads", "1", "--workers", "1"]) == 0
     text = (results / "toy_ablation_smoke.md").read_text()
     assert "| base (no fine-tuning) |" in text and "| + L_token + L_pixel |" in text
     assert (results / "toy_ablation_smoke.png").stat().st_size > 0

@@ -435,3 +435,13 @@ def test_repeated_noun_takes_its_next_occurrence(tmp_path, tokenizer):
     # cropped columns 5..9
     assert example["masks"][0].sum() == 0
     assert torch.equal(example["masks"][1], expected_mask((0, 10), (5, 10)))
+
+
+@pytest.mark.parametrize("resample", [Image.Resampling.BICUBIC, Image.Resampling.BILINEAR])
+def test_a_plane_already_at_the_resolution_is_what_pil_would_return(resample):
+    # _resize_crop skips PIL when the plane is R x R (a toy scene every step): the result must be PIL's own
+    plane = np.random.default_rng(0).random((12, 12)).astype(np.float32)
+    image = Image.fromarray(plane).resize((12, 12), resample=resample).crop((0, 0, 12, 12))
+    assert np.array_equal(data._resize_crop(plane, 12, resample), np.asarray(image, dtype=np.float32))
+    other = data._resize_crop(plane, 6, resample)  # a real resize still goes through PIL
+    assert other.shape == (6, 6) and not np.array_equal(other, plane[::2, ::2])

@@ -186,6 +186,22 @@ def test_a_batch_is_the_mean_of_its_samples(loss_fn):
 
 
 @pytest.mark.parametrize("loss_fn", [token_loss, pixel_loss])
+def test_a_batchs_gradient_is_the_mean_of_its_samples_gradients(loss_fn):
+    # the batch is split by sample once (unbind) for speed: each sample's gradient must land in its own rows
+    maps = random_maps(batch=3)
+    masks = [random_masks(1, seed=1), random_masks(2, seed=2), random_masks(1, seed=4)]
+    positions = [[[3]], [[1, 2], [7]], [[5]]]
+    batched = [m.clone().requires_grad_() for m in maps]
+    loss_fn(batched, masks, positions).backward()
+    for b in range(3):
+        alone = [m[b:b + 1].clone().requires_grad_() for m in maps]
+        loss_fn(alone, masks[b:b + 1], positions[b:b + 1]).backward()
+        for layer_batched, layer_alone in zip(batched, alone, strict=True):
+            assert layer_alone.grad.abs().sum() > 0
+            torch.testing.assert_close(layer_batched.grad[b:b + 1], layer_alone.grad / 3, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("loss_fn", [token_loss, pixel_loss])
 def test_a_batch_without_nouns_gives_an_attached_zero(loss_fn):
     maps = [m.requires_grad_() for m in random_maps(batch=2)]
     loss = loss_fn(maps, [torch.zeros(0, 8, 8), []], [[], []])

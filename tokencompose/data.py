@@ -455,6 +455,8 @@ def _resize_crop_geometry(width: int, height: int, resolution: int) -> tuple[int
 def _resize_crop(plane: Array, resolution: int, resample: int) -> Array:
     """One float [H, W] plane resized (shorter side -> resolution) and centre-cropped to [R, R]."""
     height, width = plane.shape
+    if height == width == resolution:  # what PIL's resize and crop return at this size: the plane itself
+        return np.array(plane, dtype=np.float32)
     new_w, new_h, left, top = _resize_crop_geometry(width, height, resolution)
     image = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32))  # mode "F"
     image = image.resize((new_w, new_h), resample=resample)

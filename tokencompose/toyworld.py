@@ -169,9 +169,10 @@ def check_world(categories: Sequence[Category]) -> tuple[Category, ...]:
     if duplicates:
         raise ValueError(f"category names must be distinct; repeated: {duplicates}")
     chroma = chromaticity(categories)
+    distance = np.linalg.norm(chroma[:, None] - chroma[None, :], axis=-1)  # [K, K], one call (run per scene)
     for i in range(len(categories)):
         for j in range(i + 1, len(categories)):
-            if np.linalg.norm(chroma[i] - chroma[j]) < 0.3:
+            if distance[i, j] < 0.3:
                 raise ValueError(
                     f"categories {categories[i].name!r} {categories[i].rgb} and {categories[j].name!r} "
                     f"{categories[j].rgb} have colours too close for the colour detector; make their "
