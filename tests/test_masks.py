@@ -289,3 +289,43 @@ def test_from_pretrained_says_how_to_get_weights(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="config.json"):
         GroundedSAM.from_pretrained(str(tmp_path / "empty"), local_files_only=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# the example photographs (scikit-image's bundled ones), with a stand-in skimage module: the main environment
+# has no scikit-image; Colab does
+# --------------------------------------------------------------------------------------------------
+
+def _fake_skimage(monkeypatch, pixels):
+    import sys
+    import types
+
+    data = types.ModuleType("skimage.data")
+    data.coffee = lambda: pixels
+    package = types.ModuleType("skimage")
+    package.data = data
+    monkeypatch.setitem(sys.modules, "skimage", package)
+    monkeypatch.setitem(sys.modules, "skimage.data", data)
+
+
+def test_example_photo_gives_the_image_its_caption_and_licence(monkeypatch):
+    from tokencompose.masks import EXAMPLE_PHOTOS, example_photo
+
+    pixels = np.random.default_rng(0).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    _fake_skimage(monkeypatch, pixels)
+    photo = example_photo("coffee")
+    assert photo.image.size == (8, 6) and photo.image.mode == "RGB"
+    assert np.array_equal(np.asarray(photo.image), pixels)
+    assert photo.caption == EXAMPLE_PHOTOS["coffee"][0] and "CC0" in photo.licence
+
+
+def test_example_photo_names_the_choices_and_the_missing_package(monkeypatch):
+    import sys
+
+    from tokencompose.masks import example_photo
+
+    with pytest.raises(KeyError, match="coffee"):
+        example_photo("lena")
+    monkeypatch.setitem(sys.modules, "skimage", None)  # import fails as if not installed
+    with pytest.raises(ImportError, match="pip install scikit-image"):
+        example_photo("coffee")

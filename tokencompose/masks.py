@@ -186,6 +186,41 @@ class Detection:
 # pure helpers
 # --------------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class ExamplePhoto:
+    """A real photograph bundled with scikit-image (no download), its caption and its licence."""
+
+    name: str
+    caption: str
+    licence: str
+    image: Image.Image
+
+
+#: scikit-image's bundled photographs (``skimage.data.<name>()``): caption written here, licence from
+#: scikit-image's docstrings
+EXAMPLE_PHOTOS = {
+    "coffee": ("a cup of coffee on a saucer", "CC0, photographer Rachel Michetti (scikit-image's skimage.data.coffee)"),
+    "chelsea": ("a cat", "CC0, photographer Stefan van der Walt (scikit-image's skimage.data.chelsea)"),
+}
+
+
+def example_photo(name: str = "coffee") -> ExamplePhoto:
+    """A real photograph to run Grounded-SAM on offline: one of ``EXAMPLE_PHOTOS`` from scikit-image's wheel.
+
+    Raises ``KeyError`` naming the choices, or ``ImportError`` saying how to install scikit-image (Colab has it;
+    ``pip install "tokencompose[colab]"`` adds it)."""
+    if name not in EXAMPLE_PHOTOS:
+        raise KeyError(f"no example photo {name!r}; choose one of {sorted(EXAMPLE_PHOTOS)}")
+    try:
+        from skimage import data as skimage_data
+    except ImportError as error:
+        raise ImportError("the example photographs come with scikit-image: pip install scikit-image (or "
+                          "'tokencompose[colab]'), or pass a photo of your own as image_path") from error
+    caption, licence = EXAMPLE_PHOTOS[name]
+    pixels = np.asarray(getattr(skimage_data, name)())
+    return ExamplePhoto(name=name, caption=caption, licence=licence, image=Image.fromarray(pixels).convert("RGB"))
+
+
 def grounding_prompt(nouns: Sequence[str]) -> str:
     """The Grounding DINO text prompt for ``nouns``: lower case, joined by ``" . "``, ending in ``" ."``.
 
