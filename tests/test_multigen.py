@@ -40,6 +40,30 @@ def test_scores_by_hand():
     assert low["MG3"] == pytest.approx((75.0, 25.0))
 
 
+def test_intervals_by_hand_cluster_by_prompt():
+    # the detections of test_scores_by_hand: hits per image 0_0 -> 5, 0_1 -> 2, 1_0 -> 0, 1_1 -> 3
+    detections = {
+        "0_0": {"classes": ["book", "cup", "kite", "mouse", "surfboard"], "scores": [0.9, 0.5, 0.3, 0.2, 0.15]},
+        "0_1": {"classes": ["book", "cup", "kite"], "scores": [0.4, 0.11, 0.05]},
+        "1_0": {"classes": ["cat"], "scores": [0.1]},
+        "1_1": {"classes": ["cat", "dog", "bus", "zebra"], "scores": [0.3, 0.3, 0.3, 0.9]},
+    }
+    intervals = multigen.multigen_intervals(detections, FIVE, threshold=0.1, images_per_prompt=2)
+    half = 1.959964 * 25.0  # z * s / sqrt(2), s of the per-prompt rates (100, 50) and (50, 0) = 35.36
+    # MG1: prompt 0 100%, prompt 1 50% -> mean 75, upper end cut at 100
+    assert intervals["MG1"] == pytest.approx([75.0, 75.0 - half, 100.0], abs=1e-3)
+    assert intervals["MG3"] == pytest.approx([50.0, 50.0, 50.0])  # 50% in both prompts: no spread
+    assert intervals["MG5"] == pytest.approx([25.0, 0.0, 25.0 + half], abs=1e-3)  # 50% and 0%, cut at 0
+    # the same means as the authors' scores
+    scores = multigen_scores(detections, FIVE, threshold=0.1, images_per_prompt=2)
+    assert [v[0] for v in intervals.values()] == pytest.approx([v[0] for v in scores.values()])
+    result = {"model": "m", "scores": scores, "intervals": intervals, "num_images": 4, "det_threshold": 0.1}
+    assert "75.0 [26.0, 100.0]" in multigen.multigen_table([result], uncertainty="interval")
+    assert "75.00(25.00)" in multigen.multigen_table([result])  # the authors' format stays the default
+    with pytest.raises(ValueError, match="rerun run_multigen"):
+        multigen.multigen_table([{k: v for k, v in result.items() if k != "intervals"}], uncertainty="interval")
+
+
 def test_scores_fewer_objects():
     prompts = [MultiGenPrompt(0, ("circle", "star"), "a"), MultiGenPrompt(1, ("ring", "bar", "heart"), "b")]
     detections = {"0_0": {"classes": ["circle", "star"], "scores": [1, 1]},

@@ -49,6 +49,7 @@ import numpy as np
 
 from tokencompose.evaluate.detectors import Detection
 from tokencompose.provenance import MANIFEST, claim_folder
+from tokencompose.stats import cluster_interval
 
 logger = logging.getLogger(__name__)
 
@@ -293,6 +294,30 @@ def multigen_scores(detections: Mapping[str, Mapping[str, Any]],
     return scores
 
 
+def multigen_intervals(detections: Mapping[str, Mapping[str, Any]],
+                       prompts: Sequence[MultiGenPrompt | Mapping[str, Any]], threshold: float = 0.1,
+                       images_per_prompt: int = 10, max_k: int | None = None) -> dict[str, list[float]]:
+    """``{"MG1": [mean, low, high], ...}`` in percent: MG_k with its 95% interval clustered by prompt.
+
+    The same MG_k as ``multigen_scores`` (the prompts naming >= k objects, every image present), with the
+    uncertainty that fits few images a prompt: a prompt's images are one cluster (``stats.cluster_interval``),
+    where the authors' std over the seed index j is a std of ``images_per_prompt`` numbers (2 in a lesson)."""
+    objects = [_objects(p, f"prompt {i}") for i, p in enumerate(prompts)]
+    rows: dict[int, list[int]] = {}
+    for key in sorted(detections):
+        index, _ = _parse_key(key, len(objects), images_per_prompt)
+        rows.setdefault(index, []).append(
+            image_outcome(objects[index], detected_names(detections[key], threshold, key))["hits"])
+    top = max_k or max(len(objects[i]) for i in rows)
+    intervals = {}
+    for k in range(1, top + 1):
+        eligible = [row for index, row in sorted(rows.items()) if len(objects[index]) >= k]
+        if eligible:
+            cell = cluster_interval(at_least(eligible, k))
+            intervals[f"MG{k}"] = [cell["mean"], cell["low"], cell["high"]]
+    return intervals
+
+
 def nothing_extra_share(detections: Mapping[str, Mapping[str, Any]],
                         prompts: Sequence[MultiGenPrompt | Mapping[str, Any]], threshold: float = 0.1) -> float:
     """% of images in which no category outside the prompt's names is detected above ``threshold``.
@@ -497,6 +522,7 @@ def run_multigen(prompts: Sequence[MultiGenPrompt], detector: Any, out_dir: str 
     result: dict[str, Any] = {
         "model": model_name,
         "scores": {k: list(v) for k, v in multigen_scores(detections, prompts, threshold, images_per_prompt).items()},
+        "intervals": multigen_intervals(detections, prompts, threshold, images_per_prompt),
         "num_images": len(detections), "num_prompts": len(prompts), "images_per_prompt": images_per_prompt,
         "det_threshold": threshold, "detector": type(detector).__name__,
     }
@@ -509,8 +535,16 @@ def run_multigen(prompts: Sequence[MultiGenPrompt], detector: Any, out_dir: str 
     return result
 
 
-def multigen_table(results: Sequence[Mapping[str, Any]]) -> str:
-    """Markdown table like the authors': ``Model | MG_1 .. MG_k | Num_Imgs | det_threshold`` (mean(std))."""
+def multigen_table(results: Sequence[Mapping[str, Any]], uncertainty: str = "std") -> str:
+    """Markdown table like the authors': ``Model | MG_1 .. MG_k | Num_Imgs | det_threshold``.
+
+    ``uncertainty="std"``: their mean(std over the seed index), to set beside the paper's tables;
+    ``"interval"``: mean [95% interval clustered by prompt] (``multigen_intervals``), for few images a prompt.
+    """
+    if uncertainty not in ("std", "interval"):
+        raise ValueError(f"uncertainty must be 'std' or 'interval', got {uncertainty!r}")
+    if uncertainty == "interval" and any("intervals" not in r for r in results):
+        raise ValueError("a result has no 'intervals' (written before they existed): rerun run_multigen")
     top = max(len(r["scores"]) for r in results)
     extra = any("nothing_extra" in r for r in results)
     header = ["Model"] + [f"MG_{k}" for k in range(1, top + 1)] + ["Num_Imgs", "det_threshold"]
@@ -519,8 +553,12 @@ def multigen_table(results: Sequence[Mapping[str, Any]]) -> str:
     for r in results:
         cells = [str(r["model"])]
         for k in range(1, top + 1):
-            mean_std = r["scores"].get(f"MG{k}")
-            cells.append(f"{mean_std[0]:.2f}({mean_std[1]:.2f})" if mean_std else "-")
+            if uncertainty == "interval":
+                cell = r["intervals"].get(f"MG{k}")
+                cells.append(f"{cell[0]:.1f} [{cell[1]:.1f}, {cell[2]:.1f}]" if cell else "-")
+            else:
+                mean_std = r["scores"].get(f"MG{k}")
+                cells.append(f"{mean_std[0]:.2f}({mean_std[1]:.2f})" if mean_std else "-")
         cells += [str(r["num_images"]), str(r["det_threshold"])]
         if extra:
             cells.append(f"{r['nothing_extra']:.2f}" if "nothing_extra" in r else "-")
@@ -529,14 +567,21 @@ def multigen_table(results: Sequence[Mapping[str, Any]]) -> str:
 
 
 def plot_multigen(results: Sequence[Mapping[str, Any]], path: str | Path, title: str = "MultiGen") -> Path:
-    """Bars of MG_1..MG_k with std error bars (the authors' mean(std)), one colour per model; saved as PNG."""
+    """Bars of MG_1..MG_k with 95% intervals clustered by prompt (``multigen_intervals``; results written
+    before them: the authors' +- std), one colour per model; saved as PNG."""
     from tokencompose.viz import score_bars
+
+    def bar(result: Mapping[str, Any], key: str) -> tuple[float, float, float]:
+        if key in result.get("intervals", {}):
+            return tuple(result["intervals"][key])
+        if key in result["scores"]:
+            mean, std = result["scores"][key]
+            return mean, mean - std, mean + std
+        return np.nan, np.nan, np.nan
 
     top = max(len(r["scores"]) for r in results)
     keys = [f"MG{k}" for k in range(1, top + 1)]
-    series = {str(r["model"]): [(r["scores"][k][0], r["scores"][k][0] - r["scores"][k][1],
-                                 r["scores"][k][0] + r["scores"][k][1]) if k in r["scores"] else (np.nan, np.nan, np.nan)
-                                for k in keys] for r in results}
+    series = {str(r["model"]): [bar(r, k) for k in keys] for r in results}
     figure = score_bars({title: series}, [f"MG$_{k}$" for k in range(1, top + 1)], ylabel="success rate (%)",
                         ylim=(0, 118))
     path = Path(path)
