@@ -27,3 +27,23 @@ def test_demo_without_base_says_how_to_build_it(tmp_path, capsys):
     except SystemExit as exit_:
         assert exit_.code == 2
     assert "pretrain-toy" in capsys.readouterr().err
+
+
+def _runs(ldm_hits, both_hits):
+    def scores(hits):
+        return {"unseen": {4: {"outcomes": {"hits": hits}}}}
+    return [{"variant": "ldm", "scores": scores(ldm_hits)}, {"variant": "both", "scores": scores(both_hits)}]
+
+
+def test_the_verdict_follows_the_paired_interval_of_unseen_mg3():
+    from tokencompose.demo import verdict
+
+    prompts = 12
+    low = [[2, 2]] * prompts  # 2 of 4 named objects in every image: MG3 0%
+    high = [[3, 4]] * prompts  # MG3 100%
+    noisy = [[3, 2], [2, 3]] * (prompts // 2)  # MG3 50%, the same on every pair of prompts
+    assert "composed more" in verdict(_runs(low, high)) and "MG_3" in verdict(_runs(low, high))
+    assert "composed fewer" in verdict(_runs(high, low))
+    same = verdict(_runs(noisy, [[2, 3], [3, 2]] * (prompts // 2)))
+    assert "contains 0" in same and "0.0 [" in same
+    assert verdict([{"variant": "both", "scores": {}}]) == ""  # no baseline: nothing to say

@@ -9,6 +9,15 @@
 
 The numbers of a demo run are small-sample (a few hundred images, one seed, few steps): the full experiment
 with intervals and three seeds (issue 7, ``tokencompose.ablation`` over four variants) is not run here.
+
+Where the time goes (``python -m cProfile -m tokencompose demo`` on the 2-core CPU, 2026-11-30, 302 s in all
+under the profiler): fine-tuning 232 s (backward 104 s, forward and losses 71 s, drawing and encoding the toy
+scenes 31 s), evaluation sampling 57 s, loading models 10 s. ``torch.profiler`` on a fine-tuning step put 13%
+in ``aten::fill_`` of zero tensors the size of the whole batch's attention maps: the losses indexed the
+stacked maps once per sample, and each index's backward allocated them anew; they now split the batch once
+(``losses._by_sample``). With that, PIL skipped for scenes already at the training size, and the world checked
+in one call, the same fine-tune (bit-identical weights) runs about 15% faster. ``benchmarks/demo_time.py``
+measures the demo from a fresh clone (``benchmarks/results/demo_time.md``).
 """
 
 from __future__ import annotations
@@ -18,9 +27,18 @@ import logging
 import time
 from pathlib import Path
 
-from .ablation import LABELS, AblationSettings, held_out_prompts, mg_table, run_ablation
+from .ablation import (
+    LABELS,
+    AblationSettings,
+    held_out_prompts,
+    interval_cell,
+    mg_table,
+    run_ablation,
+    split_rows,
+)
 from .cli_args import ArgumentParser, output_folder, positive_int
 from .config import TOY_BASE_DIR
+from .stats import paired_interval
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +95,25 @@ def _score_table(runs: list[dict]) -> str:
                     rows={LABELS[run["variant"]]: [nothing_extra(run)] for run in runs})
 
 
+def verdict(runs: list[dict]) -> str:
+    """The sentence that says what the scores mean, decided by the numbers: unseen MG_3 (the paper's gain is
+    largest on uncommon combinations) of TokenCompose minus L_LDM only, paired by prompt, with its 95% interval
+    (``stats.paired_interval``): a gain, a loss, or no difference this run can show."""
+    by_variant = {run["variant"]: run["scores"] for run in runs}
+    if not {"ldm", "both"} <= set(by_variant):
+        return ""
+    k = min(3, max(int(c) for c in by_variant["both"]["unseen"]))
+    diff = paired_interval(split_rows(by_variant["both"]["unseen"], k), split_rows(by_variant["ldm"]["unseen"], k))
+    measured = (f"**What the numbers say:** on unseen combinations, MG_{k} with both losses minus L_LDM only = "
+                f"{interval_cell(diff)} points (paired by prompt, 95% interval): ")
+    if diff["low"] > 0:
+        return measured + "TokenCompose composed more of the named objects in this run."
+    if diff["high"] < 0:
+        return measured + "TokenCompose composed fewer of the named objects in this run."
+    return (measured + "the interval contains 0, so this run shows no difference in composition; the measured "
+            "three-seed ablation (benchmarks/results/toy_ablation_*.md) is the experiment that decides.")
+
+
 def run_demo(out_dir: str | Path = "outputs/demo", settings: AblationSettings | None = None,
              base: str = str(TOY_BASE_DIR)) -> Path:
     """Run the demo; returns the path of ``report.md``."""
@@ -94,10 +131,11 @@ def run_demo(out_dir: str | Path = "outputs/demo", settings: AblationSettings | 
         "2-4-object scenes (excluded pairs never shown). Evaluation: "
         f"{settings.prompts_per_count} prompts per number of objects x {settings.images_per_prompt} images, "
         f"DDIM {settings.sample_steps} steps, CFG {settings.guidance}, toy detector; MG_k = % of images with at "
-        "least k of the prompt's named categories detected (the paper's definition; std over image index).", "",
+        "least k of the prompt's named categories detected (the paper's definition), with 95% intervals clustered "
+        "by prompt.", "",
         "A demo run is small: differences of a few points are within noise; the measured experiment is the "
         "four-variant, three-seed ablation (tokencompose.ablation).", "",
-        "## Scores", "", _score_table(runs), "",
+        "## Scores", "", _score_table(runs), "", verdict(runs), "",
         "## Samples (unseen combinations, seed 0)", "",
         *_figures(out, runs, settings, base),
         f"Total time: {(time.time() - began) / 60:.1f} minutes.",
