@@ -2,7 +2,7 @@
 
 The URL lives in one place, ``[project.urls] Repository``. A fork sets its own URL there and runs::
 
-    python scripts/colab_setup.py          # rewrite the set-up cell (cell 2) of notebooks/0*.ipynb
+    python scripts/colab_setup.py          # rewrite the set-up cell (cell 2) of notebooks/0*.ipynb and solutions/
     python scripts/colab_setup.py --check  # exit 1 if a notebook's cell differs (the tests run this)
 
 The cell does nothing outside Colab (a checkout has run ``make setup``). On Colab it installs the package from
@@ -59,13 +59,15 @@ def cell_source(url: str) -> str:
 
 
 def note_source(url: str, notebook: str) -> str:
-    """The "Run on Colab" markdown cell with its badge (Colab opens a notebook straight from GitHub)."""
+    """The "Run on Colab" markdown cell with its badge (Colab opens a notebook straight from GitHub);
+    ``notebook`` is the path inside ``notebooks/`` ("03_attention_capture.ipynb", "solutions/...")."""
     colab = url.replace("https://github.com/", "https://colab.research.google.com/github/")
     return NOTE.format(colab_url=f"{colab}/blob/main/notebooks/{notebook}")
 
 
 def notebooks(root: Path = ROOT) -> list[Path]:
-    return sorted((root / "notebooks").glob("0*.ipynb"))
+    """The lessons and their exercise solutions."""
+    return sorted((root / "notebooks").glob("0*.ipynb")) + sorted((root / "notebooks" / "solutions").glob("0*.ipynb"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         note = notebook["cells"][CELL_INDEX - 1]
         if note["cell_type"] != "markdown" or "Run on Colab" not in "".join(note["source"]):
             raise SystemExit(f"{path}: cell {CELL_INDEX - 1} is not the 'Run on Colab' note")
-        note_text = note_source(url, path.name)
+        note_text = note_source(url, path.relative_to(ROOT / "notebooks").as_posix())
         if "".join(cell["source"]) == source and "".join(note["source"]) == note_text:
             continue
         stale.append(path.name)
