@@ -44,6 +44,6 @@ def test_missing_weights_say_how_to_get_them(tmp_path, monkeypatch):
         load_components(str(tmp_path / "no-such-model"))
     message = str(info.value)
     assert "huggingface-cli login" in message and "toy" in message
-    monkeypatch.setattr("tokencompose.config.TOY_BASE_DIR", tmp_path / "absent")
+    monkeypatch.setattr("tokencompose.models.TOY_BASE_DIR", tmp_path / "absent")
     with pytest.raises(WeightsNotFoundError, match="pretrain-toy"):
         load_components("toy")

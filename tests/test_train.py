@@ -235,7 +235,7 @@ def test_8bit_adam_trains_and_resumes(tmp_path, base_dir):
     components = load_components(str(base_dir))
     before = snapshot(components.unet)
     config = toy_config(base_dir, tmp_path / "run", use_8bit_adam=True, max_train_steps=2, checkpointing_steps=1)
-    optimizer = _make_optimizer(components.unet, config, SCENES)
+    optimizer = _make_optimizer(components.unet, config)
     assert isinstance(optimizer, bitsandbytes.optim.AdamW8bit)
     result = train(config, SCENES, components=components)
     changed = [k for k, v in components.unet.state_dict().items() if not torch.equal(v, before[k])]

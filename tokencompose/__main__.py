@@ -20,6 +20,9 @@ import os
 import sys
 from collections.abc import Mapping
 
+from tokencompose.cli_args import ArgumentParser
+from tokencompose.tokens import BPE_FILE, clip_tokenizer, offline_tokenizer_dir
+
 #: command -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "setup-tokenizer": ("tokencompose.__main__", "setup_tokenizer_cli",
@@ -30,7 +33,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "pretrain-toy": ("tokencompose.pretrain", "cli", "train the toy base model (L_LDM only)"),
     "train": ("tokencompose.train", "cli", "fine-tune a UNet with L_LDM + L_token + L_pixel"),
     "sample": ("tokencompose.sample", "cli", "generate images from prompts"),
-    "evaluate": ("tokencompose.evaluate.cli", "cli", "MultiGen, VISOR, latency, segmentation"),
+    "evaluate": ("tokencompose.evaluate.cli", "cli", "MultiGen, VISOR, latency, segmentation, FID"),
     "demo": ("tokencompose.demo", "cli", "the main job on the toy preset"),
 }
 
@@ -86,9 +89,6 @@ def dispatch(argv: list[str], commands: Mapping[str, tuple[str, str, str]], prog
 
 def setup_tokenizer_cli(argv: list[str]) -> int:
     """``python -m tokencompose setup-tokenizer [--bpe FILE]``: build the offline tokenizer into the cache."""
-    from tokencompose.cli_args import ArgumentParser
-    from tokencompose.tokens import BPE_FILE, clip_tokenizer, offline_tokenizer_dir
-
     parser = ArgumentParser(prog="tokencompose setup-tokenizer", description=setup_tokenizer_cli.__doc__)
     parser.add_argument("--bpe", help=f"path to {BPE_FILE} (default: installed open_clip/clip, else PyPI)")
     args = parser.parse_args(argv)

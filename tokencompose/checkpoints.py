@@ -4,7 +4,10 @@
   fsynced, then the folder is renamed into place (and the parent fsynced), so a crash or a power cut never
   leaves a half-written checkpoint under its final name;
 - ``flatten_optimizer`` / ``load_optimizer``: an optimizer's state as flat tensors (safetensors, no pickle)
-  plus JSON, nested state included (bitsandbytes' 8-bit optimizers).
+  plus JSON, nested state included (bitsandbytes' 8-bit optimizers);
+- ``ema_state`` / ``load_ema``: diffusers' ``EMAModel`` the same way: its shadow parameters as tensors named
+  after the model's parameters, its counters (``optimization_step``, decay) as JSON. (``EMAModel.save_pretrained``
+  writes a whole model folder, and ``torch.save(ema.state_dict())`` a pickle.)
 
 Written by hand rather than with ``accelerate``'s ``save_state``: that pickles the optimizer and RNG states
 (``torch.load`` of a pickle is what ``weights_only`` loaders refuse), and our exact resume re-seeds every step
@@ -15,7 +18,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -90,3 +95,23 @@ def load_optimizer(optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> N
 
     state = {int(index): join(rest, f"{index}.") for index, rest in meta["state"].items()}
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def ema_state(ema: Any, names: Sequence[str]) -> tuple[dict[str, torch.Tensor], dict]:
+    """An ``EMAModel``'s shadow parameters as ``{parameter name: tensor}`` (``names``: the averaged model's
+    ``named_parameters()`` names, in order) and the JSON-able rest of its ``state_dict``."""
+    state = dict(ema.state_dict())
+    shadow = state.pop("shadow_params")
+    if len(shadow) != len(names):
+        raise ValueError(f"the EMA averages {len(shadow)} tensors, but {len(names)} parameter names were given")
+    return {name: value.detach().contiguous().cpu() for name, value in zip(names, shadow, strict=True)}, state
+
+
+def load_ema(ema: Any, tensors: dict[str, torch.Tensor], meta: dict, names: Sequence[str]) -> None:
+    """Put ``ema_state``'s tensors and counters back into ``ema`` (an ``EMAModel`` of the same model); a
+    parameter missing from ``tensors`` raises ``KeyError`` naming it."""
+    missing = [name for name in names if name not in tensors]
+    if missing:
+        raise KeyError(f"the EMA checkpoint has no tensor for {missing[:3]} ({len(missing)} missing)")
+    device = ema.shadow_params[0].device if ema.shadow_params else None
+    ema.load_state_dict({**meta, "shadow_params": [tensors[name].to(device) for name in names]})

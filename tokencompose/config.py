@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 PRESETS = ("toy", "sd14", "sd21")
@@ -33,7 +33,10 @@ TOY_CONTROL_BASE_DIR = ASSETS_DIR / "toy_base"
 
 @dataclass(frozen=True)
 class Config:
-    """Everything a run needs. Field names follow the authors' ``train.py`` flags where one exists."""
+    """Everything a run needs: the recipe. Field names follow the authors' ``train.py`` flags where one exists.
+
+    Saved with every checkpoint and as ``training_config.json``: it identifies a run. How this process runs it
+    (data source, resume, logs) is ``train.TrainOptions``."""
 
     preset: str = "toy"
     #: hub id or local folder of the base model (diffusers layout); for ``toy`` the shipped base
@@ -58,7 +61,17 @@ class Config:
     mixed_precision: str = "no"
     gradient_checkpointing: bool = False
     use_8bit_adam: bool = False
+    #: AdamW's betas, weight decay and epsilon (the authors' flags and values)
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_weight_decay: float = 1e-2
+    adam_epsilon: float = 1e-8
+    #: optimizer steps of linear warm-up from 0, then constant (diffusers' ``constant_with_warmup``; the authors: 0)
+    lr_warmup_steps: int = 0
+    #: keep an exponential moving average of the UNet and ship it (diffusers' ``EMAModel``)
     use_ema: bool = False
+    #: the EMA's largest decay; ``EMAModel`` warms up to it as (1 + n) / (10 + n)
+    ema_decay: float = 0.9999
     checkpointing_steps: int = 1_000
     checkpoints_total_limit: int = 2
     num_inference_steps: int = 50
@@ -67,7 +80,6 @@ class Config:
     device: str = "auto"
     train_data_dir: str = ""
     output_dir: str = "outputs"
-    extra: dict = field(default_factory=dict)
 
     def replace(self, **overrides) -> Config:
         """A copy with ``overrides`` applied and validated (unknown fields raise ``ValueError``)."""
@@ -99,6 +111,20 @@ class Config:
         if not isinstance(self.learning_rate, (int, float)) or not math.isfinite(self.learning_rate) \
                 or not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate!r}")
+        for name in ("adam_beta1", "adam_beta2"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+        if not isinstance(self.adam_weight_decay, (int, float)) or not math.isfinite(self.adam_weight_decay) \
+                or self.adam_weight_decay < 0:
+            raise ValueError(f"adam_weight_decay must be a finite number >= 0, got {self.adam_weight_decay!r}")
+        if not isinstance(self.adam_epsilon, (int, float)) or not math.isfinite(self.adam_epsilon) \
+                or not self.adam_epsilon > 0:
+            raise ValueError(f"adam_epsilon must be a finite number > 0, got {self.adam_epsilon!r}")
+        if not isinstance(self.lr_warmup_steps, int) or self.lr_warmup_steps < 0:
+            raise ValueError(f"lr_warmup_steps must be an integer >= 0, got {self.lr_warmup_steps!r}")
+        if not isinstance(self.ema_decay, (int, float)) or not 0 < self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay!r}")
         low, high = self.value_range
         if not low < high:
             raise ValueError(f"value_range must be (low, high) with low < high, got {self.value_range!r}")
@@ -141,7 +167,7 @@ def resolve_device(device: str = "auto") -> str:
     """``"auto"`` -> ``"cuda"`` when available, else ``"mps"`` when available, else ``"cpu"``; else unchanged."""
     if device != "auto":
         return device
-    import torch
+    import torch  # lazy: the settings are read without torch (scripts/readme_results.py)
 
     if torch.cuda.is_available():
         return "cuda"

@@ -53,7 +53,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .cli_args import ArgumentParser, input_folder
-from .tokens import MAX_LENGTH, PhraseNotFoundError, noun_token_positions, token_positions
+from .tokens import MAX_LENGTH, PhraseNotFoundError, clip_tokenizer, noun_token_positions, token_positions
 
 logger = logging.getLogger(__name__)
 
@@ -707,8 +707,6 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--tokenizer", metavar="MODEL",
                         help="hub id or folder whose tokenizer to use (default: the offline CLIP tokenizer)")
     args = parser.parse_args(argv)
-
-    from .tokens import clip_tokenizer
 
     _, problems, n_records = _scan(args.root, clip_tokenizer(args.tokenizer), args.seg_dir)
     for problem in problems:

@@ -27,6 +27,8 @@ import logging
 import time
 from pathlib import Path
 
+import matplotlib
+
 from .ablation import (
     LABELS,
     AblationSettings,
@@ -38,20 +40,17 @@ from .ablation import (
 )
 from .cli_args import ArgumentParser, output_folder, positive_int
 from .config import TOY_BASE_DIR
+from .heatmaps import generate_with_attention, noun_heat_maps
+from .sample import load_model
 from .stats import paired_interval
+from .viz import attention_maps_figure, loss_curves, sample_grid
 
 logger = logging.getLogger(__name__)
 
 
 def _figures(out: Path, runs: list[dict], settings: AblationSettings, base: str) -> list[str]:
     """Sample grids, attention maps (base vs each model) and loss curves; returns markdown lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from .heatmaps import generate_with_attention, noun_heat_maps
-    from .sample import load_model
-    from .viz import attention_maps_figure, loss_curves, sample_grid
-
+    matplotlib.use("Agg")  # figures are written to files, never shown
     lines = []
     prompts = held_out_prompts(4, 3, unseen=True, seed=settings.prompt_seed)
     texts = [p.text for p in prompts]

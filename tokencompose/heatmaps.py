@@ -33,6 +33,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from tokencompose.attention import attach_recorder
+from tokencompose.models import Components
+from tokencompose.sample import default_guidance, generate_batch, load_model
+from tokencompose.tokens import PhraseNotFoundError, noun_token_positions, token_positions
 
 #: heat-map protocols: DAAM's, and the mid + up layer mean this package used first
 PROTOCOLS = ("daam", "layer-mean")
@@ -225,8 +228,6 @@ def word_token_positions(prompt: str, nouns: Sequence[str], tokenizer) -> list[l
     Matching is ``tokens.token_positions``' (case-insensitive, singular / plural alike); an occurrence past
     the 77-token truncation is left out (DAAM's maps end there too).
     """
-    from tokencompose.tokens import PhraseNotFoundError, token_positions
-
     result = []
     for noun in nouns:
         positions = token_positions(prompt, noun, tokenizer, occurrence=0)
@@ -247,8 +248,6 @@ def noun_heat_maps(attention: Mapping[str, Sequence[torch.Tensor]] | torch.Tenso
                    ) -> dict[str, torch.Tensor]:
     """``{noun: [H, W] normalised heat map}`` for the nouns of ``prompt`` (token positions looked up here:
     one occurrence a listed noun for "layer-mean", every occurrence for "daam")."""
-    from tokencompose.tokens import noun_token_positions
-
     if check_protocol(protocol) == "daam":
         positions = word_token_positions(prompt, list(nouns), tokenizer)
     else:
@@ -322,8 +321,6 @@ def recording(unet, classifier_free: bool = True, groups: Sequence[str] | None =
 
 
 def _latent_size(model, height: int | None, width: int | None) -> tuple[int, int]:
-    from tokencompose.models import Components
-
     if isinstance(model, Components) and model.vae is None:
         size = model.unet.config.sample_size
         return size, size
@@ -347,9 +344,6 @@ def generate_with_attention(model, prompts: Sequence[str], seeds: Sequence[int],
         ``(images [N, H, W, 3] uint8, attention [N, 77, h, w])``: per image, every token's map summed over
         steps and combined over layers and heads by ``protocol``, at the latent size ``h x w``.
     """
-    from tokencompose.models import Components
-    from tokencompose.sample import default_guidance, generate_batch, load_model
-
     check_protocol(protocol)
     if len(prompts) != len(seeds):
         raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; pass one seed per prompt")

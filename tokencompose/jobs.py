@@ -21,6 +21,7 @@ import csv
 import dataclasses
 import json
 import logging
+import multiprocessing
 import os
 import platform
 import time
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from .ablation import VARIANTS, AblationSettings, attention_miou, evaluate_model, finetune
 from .provenance import StaleResultError, weights_digest
@@ -41,8 +43,6 @@ RESUMED_NOTE = ("resumed after an interrupted invocation: fine-tune minutes summ
 
 def init_worker(threads: int) -> None:
     """Set a worker's torch threads (on the CPU keep processes x threads <= cores) and quiet its logging."""
-    import torch
-
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.WARNING)
 
@@ -196,7 +196,6 @@ def job_pool(workers: int, threads: int):
     if workers <= 1:
         init_worker(threads)
         return _Inline()
-    import multiprocessing
 
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker,
                                initargs=(threads,))
@@ -204,8 +203,6 @@ def job_pool(workers: int, threads: int):
 
 def device_description() -> str:
     """Where a job runs: the GPU's name, or the CPU with its torch threads."""
-    import torch
-
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
     return f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
@@ -213,8 +210,6 @@ def device_description() -> str:
 
 def machine_description() -> str:
     """The machine of a benchmark run, for its results file."""
-    import torch
-
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} GPU ({os.cpu_count()} CPU cores), torch {torch.__version__}"
     return (f"{platform.machine()} CPU, {os.cpu_count()} cores ({platform.processor() or 'cpu'}), "

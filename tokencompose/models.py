@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from .config import TOY_BASE_DIR
 from .tokens import clip_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -85,8 +86,8 @@ def build_architecture(preset: str, sample_size: int | None = None, text_encoder
     ``sample_size`` is the latent size (64 for SD 1.4 at 512 px); a small one (e.g. 16) keeps CPU tests fast
     while every layer and resolution ratio stays SD's.
     """
-    from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import UNet2DConditionModel  # lazy: seconds to import
+    from transformers import CLIPTextConfig, CLIPTextModel  # lazy: seconds to import
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(**sd_unet_config(preset, sample_size))
@@ -123,8 +124,8 @@ PADDING_MODES = ("encoded", "zero")
 
 def build_toy_model(sample_size: int = 32, seed: int = 0, padding: str = "encoded") -> Components:
     """A fresh (random) toy model: ~1 M-parameter pixel-space UNet + tiny frozen CLIP text encoder."""
-    from diffusers import DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import DDPMScheduler, UNet2DConditionModel  # lazy: seconds to import
+    from transformers import CLIPTextConfig, CLIPTextModel  # lazy: seconds to import
 
     if padding not in PADDING_MODES:
         raise ValueError(f"unknown padding mode {padding!r}; choose one of {PADDING_MODES}")
@@ -168,10 +169,8 @@ def load_components(preset_or_path: str = "toy", dtype: torch.dtype = torch.floa
     A folder (or hub id) without ``vae/`` is a pixel-space model (the toy layout). Raises
     ``WeightsNotFoundError`` with instructions when the weights cannot be had.
     """
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel
-
-    from .config import TOY_BASE_DIR
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel  # lazy: seconds to import
+    from transformers import CLIPTextModel  # lazy: seconds to import
 
     source = {"toy": str(TOY_BASE_DIR), **HUB_IDS}.get(preset_or_path, preset_or_path)
     try:

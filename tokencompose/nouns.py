@@ -233,7 +233,7 @@ def perceptron_tagger() -> PerceptronPosTagger:
     """
     path = _perceptron_model_path()
     try:
-        from nltk.tag.perceptron import PerceptronTagger
+        from nltk.tag.perceptron import PerceptronTagger  # lazy: only the perceptron tagger needs nltk
     except ImportError as error:
         raise TaggerUnavailableError(
             "the offline 'perceptron' tagger runs on nltk: `pip install nltk textblob-aptagger`"
@@ -270,7 +270,7 @@ class FlairPosTagger:
         self.label_type = label_type or sequence_tagger.label_type
 
     def __call__(self, tokens: Sequence[str]) -> list[str]:
-        from flair.data import Sentence
+        from flair.data import Sentence  # lazy: optional (the flair extra)
 
         tokens = list(tokens)
         if not tokens:
@@ -294,7 +294,7 @@ def flair_tagger(model: str = FLAIR_MODEL) -> FlairPosTagger:
     Raises :class:`TaggerUnavailableError` that says what to do when flair or the weights are missing.
     """
     try:
-        from flair.models import SequenceTagger
+        from flair.models import SequenceTagger  # lazy: optional (the flair extra)
     except ImportError as error:
         raise TaggerUnavailableError(
             f"the 'flair' tagger needs the flair package, which is not importable here ({error}). flair "

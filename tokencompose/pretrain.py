@@ -45,6 +45,8 @@ from .config import TOY_BASE_DIR
 from .models import PADDING_MODES, Components, build_toy_model, encode_prompts, encode_text, save_toy_model
 from .objective import NonFiniteLossError, all_finite
 from .probes import base_report, gates_markdown
+from .provenance import weights_digest
+from .schedules import cooldown_learning_rate, update_average
 from .toyworld import COLOUR_MODES, EXCLUDED_PAIRS, TOY_CATEGORIES, ToyScenes
 
 logger = logging.getLogger(__name__)
@@ -103,10 +105,9 @@ def timestep_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, weighting: s
 
 
 def learning_rate_at(step: int, settings: PretrainSettings) -> float:
-    """Constant ``learning_rate`` up to ``decay_start``, then a linear cooldown to 0 at ``steps``."""
-    if step < settings.decay_start or settings.decay_start >= settings.steps:
-        return settings.learning_rate
-    return settings.learning_rate * (settings.steps - step) / (settings.steps - settings.decay_start)
+    """Constant ``learning_rate`` up to ``decay_start``, then a linear cooldown to 0 at ``steps``
+    (``schedules.cooldown_learning_rate``)."""
+    return cooldown_learning_rate(step, settings.learning_rate, settings.decay_start, settings.steps)
 
 
 class _EmbeddingCache:
@@ -244,10 +245,7 @@ def pretrain_toy(out_dir: str | Path = "outputs/toy_base", settings: PretrainSet
                 f"(learning rate {learning_rate_at(step, settings):g}); nothing of this step was saved; "
                 + (f"the last good checkpoint is {good} (run again to resume)" if good else "no checkpoint yet"),
                 step=step + 1, captions=list(batch.captions), checkpoint=good)
-        with torch.no_grad():
-            for name, value in trained.state_dict().items():
-                if value.is_floating_point():
-                    ema[name].lerp_(value, 1 - settings.ema_decay)
+        update_average(ema, trained.state_dict(), settings.ema_decay)
         seconds = earlier_seconds + time.time() - began
         writer.writerow([step + 1, f"{loss.item():.6f}", f"{seconds:.1f}"])
         bar.set_postfix(loss=f"{loss.item():.4f}")
@@ -277,8 +275,8 @@ def _initialise_from(folder: Path, components: Components, settings: PretrainSet
     """Load ``folder``'s weights into ``components`` (UNet; text encoder too when it trains jointly) and
     return (its step, its training seconds); ``ValueError`` when it was trained in another world or setting.
     ``new_world``: only the architecture must match, and the run starts at step 0 (its seconds still count)."""
-    from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextModel
+    from diffusers import UNet2DConditionModel  # lazy: seconds to import
+    from transformers import CLIPTextModel  # lazy: seconds to import
 
     saved_file = folder / "pretrain_settings.json"
     if not saved_file.is_file():
@@ -349,8 +347,6 @@ GATES_FILE = "gates.json"
 def save_gates(out_dir: Path, report: dict, minutes: float, device: str = "cpu") -> Path:
     """``probes.base_report``'s measurements of the model in ``out_dir`` as ``gates.json``, with the digest of the
     weights they were measured on (``provenance.weights_digest``: a retrained model's file no longer matches)."""
-    from .provenance import weights_digest
-
     record = dict(report, digest=weights_digest(out_dir), minutes=minutes,
                   machine=(f"{torch.cuda.get_device_name(device)} GPU" if device.startswith("cuda") else
                            f"{platform.machine()} CPU, torch threads: {torch.get_num_threads()}, torch {torch.__version__}"))

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from .cli_args import (
@@ -55,7 +56,7 @@ from .cli_args import (
     read_json_lines,
 )
 from .config import resolve_device
-from .models import HUB_IDS, Components, WeightsNotFoundError, encode_prompts
+from .models import HUB_IDS, Components, WeightsNotFoundError, encode_prompts, load_components
 from .provenance import claim_folder, model_digest
 
 logger = logging.getLogger(__name__)
@@ -181,7 +182,11 @@ def load_pipeline(base: str = "sd14", unet_dir: str | Path | None = None, dtype:
     Raises:
         WeightsNotFoundError: the base model or the UNet cannot be loaded (the message says how to get them).
     """
-    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (  # lazy: seconds to import
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
 
     source = HUB_IDS.get(base, base)
     kwargs: dict[str, Any] = {}
@@ -217,7 +222,7 @@ def load_pipeline(base: str = "sd14", unet_dir: str | Path | None = None, dtype:
 
 def pipeline_from_components(components: Components):
     """A ``StableDiffusionPipeline`` around latent-space ``Components`` (DDIM with the training schedule)."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from diffusers import DDIMScheduler, StableDiffusionPipeline  # lazy: seconds to import
 
     if components.vae is None:
         raise ValueError("these components are a pixel-space (toy) model: sample them with generate_toy")
@@ -241,8 +246,6 @@ def load_model(model: Any, base: str | None = None, dtype: torch.dtype = torch.f
     (``unet/`` + ``text_encoder/``), or a fine-tuned UNet folder (then ``base`` names the model it was
     fine-tuned from). Objects already loaded (``Components``, a pipeline) are returned as they are.
     """
-    from .models import load_components
-
     if isinstance(model, Components):
         return model
     if is_pipeline(model):
@@ -273,7 +276,7 @@ def load_model(model: Any, base: str | None = None, dtype: torch.dtype = torch.f
                 "sd14, sd21, a hub id or a folder)"
             )
         if base == "toy" or _is_toy_layout(base):
-            from diffusers import UNet2DConditionModel
+            from diffusers import UNet2DConditionModel  # lazy: seconds to import
 
             components = load_components(base, dtype=dtype)
             unet_folder, subfolder = _unet_folder(folder)
@@ -429,7 +432,10 @@ def prepare_for_sampling(model: Any, settings: SamplingSettings) -> Any:
     """
     if not is_pipeline(model):
         return model
-    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+    from diffusers.models.attention_processor import (  # lazy: seconds to import
+        AttnProcessor,
+        AttnProcessor2_0,
+    )
 
     model = model.to(settings.device)
     if any(part is not None and part.dtype != settings.dtype for part in (model.unet, model.text_encoder, model.vae)):
@@ -591,8 +597,6 @@ def generate(model: Any, prompts: Sequence[str], seeds: Sequence[int], steps: in
             if folder is None:
                 images.append(array)
             else:
-                from PIL import Image
-
                 for (index, seed), image in zip(batch, array, strict=True):
                     path = folder / image_name(index, seed)
                     partial = path.with_name(path.stem + ".partial.png")

@@ -227,7 +227,7 @@ def clip_tokenizer(model: str | None = None):
     SD 2.1's OpenCLIP tokenizer has the same vocabulary and merges but pads with ``!`` (id 0): token positions
     are the same, padding ids differ. Which tokenizer was returned is logged.
     """
-    from transformers import CLIPTokenizer
+    from transformers import CLIPTokenizer  # lazy: seconds to import
 
     if model:
         for kwargs in ({"subfolder": "tokenizer"}, {}):

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
 from tokencompose.cli_args import (
     ArgumentParser,
@@ -51,6 +52,7 @@ from tokencompose.cli_args import (
     output_folder,
     positive_int,
 )
+from tokencompose.config import TOY_BASE_DIR
 from tokencompose.data import collate, encode_example, seed_for
 
 logger = logging.getLogger(__name__)
@@ -198,8 +200,6 @@ def model_colour_mode(model: Any) -> str:
     """The colour mode a toy model was trained in: ``colour_mode`` of its folder's ``pretrain_settings.json``
     ("toy" = the shipped base). "identity" when there is no such file or key (the first base predates the
     attribute world) or ``model`` is no folder (a hub id, objects in memory, ``None``)."""
-    from tokencompose.config import TOY_BASE_DIR
-
     if model == "toy":
         model = TOY_BASE_DIR
     if not isinstance(model, (str, Path)) or not Path(model).is_dir():
@@ -629,8 +629,6 @@ def make_toy_dataset(out_dir: str | Path, n: int, objects: tuple[int, int] = (1,
     ``numpy.random.default_rng([seed, i])``: the same seed gives the same bytes, and a dataset of ``n``
     scenes is the first ``n`` of a larger one. An existing dataset is replaced only with ``overwrite=True``.
     """
-    from tqdm.auto import tqdm
-
     categories = check_world(categories)
     counts, probabilities = _count_probabilities(tuple(objects), object_weights, len(categories))
     _pairs_in_world(exclude_pairs, [c.name for c in categories])  # fail before writing anything

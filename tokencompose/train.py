@@ -21,8 +21,8 @@ model), sample Gaussian noise (no noise offset) and a timestep uniformly in [0, 
 with the scheduler (Eq. 1), predict noise (SD 1.4, toy) or velocity (SD 2.1, ``scheduler.get_velocity``),
 L_LDM = mean squared error in float32, read the recorded cross-attention maps, L_token and L_pixel of the
 supervised groups (losses.py), total of Eq. (5), backward, clip the gradient norm to 1, AdamW step
-(betas 0.9 / 0.999, weight decay 1e-2, eps 1e-8), constant learning rate. The text encoder and the VAE are
-frozen; only the UNet trains. The authors' defaults (``train.sh``) are the ``sd14`` preset: lr 5e-6, batch
+(betas 0.9 / 0.999, weight decay 1e-2, eps 1e-8), constant learning rate (diffusers' scheduler,
+``schedules.py``). The text encoder and the VAE are frozen; only the UNet trains. The authors' defaults (``train.sh``) are the ``sd14`` preset: lr 5e-6, batch
 1 x 4 gradient accumulation, 24k optimizer steps (their script runs 24.5k "to be safe"), lambda 1e-3,
 gamma 5e-5, groups mid_8 + up_16/32/64, gradient checkpointing, full float32 (no mixed precision).
 
@@ -33,8 +33,8 @@ Where this loop differs from the authors' script:
   continues exactly (theirs reshuffles with the dataloader's RNG and skips batches);
 * checkpoints are safetensors + JSON (no pickle), written to a temporary folder and renamed;
 * optional mixed precision, 8-bit Adam and EMA (the authors' script has EMA and gradient checkpointing);
-  with EMA the final ``unet/`` holds the EMA weights (as diffusers' ``train_text_to_image.py``), with the
-  decay ``min(ema_decay, (1 + n) / (10 + n))`` after n updates (diffusers' ``EMAModel`` default).
+  with EMA the final ``unet/`` holds the EMA weights of diffusers' ``EMAModel`` (as its
+  ``train_text_to_image.py``: decay ``min(ema_decay, (1 + n) / (10 + n))`` at the (n + 1)-th update).
 
 SD 2.1: where we differ from the authors' code. Their public script cannot train SD 2.1 as written: for SD 2.1
 ``attn_utils.get_cross_attn_map_from_unet`` already multiplies the map resolutions by 1.5 (keys ``mid_12``,
@@ -91,7 +91,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .checkpoints import flatten_optimizer, load_optimizer, publish
+from .attention import attach_recorder
+from .checkpoints import ema_state, flatten_optimizer, load_ema, load_optimizer, publish
 from .cli_args import (
     ArgumentParser,
     UserError,
@@ -105,8 +106,9 @@ from .cli_args import (
 )
 from .config import PRESETS, Config, get_config
 from .data import DatasetBatches, DatasetError, TokenComposeDataset, seed_for
-from .models import Components
+from .models import Components, load_components
 from .objective import NonFiniteLossError, all_finite, compute_losses
+from .schedules import fine_tuning_ema, fine_tuning_schedule
 from .toyworld import ToySceneBatches, model_colour_mode
 
 logger = logging.getLogger(__name__)
@@ -127,7 +129,11 @@ class RunFolderError(ValueError):
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """Knobs of the loop that are not fields of ``Config`` (the authors' script has flags for most)."""
+    """How this process runs a training: where the batches come from, resume or overwrite, logs.
+
+    What is trained (the recipe: model, losses, optimizer, schedule, EMA) is ``Config``, which every checkpoint
+    and ``training_config.json`` record; these options are not part of a run's identity.
+    """
 
     #: toy preset only: train on fresh in-memory toy scenes instead of ``config.train_data_dir``
     toy_scenes: bool = False
@@ -142,13 +148,6 @@ class TrainOptions:
     #: start afresh in an ``output_dir`` that holds another run's checkpoints, deleting them and its log
     #: (without it, such a folder is refused: a new run mixed into an old one's folder loses both)
     overwrite: bool = False
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_weight_decay: float = 1e-2
-    adam_epsilon: float = 1e-8
-    #: linear warm-up steps, then constant (the authors: 0)
-    lr_warmup_steps: int = 0
-    ema_decay: float = 0.9999
     #: write TensorBoard logs when ``torch.utils.tensorboard`` can be imported
     tensorboard: bool = True
     progress: bool = True
@@ -192,10 +191,6 @@ def check_config(config: Config, options: TrainOptions) -> None:
         raise ValueError("mixed_precision='fp16' needs a CUDA GPU; on CPU use 'no' (or 'bf16')")
     if not config.pixel_space and config.resolution % 8:
         raise ValueError(f"resolution must be a multiple of 8 for a latent (VAE) model, got {config.resolution}")
-    if not 0 < options.ema_decay < 1:
-        raise ValueError(f"ema_decay must be in (0, 1), got {options.ema_decay!r}")
-    if options.lr_warmup_steps < 0:
-        raise ValueError(f"lr_warmup_steps must be >= 0, got {options.lr_warmup_steps!r}")
     low, high = options.toy_objects
     if not 1 <= low <= high:
         raise ValueError(f"toy_objects must be (min, max) with 1 <= min <= max, got {options.toy_objects!r}")
@@ -242,10 +237,12 @@ def _checkpoint_dirs(output_dir: Path) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
-def _save_checkpoint(output_dir: Path, step: int, unet, optimizer, ema: dict | None, scaler, config: Config,
+def _save_checkpoint(output_dir: Path, step: int, unet, optimizer, ema, scaler, config: Config,
                      limit: int) -> Path:
-    """Write ``checkpoints/checkpoint-<step>`` via a temporary folder, then drop the oldest beyond ``limit``."""
-    if not all_finite(unet.state_dict().values()) or (ema is not None and not all_finite(ema.values())):
+    """Write ``checkpoints/checkpoint-<step>`` via a temporary folder, then drop the oldest beyond ``limit``.
+
+    ``ema``: the run's ``EMAModel`` or None."""
+    if not all_finite(unet.state_dict().values()) or (ema is not None and not all_finite(ema.shadow_params)):
         raise NonFiniteLossError(f"step {step}: refusing to write a checkpoint with non-finite weights",
                                  step=step, captions=[], checkpoint=None)
     final = output_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{step}"
@@ -255,10 +252,12 @@ def _save_checkpoint(output_dir: Path, step: int, unet, optimizer, ema: dict | N
     save_file({k: v.detach().contiguous().cpu() for k, v in unet.state_dict().items()}, tmp / "unet.safetensors")
     optimizer_tensors, optimizer_meta = flatten_optimizer(optimizer)
     save_file({k: v.cpu() for k, v in optimizer_tensors.items()}, tmp / "optimizer.safetensors")
+    ema_meta = None
     if ema is not None:
-        save_file({k: v.contiguous().cpu() for k, v in ema.items()}, tmp / "ema.safetensors")
+        ema_tensors, ema_meta = ema_state(ema, [name for name, _ in unet.named_parameters()])
+        save_file(ema_tensors, tmp / "ema.safetensors")
     state = {"step": step, "optimizer": optimizer_meta, "scaler": scaler.state_dict() if scaler else None,
-             "config": _config_dict(config)}
+             "ema": ema_meta, "config": _config_dict(config)}
     (tmp / "state.json").write_text(json.dumps(state))
     publish(tmp, final)
     for old in _checkpoint_dirs(output_dir)[:-limit]:
@@ -276,8 +275,8 @@ def _config_dict(config: Config) -> dict:
 # --------------------------------------------------------------------------------------------------
 
 def _make_accelerator(config: Config):
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
+    from accelerate import Accelerator  # lazy: 0.4 s, needed only once training starts
+    from accelerate.state import AcceleratorState  # lazy: as above
 
     if int(os.environ.get("WORLD_SIZE", "1")) == 1 and AcceleratorState._shared_state:
         # one process (a notebook running several trainings): accelerate keeps its state per process and
@@ -286,12 +285,12 @@ def _make_accelerator(config: Config):
     return Accelerator(mixed_precision=config.mixed_precision, cpu=config.device == "cpu")
 
 
-def _make_optimizer(unet, config: Config, options: TrainOptions) -> torch.optim.Optimizer:
-    kwargs = dict(lr=config.learning_rate, betas=(options.adam_beta1, options.adam_beta2),
-                  weight_decay=options.adam_weight_decay, eps=options.adam_epsilon)
+def _make_optimizer(unet, config: Config) -> torch.optim.Optimizer:
+    kwargs = dict(lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
+                  weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
     if config.use_8bit_adam:
         try:
-            import bitsandbytes
+            import bitsandbytes  # lazy: optional, only with the t4 profile (8-bit Adam)
         except ImportError as error:
             raise ImportError("use_8bit_adam=True (--use-8bit-adam, profile 't4') needs bitsandbytes: "
                               "`pip install bitsandbytes` (CUDA GPUs), or turn 8-bit Adam off") from error
@@ -299,18 +298,11 @@ def _make_optimizer(unet, config: Config, options: TrainOptions) -> torch.optim.
     return torch.optim.AdamW(unet.parameters(), **kwargs)
 
 
-def learning_rate_at(step: int, config: Config, options: TrainOptions) -> float:
-    """Learning rate of optimizer step ``step`` (0-based): linear warm-up, then constant (the authors')."""
-    if options.lr_warmup_steps and step < options.lr_warmup_steps:
-        return config.learning_rate * (step + 1) / options.lr_warmup_steps
-    return config.learning_rate
-
-
 def _tensorboard(output_dir: Path, enabled: bool):
     if not enabled:
         return None
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # lazy: optional (needs the tensorboard package)
     except ImportError:
         logger.info("TensorBoard is not installed (pip install tensorboard): logging to log.csv only")
         return None
@@ -331,11 +323,14 @@ def _open_csv(path: Path, start: int):
     return handle, writer
 
 
-def _save_final(output_dir: Path, unet, ema: dict | None, components: Components, config: Config) -> Path:
-    """``output_dir/unet`` in diffusers format (EMA weights if any); text encoder + scheduler for pixel models."""
+def _save_final(output_dir: Path, unet, ema, components: Components, config: Config) -> Path:
+    """``output_dir/unet`` in diffusers format (the ``EMAModel``'s weights if any); text encoder + scheduler for
+    pixel models."""
     if ema is not None:
-        unet = type(unet).from_config(unet.config)
-        unet.load_state_dict(ema)
+        averaged = type(unet).from_config(unet.config)
+        averaged.load_state_dict(unet.state_dict())  # buffers, if any, as trained
+        ema.copy_to(averaged.parameters())
+        unet = averaged
     target = output_dir / "unet"
     tmp = output_dir / "unet.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -367,7 +362,7 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
 
     Args:
         config: the run (preset fields, see config.py); ``output_dir`` receives everything.
-        options: loop knobs beyond ``Config`` (data source, resume, Adam, EMA decay, logs).
+        options: how this process runs it (data source, resume, logs; ``TrainOptions``).
         components: already loaded models (tests, notebooks); default ``models.load_components(pretrained)``.
             The UNet is trained in place.
         on_step: called with each step's log row (e.g. a live plot in a notebook).
@@ -376,15 +371,11 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
         ValueError: a bad config / option value (message names the field).
         NonFiniteLossError: the loss became NaN or infinite (step and captions named; checkpoints intact).
     """
-    from .attention import attach_recorder
-
     options = options or TrainOptions()
     check_config(config, options)
     output_dir = Path(config.output_dir)
     accelerator = _make_accelerator(config)
     if components is None:
-        from .models import load_components
-
         components = load_components(config.pretrained)
     unet = components.unet
     scheduler_prediction = components.scheduler.config.get("prediction_type", "epsilon")
@@ -415,8 +406,8 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
     places = sorted({group.partition("_")[0] for group in config.groups})
     recorder = attach_recorder(unet, groups=places)
 
-    optimizer = _make_optimizer(unet, config, options)
-    ema = {k: v.detach().float().clone() for k, v in unet.state_dict().items()} if config.use_ema else None
+    optimizer = _make_optimizer(unet, config)
+    ema = fine_tuning_ema(unet.parameters(), config.ema_decay) if config.use_ema else None
 
     # a new run never mixes into another run's folder
     earlier = _checkpoint_dirs(output_dir)
@@ -444,6 +435,9 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
                     ema is not None and (candidate / "ema.safetensors").is_file()) else None
                 optimizer_tensors = load_file(candidate / "optimizer.safetensors")
                 unet.load_state_dict(weights)
+                if ema_weights is not None:  # EMAModel's counters; a checkpoint without them: its step
+                    load_ema(ema, ema_weights, state.get("ema") or {"optimization_step": int(state["step"])},
+                             [name for name, _ in unet.named_parameters()])
             except Exception as error:  # noqa: BLE001 - any unreadable checkpoint is skipped, and said so
                 if options.resume != "latest":
                     raise
@@ -451,8 +445,6 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
                                type(error).__name__, str(error).splitlines()[0][:200] if str(error) else "")
                 continue
             resumed_from, resume_state = candidate, dict(state, optimizer_tensors=optimizer_tensors)
-            if ema_weights is not None:
-                ema = ema_weights
             start = int(state["step"])
             _warn_config_changes(state.get("config", {}), config)
             logger.info("resuming at step %d from %s", start, resumed_from)
@@ -473,7 +465,10 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
         if accelerator.scaler is not None and resume_state.get("scaler"):
             accelerator.scaler.load_state_dict(resume_state["scaler"])
     if ema is not None:
-        ema = {k: v.to(accelerator.device) for k, v in ema.items()}
+        ema.to(accelerator.device)
+    # the learning rate of each step (constant, after an optional warm-up), positioned at the resumed step
+    lr_schedule = fine_tuning_schedule(optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
+                                       config.learning_rate, config.lr_warmup_steps, start)
 
     result = TrainResult(output_dir=output_dir, unet_dir=output_dir / "unet", resumed_from=resumed_from,
                          final_step=start)
@@ -490,9 +485,7 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
     try:
         for step in bar:  # ``step`` optimizer steps are done; this one is number step + 1
             began = time.perf_counter()
-            lr = learning_rate_at(step, config, options)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            lr = lr_schedule.get_last_lr()[0]
             sums: dict[str, float] = {}
             for micro in range(accumulation):
                 batch = batches(step, micro)
@@ -509,15 +502,13 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
             # clip the gradient norm, step, zero the gradients (the recorder was reset in compute_losses)
             accelerator.clip_grad_norm_(unet.parameters(), config.max_grad_norm)
             optimizer.step()
+            lr_schedule.step()
             optimizer.zero_grad(set_to_none=True)
             # a finite loss can still leave exploded or non-finite weights (a huge learning rate): stop before
             # anything is saved
             weight_norm = _stop_if_weights_diverged(base_unet, step + 1, lr, last_checkpoint, weight_norm)
             if ema is not None:
-                decay = min(options.ema_decay, (1 + step + 1) / (10 + step + 1))
-                with torch.no_grad():
-                    for name, value in base_unet.state_dict().items():
-                        ema[name].lerp_(value.float(), 1 - decay)
+                ema.step(base_unet.parameters())
 
             if world > 1:
                 names = sorted(sums)
@@ -629,7 +620,10 @@ def build_parser() -> argparse.ArgumentParser:
                        ("train_batch_size", positive_int), ("gradient_accumulation_steps", positive_int),
                        ("max_train_steps", positive_int), ("max_grad_norm", positive_float),
                        ("checkpointing_steps", positive_int), ("checkpoints_total_limit", positive_int),
-                       ("seed", non_negative_int), ("train_data_dir", input_folder), ("output_dir", output_folder)):
+                       ("seed", non_negative_int), ("train_data_dir", input_folder), ("output_dir", output_folder),
+                       ("adam_beta1", probability), ("adam_beta2", probability),
+                       ("adam_weight_decay", non_negative_float), ("adam_epsilon", positive_float),
+                       ("lr_warmup_steps", non_negative_int), ("ema_decay", probability)):
         parser.add_argument(_flag(name), type=kind, default=None, help=f"Config.{name} (default: the preset's)")
     parser.add_argument("--token-weight", "--lambda", dest="token_weight", type=non_negative_float,
                         help="lambda of Eq. (5)")
@@ -648,8 +642,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="continue from the newest checkpoint of --output-dir, or from the folder given")
     parser.add_argument("--overwrite", action="store_true",
                         help="start afresh in an --output-dir that holds another run, deleting its checkpoints")
-    parser.add_argument("--lr-warmup-steps", type=non_negative_int, default=0)
-    parser.add_argument("--ema-decay", type=probability, default=0.9999)
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -663,9 +655,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, TrainOptions]:
             overrides[name] = tuple(value) if name == "groups" else value
     config = get_config(args.preset, **overrides)
     options = TrainOptions(toy_scenes=args.toy_scenes, toy_objects=tuple(args.toy_objects), skip_bad=args.skip_bad,
-                           resume=args.resume, overwrite=args.overwrite, lr_warmup_steps=args.lr_warmup_steps,
-                           ema_decay=args.ema_decay,
-                           progress=not args.no_progress)
+                           resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     return config, options
 
 

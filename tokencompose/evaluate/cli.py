@@ -24,6 +24,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from tokencompose.__main__ import dispatch
 from tokencompose.cli_args import (
     ArgumentParser,
     UserError,
@@ -35,7 +36,17 @@ from tokencompose.cli_args import (
     probability,
     read_json_file,
 )
-from tokencompose.sample import DTYPES, sampling_mode_arg, sampling_settings
+from tokencompose.evaluate import multigen, visor
+from tokencompose.evaluate.detectors import OwlDetector
+from tokencompose.evaluate.toy_detector import ToyDetector
+from tokencompose.sample import (
+    DTYPES,
+    Generator,
+    load_model,
+    prepare_for_sampling,
+    sampling_mode_arg,
+    sampling_settings,
+)
 from tokencompose.toyworld import TOY_CATEGORIES, model_colour_mode
 
 logger = logging.getLogger(__name__)
@@ -79,8 +90,6 @@ def _device(state: Any, requested: str) -> str:
 
 
 def _toy_categories(num_categories: int | None) -> list:
-    from tokencompose.toyworld import TOY_CATEGORIES
-
     return list(TOY_CATEGORIES[:num_categories] if num_categories else TOY_CATEGORIES)
 
 
@@ -88,11 +97,7 @@ def make_detector(name: str, device: str, num_categories: int | None = None, col
     """``ToyDetector`` for "toy" (of the toy world ``colour_mode``), else ``OwlDetector.from_pretrained(name)``
     on ``device``."""
     if name == "toy":
-        from tokencompose.evaluate.toy_detector import ToyDetector
-
         return ToyDetector(_toy_categories(num_categories), colour_mode=colour_mode)
-    from tokencompose.evaluate.detectors import OwlDetector
-
     return OwlDetector.from_pretrained(name, device=device)
 
 
@@ -101,13 +106,11 @@ def make_generate_fn(args: argparse.Namespace, device: str) -> Any:
     images it makes), or None. Sets ``args.batch_size`` to the mode's batch when the flag was not given."""
     if not args.model:
         return None
-    from tokencompose import sample
-
     settings = sampling_settings(args.mode, device=device, dtype=args.dtype, batch_size=args.batch_size,
                                  compile_unet=args.compile)
     args.batch_size = settings.batch_size  # the mode's default where --batch-size was not given
-    model = sample.load_model(args.model, base=args.base, dtype=settings.dtype, device=settings.device)
-    return sample.Generator(sample.prepare_for_sampling(model, settings), steps=args.steps, guidance=args.guidance,
+    model = load_model(args.model, base=args.base, dtype=settings.dtype, device=settings.device)
+    return Generator(prepare_for_sampling(model, settings), steps=args.steps, guidance=args.guidance,
                             mode=settings.mode)
 
 
@@ -147,20 +150,16 @@ def _generate_fn(args: argparse.Namespace, device: str) -> Any:
 
 
 def _examples(args: argparse.Namespace, out: Path, images_dir: Path, keys: list[str]) -> None:
-    from tokencompose.evaluate.multigen import example_figure, load_detections
-
     if args.examples <= 0 or not keys:
         return
-    detections = load_detections(out / "detections")
+    detections = multigen.load_detections(out / "detections")
     keys = [k for k in keys if k in detections][:args.examples]
     if keys:
-        example_figure(images_dir, detections, keys, out / "examples.png", threshold=args.threshold)
+        multigen.example_figure(images_dir, detections, keys, out / "examples.png", threshold=args.threshold)
 
 
 def multigen_cli(argv: list[str]) -> int:
     """``evaluate multigen``: MultiGen MG1-5 (authors' prompt file, or prompts generated from a category list)."""
-    from tokencompose.evaluate import multigen
-
     parser = ArgumentParser(prog="tokencompose evaluate multigen", description=multigen_cli.__doc__)
     parser.add_argument("--prompts", required=True,
                         help="a MultiGen prompt file (authors' JSON), or 'coco' / 'toy' / a category list "
@@ -232,8 +231,6 @@ def multigen_cli(argv: list[str]) -> int:
 
 def visor_cli(argv: list[str]) -> int:
     """``evaluate visor``: VISOR object accuracy (both objects of "a A <relation> a B" detected)."""
-    from tokencompose.evaluate import multigen, visor
-
     parser = ArgumentParser(prog="tokencompose evaluate visor", description=visor_cli.__doc__)
     parser.add_argument("--categories", default="coco", help="coco (VISOR's), toy, or a file of names")
     parser.add_argument("--limit", type=positive_int, default=None, help="score a random subset of N prompts")
@@ -282,6 +279,4 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
 
 def cli(argv: list[str]) -> int:
     """Dispatch ``evaluate SUBCOMMAND [options]`` (``__main__.dispatch``)."""
-    from tokencompose.__main__ import dispatch
-
     return dispatch(list(argv), SUBCOMMANDS, "python -m tokencompose evaluate")

@@ -33,6 +33,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from tokencompose.models import WeightsNotFoundError
+from tokencompose.tokens import clip_tokenizer
+
 #: a box (x0, y0, x1, y1) in pixels, see the module docstring for the convention
 Box = tuple[float, float, float, float]
 
@@ -91,8 +98,6 @@ def owl_postprocess(logits: Any, pred_boxes: Any, names: Sequence[str], image_si
         image_size: ``(width, height)`` of the input image in pixels.
         padded_to_square: True for OWLv2, False for OWL-ViT.
     """
-    import torch
-
     logits = torch.as_tensor(logits).float()
     pred_boxes = torch.as_tensor(pred_boxes).float()
     if logits.ndim != 2 or logits.shape[1] != len(names):
@@ -121,7 +126,7 @@ def _owl_classes(kind: str) -> tuple[Any, Any, Any]:
     transformers 5 has a torchvision and a PIL image processor; the PIL one (``...ImageProcessorPil``, which
     for OWLv2 needs scipy) runs without torchvision. transformers 4 has only the PIL-based one.
     """
-    import transformers
+    import transformers  # lazy: seconds to import; only the OWL detectors need it
 
     if kind == "owlv2":
         names = ("Owlv2Config", "Owlv2ForObjectDetection", "Owlv2ImageProcessorPil", "Owlv2ImageProcessor")
@@ -166,11 +171,6 @@ class OwlDetector:
 
         Raises ``tokencompose.models.WeightsNotFoundError`` saying what was tried and how to get the weights.
         """
-        import torch
-
-        from tokencompose.models import WeightsNotFoundError
-        from tokencompose.tokens import clip_tokenizer
-
         source = OWL_ALIASES.get(model, model)
         kind = "owlvit" if "owlvit" in source.lower() else "owlv2"
         tried = []
@@ -203,10 +203,6 @@ class OwlDetector:
         For offline tests and notebooks: the plumbing, pre- and post-processing are the real ones, the
         detections are meaningless. Image processor built directly at ``image_size``.
         """
-        import torch
-
-        from tokencompose.tokens import clip_tokenizer
-
         config_class, model_class, processor_class = _owl_classes(kind)
         text = dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                     num_attention_heads=2, max_position_embeddings=16)
@@ -234,11 +230,8 @@ class OwlDetector:
 
     def detect_many(self, images: Sequence[Any], names: Sequence[str] | None = None) -> list[list[Detection]]:
         """``detect`` for several images with the same query, ``batch_size`` images a forward pass."""
-        import torch
-        from PIL import Image
-
         names = self._check_names(names)
-        pil_images = [_to_pil(image) for image in images]
+        pil_images = [to_pil(image) for image in images]
         text = self.tokenizer(self.queries(names), padding="max_length", max_length=self.max_length,
                               truncation=True, return_tensors="pt")
         parameter = next(self.model.parameters())
@@ -258,11 +251,8 @@ class OwlDetector:
         return results
 
 
-def _to_pil(image: Any) -> Any:
+def to_pil(image: Any) -> Any:
     """An RGB ``PIL.Image`` from a PIL image or an H x W x 3 array (uint8, or float in [0, 1])."""
-    import numpy as np
-    from PIL import Image
-
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     array = np.asarray(image)
@@ -275,9 +265,7 @@ def _to_pil(image: Any) -> Any:
 
 def draw_detections(image: Any, detections: Sequence[Detection], scale: int = 1) -> Any:
     """``image`` (PIL) with each detection's box and "name score" label drawn on it, enlarged ``scale`` x."""
-    from PIL import ImageDraw
-
-    picture = _to_pil(image)
+    picture = to_pil(image)
     if scale > 1:
         picture = picture.resize((picture.width * scale, picture.height * scale), resample=0)  # nearest
     draw = ImageDraw.Draw(picture)

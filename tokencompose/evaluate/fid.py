@@ -29,6 +29,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
+from scipy import linalg
 
 from ..cli_args import ArgumentParser, input_folder
 
@@ -41,8 +44,6 @@ class FIDUnavailableError(RuntimeError):
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     """The Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2) (the formula above)."""
-    from scipy import linalg
-
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
@@ -74,7 +75,7 @@ def coco_captions(annotation_file: str | Path, n: int = 10_000, seed: int = 0) -
 
 def _metric(device: str):
     try:
-        from torchmetrics.image.fid import FrechetInceptionDistance
+        from torchmetrics.image.fid import FrechetInceptionDistance  # lazy: optional, only for FID
     except ImportError as error:
         raise FIDUnavailableError(
             "FID needs torchmetrics with its image extra: pip install 'torchmetrics[image]' (adds torch-fidelity)"
@@ -90,9 +91,6 @@ def _metric(device: str):
 
 
 def _batches(paths: list[Path], size: int) -> Iterable:
-    import torch
-    from PIL import Image
-
     for start in range(0, len(paths), size):
         arrays = [np.asarray(Image.open(p).convert("RGB").resize((299, 299), Image.BICUBIC)) for p in
                   paths[start:start + size]]

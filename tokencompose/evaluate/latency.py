@@ -34,6 +34,8 @@ from typing import Any
 import torch
 
 from tokencompose.cli_args import ArgumentParser, finite_float, non_negative_int, positive_int
+from tokencompose.models import Components, WeightsNotFoundError
+from tokencompose.sample import DTYPES, generate, is_pipeline, load_model, read_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -105,8 +107,6 @@ def _device_of(model: Any) -> str:
 
 
 def _scheduler_name(model: Any) -> str:
-    from tokencompose.models import Components
-
     if isinstance(model, Components) and model.vae is None:
         return "DDIM (toy sampler, sample.ddim_sample)"
     return type(getattr(model, "scheduler", None)).__name__
@@ -115,8 +115,6 @@ def _scheduler_name(model: Any) -> str:
 def generate_fn_for(model: Any, steps: int = 50, guidance: float | None = None, seed: int = 0,
                     height: int | None = None, width: int | None = None) -> Callable[[Sequence[str]], Any]:
     """``prompts -> images`` for a model (``sample.generate``, one seed, no files, no progress bar)."""
-    from tokencompose.sample import generate
-
     def generate_fn(prompts: Sequence[str]) -> Any:
         return generate(model, list(prompts), [seed], steps=steps, guidance=guidance, batch_size=len(prompts),
                         height=height, width=width, progress=False)
@@ -141,8 +139,6 @@ def compare_latency(base: Any, finetuned: Any, prompts: Sequence[str] = DEFAULT_
         "settings": {...}}`` (JSON-serialisable).
     """
     _check_counts(runs, warmup, prompts)
-    from tokencompose.models import Components
-    from tokencompose.sample import is_pipeline
 
     models = {"base": base, "finetuned": finetuned}
     schedulers = {}
@@ -201,9 +197,6 @@ def latency_table(result: dict) -> str:
 
 def cli(argv: list[str]) -> int:
     """``python -m tokencompose evaluate latency --base MODEL --finetuned MODEL``: seconds an image, both models."""
-    from tokencompose.models import WeightsNotFoundError
-    from tokencompose.sample import DTYPES, load_model, read_prompts
-
     parser = ArgumentParser(prog="tokencompose evaluate latency", description=cli.__doc__)
     parser.add_argument("--base", default="toy", help="the base model: toy, sd14, sd21, a folder or a hub id")
     parser.add_argument("--finetuned", required=True, help="the fine-tuned model: a folder (a bare UNet folder "

@@ -46,10 +46,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
 
-from tokencompose.evaluate.detectors import Detection
+from tokencompose.evaluate.detectors import Detection, draw_detections, to_pil
+from tokencompose.evaluate.toy_detector import ToyDetector
 from tokencompose.provenance import MANIFEST, claim_folder
 from tokencompose.stats import cluster_interval
+from tokencompose.toyworld import TOY_CATEGORIES, caption_for, sample_colours
 
 logger = logging.getLogger(__name__)
 
@@ -130,8 +134,6 @@ def load_categories(source: str | Path) -> list[str]:
     (``.json``, e.g. the authors' ADE20K set) gives the distinct names it uses, sorted.
     """
     if str(source) == "toy":
-        from tokencompose.toyworld import TOY_CATEGORIES
-
         return [c.name for c in TOY_CATEGORIES]
     path = COCO_CATEGORIES_FILE if str(source) == "coco" else Path(source)
     if not path.is_file():
@@ -164,7 +166,6 @@ def make_prompts(categories: Sequence[str], n: int, num_objects: int | Sequence[
     if not counts or any(not isinstance(k, int) or not 1 <= k <= len(categories) for k in counts):
         raise ValueError(f"num_objects must be integers in 1..{len(categories)} (the number of categories), "
                          f"got {num_objects!r}")
-    from tokencompose.toyworld import caption_for, sample_colours
 
     if template not in ("authors", "toy", "toy-attribute"):
         raise ValueError(f"unknown template {template!r}; use 'authors', 'toy' or 'toy-attribute'")
@@ -357,7 +358,7 @@ class _SingleProcess:
 def process_state() -> Any:
     """accelerate's ``PartialState()`` (under ``accelerate launch``: this process's rank), else one process."""
     try:
-        from accelerate import PartialState
+        from accelerate import PartialState  # lazy: 0.4 s, and runs without it are one process
     except ImportError:
         return _SingleProcess()
     return PartialState()
@@ -375,10 +376,8 @@ def _as_image_list(images: Any, count: int) -> list[Any]:
 
 
 def _save_png(image: Any, path: Path) -> None:
-    from tokencompose.evaluate.detectors import _to_pil
-
     tmp = path.with_name(path.stem + ".tmp.png")
-    _to_pil(image).save(tmp)
+    to_pil(image).save(tmp)
     os.replace(tmp, path)  # a crash never leaves a half-written image that a resumed run would trust
 
 
@@ -418,8 +417,6 @@ def generate_and_detect(items: Sequence[tuple[int, str, Sequence[str]]], detecto
 
     Returns every detection of the folder (all processes), once all processes are done.
     """
-    from tqdm.auto import tqdm
-
     state = state or process_state()
     out_dir = Path(out_dir)
     image_folder = Path(images_dir) if images_dir is not None else out_dir / "images"
@@ -478,8 +475,6 @@ def _detector_settings(detector: Any) -> dict[str, Any]:
 
 
 def _load_rgb(path: Path) -> Any:
-    from PIL import Image
-
     with Image.open(path) as image:
         return image.convert("RGB")
 
@@ -510,8 +505,6 @@ def run_multigen(prompts: Sequence[MultiGenPrompt], detector: Any, out_dir: str 
     detections in the folder are removed first.
     Returns the result dict (every process gets it; only the main process writes files).
     """
-    from tokencompose.evaluate.toy_detector import ToyDetector
-
     state = state or process_state()
     items = [(i, p.text, p.objects) for i, p in enumerate(prompts)]
     detections = generate_and_detect(items, detector, out_dir, images_per_prompt, generate_fn, images_dir,
@@ -569,7 +562,7 @@ def multigen_table(results: Sequence[Mapping[str, Any]], uncertainty: str = "std
 def plot_multigen(results: Sequence[Mapping[str, Any]], path: str | Path, title: str = "MultiGen") -> Path:
     """Bars of MG_1..MG_k with 95% intervals clustered by prompt (``multigen_intervals``; results written
     before them: the authors' +- std), one colour per model; saved as PNG."""
-    from tokencompose.viz import score_bars
+    from tokencompose.viz import score_bars  # lazy: viz imports matplotlib (0.6 s), only this plot needs it
 
     def bar(result: Mapping[str, Any], key: str) -> tuple[float, float, float]:
         if key in result.get("intervals", {}):
@@ -593,10 +586,6 @@ def plot_multigen(results: Sequence[Mapping[str, Any]], path: str | Path, title:
 def example_figure(images_dir: str | Path, detections: Mapping[str, Mapping[str, Any]],
                    keys: Sequence[str], path: str | Path, threshold: float = 0.1, columns: int = 4) -> Path:
     """A grid of images ``{key}.png`` with their detections above ``threshold`` drawn (boxes + labels)."""
-    from PIL import Image
-
-    from tokencompose.evaluate.detectors import draw_detections
-
     tiles = []
     for key in keys:
         entry = detections[key]

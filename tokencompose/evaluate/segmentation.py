@@ -76,9 +76,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from tqdm.auto import tqdm
 
 from tokencompose.cli_args import ArgumentParser, finite_float, non_negative_int, positive_int, probability
+from tokencompose.evaluate.toy_detector import colour_segmentation
 from tokencompose.heatmaps import (
     PROTOCOLS,
     generate_with_attention,
@@ -86,7 +88,13 @@ from tokencompose.heatmaps import (
     protocol_groups,
     word_token_positions,
 )
+from tokencompose.masks import mask_file_name
+from tokencompose.models import Components, WeightsNotFoundError
+from tokencompose.nouns import noun_phrases
+from tokencompose.sample import DTYPES, default_guidance, load_model, parse_seeds, read_prompts
 from tokencompose.stats import mean_interval
+from tokencompose.tokens import noun_token_positions
+from tokencompose.toyworld import TOY_CATEGORIES, caption_for, model_colour_mode, sample_categories
 
 logger = logging.getLogger(__name__)
 
@@ -143,8 +151,6 @@ def iou(heat_map: Any, mask: Any, threshold: float = DEFAULT_THRESHOLD) -> float
 
 def toy_nouns(prompt: str) -> list[str]:
     """The toy categories named in a toy caption, in caption order."""
-    from tokencompose.toyworld import TOY_CATEGORIES
-
     words = re.findall(r"[a-z]+", prompt.lower())
     names = {c.name for c in TOY_CATEGORIES}
     return list(dict.fromkeys(w for w in words if w in names))
@@ -153,16 +159,10 @@ def toy_nouns(prompt: str) -> list[str]:
 def _reference_masks(reference: Any, image: np.ndarray, nouns: Sequence[str], prompt_index: int,
                      seed: int, colour_mode: str = "identity") -> dict[str, Any]:
     """``{noun: mask or None}`` for one generated image from the chosen reference."""
-    from PIL import Image
-
     if reference == "toy":
-        from tokencompose.evaluate.toy_detector import colour_segmentation
-
         segmentation = colour_segmentation(image, colour_mode=colour_mode)
         return {noun: segmentation.get(noun) for noun in nouns}
     if isinstance(reference, (str, Path)):
-        from tokencompose.masks import mask_file_name
-
         folder = Path(reference) / f"{prompt_index}_{seed}"
         result = {}
         for noun in nouns:
@@ -200,10 +200,6 @@ def segmentation_transfer(model, prompts: Sequence[str], seeds: Sequence[int] = 
         ``{"miou", "interval", "per_noun", "pairs", "missing", "records", "settings"}``; ``records`` has one
         entry per (image, noun) with its IoU (``None`` when the reference mask was empty/absent: missing).
     """
-    from tokencompose.models import Components
-    from tokencompose.sample import default_guidance, load_model
-    from tokencompose.toyworld import model_colour_mode
-
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS} ('daam': DAAM's code, the default), got {protocol!r}")
     groups = protocol_groups(protocol) if groups is None else tuple(groups)
@@ -221,12 +217,9 @@ def segmentation_transfer(model, prompts: Sequence[str], seeds: Sequence[int] = 
         if pixel_space:
             nouns = [toy_nouns(p) for p in prompts]
         else:
-            from tokencompose.nouns import noun_phrases
-
             nouns = [noun_phrases(p, tagger="perceptron") for p in prompts]
     if len(nouns) != len(prompts):
         raise ValueError(f"got nouns for {len(nouns)} prompts but {len(prompts)} prompts")
-    from tokencompose.tokens import noun_token_positions
 
     tokenizer = model.tokenizer
     # DAAM merges every occurrence of a word; the layer-mean variant takes one occurrence a listed noun
@@ -289,9 +282,6 @@ def segmentation_table(result: Mapping[str, Any]) -> str:
 
 def cli(argv: list[str]) -> int:
     """``python -m tokencompose evaluate segmentation``: attention heat maps vs masks of generated images (mIoU)."""
-    from tokencompose.models import WeightsNotFoundError
-    from tokencompose.sample import DTYPES, load_model, parse_seeds, read_prompts
-
     parser = ArgumentParser(prog="tokencompose evaluate segmentation", description=cli.__doc__)
     parser.add_argument("--model", default="toy", help="toy, sd14, sd21, a folder or hub id (sample.load_model)")
     parser.add_argument("--base", default=None, help="the base model of a bare fine-tuned UNet folder")
@@ -337,7 +327,5 @@ def cli(argv: list[str]) -> int:
 
 def random_toy_prompts(n: int, seed: int = 0, objects: tuple[int, int] = (2, 3)) -> list[str]:
     """``n`` toy captions of ``objects[0]..objects[1]`` categories (no excluded pair), reproducible by ``seed``."""
-    from tokencompose.toyworld import caption_for, sample_categories
-
     rng = np.random.default_rng(seed)
     return [caption_for(sample_categories(rng, int(rng.integers(objects[0], objects[1] + 1)))) for _ in range(n)]
