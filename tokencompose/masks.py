@@ -17,7 +17,10 @@ The steps, each a function a notebook can show on its own::
 Backend: ``transformers`` instead of the original packages
 ------------------------------------------------------------
 The ``groundingdino`` and ``segment_anything`` packages the authors used import only beside torchvision;
-this module runs the same two models through ``transformers``. The correspondence:
+this module runs the same two models through ``transformers`` (the default: no torchvision, no CUDA
+extension). ``GroundedSAM.from_pretrained(..., backend="original")`` (``prepare --backend original``) runs the
+original packages instead, from their ``.pth`` files, where torchvision imports (Colab): ``masks_original.py``,
+tested in its own environment by ``scripts/test_original_masks.sh``. The correspondence:
 
 =====================================================  ======================================================
 authors' code (Grounded-Segment-Anything)               here
@@ -156,7 +159,7 @@ def resolve_grounding_settings(settings: str | GroundingSettings = DEFAULT_GROUN
             raise ValueError(f"unknown Grounded-SAM settings {settings!r}; choose among {sorted(GROUNDING_SETTINGS)} "
                              f"('authors': the authors' run, the default)")
         settings = GROUNDING_SETTINGS[settings]
-    if fallback and _segmenter_kind(settings) == "sam_hq" and not sam_hq_available():
+    if fallback and segmenter_kind_of(settings) == "sam_hq" and not sam_hq_available():
         logger.warning("the installed transformers has no SamHQModel: the %r settings use SAM ViT-H (%s) instead "
                        "of the authors' SAM-HQ ViT-H (%s); upgrade transformers to segment as the authors did",
                        settings.name, SAM_VIT_H_ID, SAM_HQ_VIT_H_ID)
@@ -480,14 +483,26 @@ class GroundedSAM:
         text_threshold: float | None = None,
         *,
         settings: str | GroundingSettings = DEFAULT_GROUNDING_SETTINGS,
+        backend: str = "transformers",
         **load_kwargs: Any,
     ) -> GroundedSAM:
         """Load Grounding DINO and SAM / SAM-HQ (hub ids or local folders; ``None``: the ``settings`` preset's);
         ``load_kwargs`` go to every ``from_pretrained`` (``cache_dir``, ``revision``, ``local_files_only``,
         ``token``).
 
+        ``backend="original"``: the authors' groundingdino / segment_anything packages instead of transformers
+        (``masks_original.OriginalGroundedSAM``; the two ids are then its ``.pth`` checkpoints, ``load_kwargs`` its
+        keywords), with the same output.
+
         Raises ``ModelLoadError`` saying what was tried and how to get the weights.
         """
+        if backend == "original":
+            from .masks_original import OriginalGroundedSAM
+
+            return OriginalGroundedSAM(detector_id, segmenter_id, device, box_threshold, text_threshold,
+                                       settings=settings, **load_kwargs)
+        if backend != "transformers":
+            raise ValueError(f"unknown backend {backend!r}; choose 'transformers' (default) or 'original'")
         return cls(detector_id, segmenter_id, device, box_threshold, text_threshold, settings=settings,
                    **load_kwargs)
 
@@ -513,7 +528,7 @@ class GroundedSAM:
         """
         preset = resolve_grounding_settings(settings)
         detector, detector_processor, segmenter, segmenter_processor = build_random_tiny_models(
-            words, seed=seed, image_size=image_size, segmenter=_segmenter_kind(preset))
+            words, seed=seed, image_size=image_size, segmenter=segmenter_kind_of(preset))
         return cls(device=device, box_threshold=box_threshold, text_threshold=text_threshold, settings=preset,
                    detector=detector, detector_processor=detector_processor,
                    segmenter=segmenter, segmenter_processor=segmenter_processor)
@@ -524,7 +539,7 @@ class GroundedSAM:
         """Grounding DINO on ``image`` with the prompt ``grounding_prompt(nouns)``; boxes in pixels."""
         import torch
 
-        image = _rgb(image)
+        image = as_rgb(image)
         prompt = grounding_prompt(nouns)
         max_text_len = int(getattr(self.detector.config, "max_text_len", 256))
         inputs = self.detector_processor(images=image, text=prompt, return_tensors="pt")
@@ -542,7 +557,7 @@ class GroundedSAM:
         """SAM prompted with each box (one mask a box, ``multimask_output=False``): bool ``[boxes, H, W]``."""
         import torch
 
-        image = _rgb(image)
+        image = as_rgb(image)
         width, height = image.size
         if len(boxes) == 0:
             return np.zeros((0, height, width), dtype=bool)
@@ -569,7 +584,7 @@ class GroundedSAM:
         result: dict[str, np.ndarray | None] = {noun: None for noun in nouns}
         if not nouns:
             return result
-        image = _rgb(image)
+        image = as_rgb(image)
         detections = self.detect(image, list(result))
         if not detections:
             return result
@@ -592,7 +607,8 @@ class GroundedSAM:
     __call__ = masks_for_nouns
 
 
-def _rgb(image: Image.Image) -> Image.Image:
+def as_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as RGB (both backends feed RGB to their models); a ``TypeError`` for anything but a PIL image."""
     if not isinstance(image, Image.Image):
         raise TypeError(f"expected a PIL.Image, got {type(image).__name__}; open the file with PIL.Image.open")
     return image if image.mode == "RGB" else image.convert("RGB")
@@ -654,7 +670,7 @@ def _load_segmenter(model_id: str, **load_kwargs: Any) -> tuple[Any, Any]:
 _SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
-def _segmenter_kind(settings: GroundingSettings) -> str:
+def segmenter_kind_of(settings: GroundingSettings) -> str:
     """The segmenter architecture a preset names: "sam_hq" for SAM-HQ ids, else "sam"."""
     return "sam_hq" if "sam-hq" in settings.segmenter_id.lower() else "sam"
 
@@ -681,7 +697,7 @@ def build_random_tiny_models(words: Iterable[str], seed: int = 0, image_size: in
     )
 
     if segmenter is None:
-        segmenter = _segmenter_kind(resolve_grounding_settings(DEFAULT_GROUNDING_SETTINGS))
+        segmenter = segmenter_kind_of(resolve_grounding_settings(DEFAULT_GROUNDING_SETTINGS))
     if segmenter not in SEGMENTER_TYPES:
         raise ValueError(f"segmenter must be one of {SEGMENTER_TYPES}, got {segmenter!r}")
     if segmenter == "sam_hq" and not sam_hq_available():

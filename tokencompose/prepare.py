@@ -13,7 +13,7 @@ output folder is what ``data.py`` and the authors' training script read::
 Usage::
 
     python -m tokencompose prepare --images DIR --captions captions.jsonl --out DATASET [--tagger perceptron]
-        [--settings authors | grounded-sam-script]
+        [--settings authors | grounded-sam-script] [--backend transformers | original]
 
 Grounded-SAM settings (``masks.GROUNDING_SETTINGS``): ``authors`` (default) is the authors' run
 (``preprocess_data/run_pipeline.sh``: Grounding DINO Swin-T OGC, SAM-HQ ViT-H, box 0.25, text 0.25), the
@@ -54,11 +54,13 @@ from .cli_args import ArgumentParser, input_folder, output_folder, positive_int,
 from .masks import (
     DEFAULT_GROUNDING_SETTINGS,
     GROUNDING_SETTINGS,
+    GroundedSAM,
     ModelLoadError,
     mask_file_name,
     safe_noun_name,
     save_mask,
 )
+from .nouns import TaggerUnavailableError, noun_phrases
 
 logger = logging.getLogger(__name__)
 
@@ -311,8 +313,6 @@ def prepare_dataset(
         limit: prepare at most this many new records (the rest wait for the next run).
         progress: show a tqdm progress bar.
     """
-    from .nouns import noun_phrases
-
     images_dir, out_dir = Path(images_dir), Path(out_dir)
     caption_list = read_captions(captions) if isinstance(captions, (str, os.PathLike)) else list(captions)
     if not images_dir.is_dir():
@@ -375,6 +375,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="Grounded-SAM preset: 'authors' = the authors' run (run_pipeline.sh), "
                              "'grounded-sam-script' = gen_mask.py's own defaults; the four flags below override "
                              f"single values ({presets})")
+    parser.add_argument("--backend", default="transformers", choices=("transformers", "original"),
+                        help="'original': the authors' groundingdino-py and segment-anything(-hq) packages "
+                             "(tokencompose.masks_original); --detector / --segmenter are then their .pth files")
     parser.add_argument("--detector", default=None, help="Grounding DINO hub id or folder (default: the preset's)")
     parser.add_argument("--segmenter", default=None, help="SAM or SAM-HQ hub id or folder (default: the preset's)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
@@ -389,9 +392,6 @@ def _parser() -> argparse.ArgumentParser:
 def cli(argv: list[str]) -> int:
     """``python -m tokencompose prepare ...``; exit status 0 (also when unreadable images were skipped:
     they are logged), 1 when the models cannot be loaded, 2 for bad input (captions, images folder, tagger)."""
-    from .masks import GroundedSAM
-    from .nouns import TaggerUnavailableError
-
     args = _parser().parse_args(argv)
     try:
         captions = read_captions(args.captions)
@@ -401,7 +401,8 @@ def cli(argv: list[str]) -> int:
     try:
         segmenter = GroundedSAM.from_pretrained(args.detector, args.segmenter, device=args.device,
                                                 box_threshold=args.box_threshold,
-                                                text_threshold=args.text_threshold, settings=args.settings)
+                                                text_threshold=args.text_threshold, settings=args.settings,
+                                                backend=args.backend)
         used = segmenter.settings
         logger.info("Grounded-SAM settings %r: %s, %s, box threshold %s, text threshold %s", used.name,
                     used.detector_id, used.segmenter_id, used.box_threshold, used.text_threshold)
