@@ -25,11 +25,11 @@ demo: setup
 test: test-main test-flair test-8bit
 
 # nbval re-runs notebooks at their committed parameters and compares the `# NBVAL_CHECK_OUTPUT` cells with
-# the committed outputs (stale outputs fail). In `make test`: lessons 00-04 and notebooks/solutions/ (about
-# two minutes). 05-07 (smaller committed sizes since 2026-11-30, not yet timed inside the CI budget) run in
-# `make nbval`.
-NOTEBOOKS := $(wildcard notebooks/0[0-4]_*.ipynb) $(wildcard notebooks/solutions/*.ipynb)
-ALL_NOTEBOOKS := $(wildcard notebooks/0*.ipynb) $(wildcard notebooks/solutions/*.ipynb)
+# the committed outputs (stale outputs fail). `make test` runs every lesson, 00-07, in order (06 evaluates the
+# model 05 trained), and notebooks/solutions/: about 9 minutes on 2 cores (05-07: 7 of them, measured
+# 2026-12-01). `make nbval` runs the same set alone.
+NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb)) $(sort $(wildcard notebooks/solutions/*.ipynb))
+ALL_NOTEBOOKS := $(NOTEBOOKS)
 
 test-main: setup
 	$(PY) -m ruff check tokencompose tests benchmarks scripts
