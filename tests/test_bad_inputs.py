@@ -117,6 +117,28 @@ FLAG_CASES = {
                                  ["argument --limit", ">= 1"]),
     "demo --steps 0": (lambda t: ["demo", "--out", _out(t), "--steps", "0"], ["argument --steps", ">= 1"]),
     "validate missing folder": (lambda t: ["validate", t / "nowhere"], ["argument DIR", "not found"]),
+    "sample --device banana": (lambda t: ["sample", "--prompts", "a cat.", "--out", _out(t), "--device", "banana"],
+                               ["argument --device", "unknown device 'banana'"]),
+    "sample --device cuda:99": (lambda t: ["sample", "--prompts", "a cat.", "--out", _out(t), "--device", "cuda:99"],
+                                ["argument --device", "'cuda:99'"]),
+    "train --device cuda:99": (lambda t: ["train", "--output-dir", _out(t), "--device", "cuda:99"],
+                               ["argument --device", "'cuda:99'"]),
+    "pretrain-toy --device cuda:99": (lambda t: ["pretrain-toy", "--out", _out(t), "--device", "cuda:99"],
+                                      ["argument --device", "'cuda:99'"]),
+    "sample --out 300-byte name": (lambda t: ["sample", "--prompts", "a cat.", "--out", _out(t) / ("x" * 300)],
+                                   ["argument --out", "300 bytes long", "at most 255"]),
+    "toy-data --out NUL byte": (lambda t: ["toy-data", "--out", f"{_out(t)}\0x", "-n", "2"],
+                                ["argument --out", "NUL byte"]),
+    "validate 300-byte name": (lambda t: ["validate", t / ("x" * 300)], ["argument DIR", "300 bytes long"]),
+    "evaluate segmentation --out a folder": (lambda t: ["evaluate", "segmentation", "--model", "toy", "--out", t],
+                                             ["argument --out", "is a folder"]),
+    "evaluate segmentation --out below a file": (
+        lambda t: ["evaluate", "segmentation", "--model", "toy", "--out", _a_file(t) / "result.json"],
+        ["argument --out", "is a file"]),
+    "evaluate segmentation --out x.md": (lambda t: ["evaluate", "segmentation", "--model", "toy", "--out",
+                                                    t / "result.md"], ["argument --out", "ends in .md"]),
+    "evaluate latency --out x.md": (lambda t: ["evaluate", "latency", "--base", "toy", "--finetuned", "toy", "--out",
+                                               t / "result.md"], ["argument --out", "ends in .md"]),
 }
 
 
@@ -190,6 +212,122 @@ def test_malformed_multigen_prompt_file_names_file_and_line(tmp_path, capsys):
     status, err = run(capsys, "evaluate", "multigen", "--prompts", "toy", "--images", tmp_path, "--detector", "toy",
                       "--compare", tmp_path / "earlier.json", "--out", tmp_path / "out")
     assert_named(status, err, "error:", "--compare file", "earlier.json", "not found")
+
+
+PROMPT_CASES = {
+    # id: (--prompts builder, words of the message)
+    "a folder": (lambda t: t, ["is a folder"]),
+    "blank text": (lambda t: "   ", ["the prompt is blank"]),
+    "an empty .txt": (lambda t: _write(t / "p.txt", b"\n  \n"), ["holds no prompts"]),
+    "a .txt that is not UTF-8": (lambda t: _write(t / "p.txt", b"\xff\xfe bad"), ["is not UTF-8"]),
+    "a missing path without suffix": (lambda t: "data/my_prompts", ["'data/my_prompts' does not exist"]),
+}
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(PROMPT_CASES))
+def test_a_bad_prompt_source_is_named_before_any_model_loads(tmp_path, capsys, monkeypatch, case):
+    loaded = []
+    monkeypatch.setattr("tokencompose.sample.load_model", lambda *a, **k: loaded.append(a))
+    build, needles = PROMPT_CASES[case]
+    status, err = run(capsys, "sample", "--prompts", build(tmp_path), "--out", tmp_path / "out")
+    assert_named(status, err, "error:", *needles)
+    assert loaded == [], "the model was loaded before the prompts were read"
+
+
+def test_a_file_name_too_long_for_an_untyped_path_is_one_line(tmp_path, capsys):
+    status, err = run(capsys, "sample", "--prompts", tmp_path / ("p" * 300 + ".json"), "--out", tmp_path / "out")
+    assert_named(status, err, "error:", "too long", "pass a shorter path")
+
+
+def test_ctrl_c_is_one_line_and_status_130(capsys, monkeypatch):
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("tokencompose.evaluate.cli.multigen_cli", interrupted)
+    assert main(["evaluate", "multigen"]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "interrupted (Ctrl-C)" in err and "--resume latest" in err
+    with pytest.raises(KeyboardInterrupt):
+        main(["--debug", "evaluate", "multigen"])
+
+
+def _toy_images(folder: Path, ids, value: int = 0, manifest: dict | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in ids:
+        Image.fromarray(np.full((32, 32, 3), value, np.uint8)).save(folder / f"{i}_0.png")
+    if manifest is not None:
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def _multigen_on(images, out, capsys):
+    return run(capsys, "evaluate", "multigen", "--prompts", "toy", "--num-prompts", "2", "--images", images,
+               "--detector", "toy", "--n-images", "1", "--out", out, "--quiet", "--examples", "0")
+
+
+def test_multigen_on_an_images_folder_without_the_images(tmp_path, capsys):
+    status, err = _multigen_on(_toy_images(tmp_path / "images", []), tmp_path / "out", capsys)
+    assert_named(status, err, "error:", "2 images are missing from", "0_0.png", "pass a model")
+
+
+def test_multigen_refuses_images_that_sample_made_for_other_prompts(tmp_path, capsys):
+    images = _toy_images(tmp_path / "images", [0, 1])
+    (images / "prompts.json").write_text(json.dumps({"prompts": ["a photo of a bar.", "a photo of a ring."]}))
+    status, err = _multigen_on(images, tmp_path / "out", capsys)
+    assert_named(status, err, "error:", "prompts.json says images 0_*.png are of prompt 'a photo of a bar.'")
+    assert not (tmp_path / "out" / "detections").exists()
+
+
+@pytest.mark.parametrize("made_by", ["a manifest", "no manifest"])
+def test_multigen_redetects_images_replaced_in_an_images_folder(tmp_path, capsys, caplog, made_by):
+    """--images: detections are keyed on what made the images (their manifest, else names, sizes and times),
+    so images regenerated in place by another model are detected again, not scored on the old detections."""
+    manifest = {"model": "first"} if made_by == "a manifest" else None
+    images = _toy_images(tmp_path / "images", [0, 1], manifest=manifest)
+    out = tmp_path / "out"
+    assert _multigen_on(images, out, capsys)[0] == 0
+    before = json.loads((out / "detections" / "manifest.json").read_text())["images"]
+    for path in images.glob("*_0.png"):  # another model's images, with their own manifest (or none)
+        path.unlink()
+    _toy_images(images, [0, 1], value=255, manifest={"model": "second"} if manifest else None)
+    status, err = _multigen_on(images, out, capsys)
+    assert status == 0, err
+    after = json.loads((out / "detections" / "manifest.json").read_text())["images"]
+    assert after != before and after["images_dir"] == before["images_dir"]
+    assert "out/detections: 1 results of another model or settings removed" in caplog.text
+
+
+def test_resume_from_an_unreadable_checkpoint_is_named(tmp_path, capsys):
+    from tokencompose.models import build_toy_model, save_toy_model
+
+    save_toy_model(build_toy_model(sample_size=16), tmp_path / "base")
+    for broken, content in (("empty_state", b""), ("cut_weights", b"{}")):
+        checkpoint = tmp_path / broken
+        checkpoint.mkdir()
+        (checkpoint / "state.json").write_bytes(content)
+        (checkpoint / "unet.safetensors").write_bytes(b"\x08\x00")
+        status, err = run(capsys, "train", "--pretrained", tmp_path / "base", "--toy-scenes", "--resolution", "16",
+                          "--groups", "mid_2", "--output-dir", tmp_path / "run", "--resume", checkpoint,
+                          "--no-progress")
+        assert_named(status, err, "error:", f"checkpoint {checkpoint} cannot be read", "--resume latest")
+
+
+@pytest.mark.parametrize("prompt, phrase, word", [
+    ("a photo of İstanbul and a dog.", "İstanbul", "i̇stanbul"),
+    ("İİİ a photo of a cat and a dog.", "dog", "dog"),
+    ("a café and a dog.", "café", "café"),
+])
+def test_token_positions_of_non_ascii_words(tokenizer, prompt, phrase, word):
+    from tokencompose.tokens import token_positions
+
+    ids = tokenizer(prompt)["input_ids"]
+    positions = token_positions(prompt, phrase, tokenizer)
+    assert tokenizer.decode([ids[i] for i in positions]).replace(" ", "") == word
 
 
 def test_unknown_toy_categories_are_refused_before_any_image(tmp_path, capsys, monkeypatch):

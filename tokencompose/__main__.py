@@ -7,13 +7,15 @@ argparse parser (``evaluate``'s subcommands too); ``dispatch`` is the one dispat
 
 Errors: ``main`` is the one place that turns an error the user can fix into one line, ``error: <message>``
 on stderr, and exit status 2: a ``cli_args.UserError`` or one of the package's named errors
-(``USER_ERRORS``). A bad flag value is stopped earlier by argparse (``cli_args`` types), also with status 2.
+(``USER_ERRORS``), or an ``OSError`` "File name too long" from a path the user typed. A bad flag value is
+stopped earlier by argparse (``cli_args`` types), also with status 2. Ctrl-C prints one line, status 130.
 Anything else is a bug and keeps its traceback; ``--debug`` (``python -m tokencompose --debug COMMAND``) or
 ``TOKENCOMPOSE_DEBUG=1`` shows the traceback of the named errors too.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import os
@@ -120,11 +122,25 @@ def main(argv: list[str] | None = None) -> int:
             return exit_.code or 0
         print(exit_.code, file=sys.stderr)
         return 1
-    except Exception as error:
-        if debug or not is_user_error(error):
+    except KeyboardInterrupt:  # Ctrl-C: the user's choice, not a bug
+        if debug:
             raise
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        print("interrupted (Ctrl-C). Finished results stay on disk: sample and evaluate skip them when run "
+              "again; train continues with --resume latest", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if debug:
+            raise
+        if is_user_error(error):
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        if isinstance(error, OSError) and error.errno == errno.ENAMETOOLONG:
+            # a path flag without a cli_args type (a prompt file, a model folder, --resume): the user's to fix
+            name = str(error.filename or "")
+            print(f"error: a file name is too long for the file system ({name[:80]!r}...: {error.strerror}); "
+                  "pass a shorter path", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

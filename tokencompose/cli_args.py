@@ -93,9 +93,54 @@ def probability(text: str) -> float:
     return value
 
 
+#: the longest file or folder name most file systems take (bytes); ``os.pathconf`` says so where it can
+NAME_MAX = 255
+
+
+def check_path_name(text: str) -> Path:
+    """``text`` as a ``Path``, refused (``ArgumentTypeError``) when no file system can hold it: a NUL byte, or a
+    name (one component) longer than ``NAME_MAX`` bytes. Without this check such a path fails late, in the
+    middle of the work, with ``embedded null byte`` or ``OSError: File name too long``."""
+    if "\0" in str(text):
+        raise argparse.ArgumentTypeError(f"{str(text)!r} contains a NUL byte; no file name can hold one")
+    path = Path(text)
+    for part in path.parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise argparse.ArgumentTypeError(
+                f"the name {part[:40]!r}... in {str(text)[:80]!r}... is {len(os.fsencode(part))} bytes long; file "
+                f"systems take at most {NAME_MAX}: pass a shorter name")
+    return path
+
+
+def device(text: str) -> str:
+    """``auto``, or a torch device this machine has (``cpu``, ``cuda``, ``cuda:1``, ``mps``); returned as typed.
+
+    Refused: a name torch does not know, and a GPU that is not there (no CUDA, an index past the GPUs, no MPS),
+    which would otherwise fail with a traceback once the model is loaded, or (``train``) fall back to the CPU
+    without a word."""
+    if text == "auto":
+        return text
+    import torch  # here, not at the top: parsing flags of commands that need no torch stays cheap
+
+    try:
+        chosen = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise argparse.ArgumentTypeError(f"{text!r}: no CUDA GPU is visible on this machine "
+                                             "(torch.cuda.is_available() is False); use --device cpu or auto")
+        if chosen.index is not None and chosen.index >= count:
+            raise argparse.ArgumentTypeError(f"{text!r}: this machine has {count} CUDA GPU(s), numbered 0..{count - 1}")
+    elif chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: MPS is not available on this machine; use --device cpu or auto")
+    return text
+
+
 def input_folder(text: str) -> str:
     """An existing folder (a dataset, a model, images to read)."""
-    path = Path(text)
+    path = check_path_name(text)
     if not path.exists():
         raise argparse.ArgumentTypeError(f"folder {text!r} not found; check the path")
     if not path.is_dir():
@@ -107,11 +152,11 @@ def output_folder(text: str) -> str:
     """A folder that exists and is writable, or that can be created (nothing is created here).
 
     Refused: an existing file, a path below a file, a folder (or nearest existing parent) without write
-    permission, an empty path.
+    permission, an empty path, a path no file system can hold (``check_path_name``).
     """
     if not str(text).strip():
         raise argparse.ArgumentTypeError("the output folder is an empty path; pass a folder, e.g. outputs/run")
-    path = Path(text)
+    path = check_path_name(text)
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder; pass a folder path (or move the file)")
     existing = path if path.exists() else next((p for p in path.absolute().parents if p.exists()), None)
@@ -128,10 +173,20 @@ def output_folder(text: str) -> str:
 
 def output_file(text: str) -> str:
     """A file path whose folder is an ``output_folder`` and which is not itself a folder."""
-    path = Path(text)
+    path = check_path_name(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a folder; pass a file path, e.g. {path / 'result.json'}")
     output_folder(str(path.parent))
+    return str(text)
+
+
+def result_file(text: str) -> str:
+    """An ``output_file`` for a result written as JSON with a ``.md`` table beside it (``--out`` of ``evaluate
+    segmentation`` / ``latency``): a name ending in ``.md`` is refused, as the table would overwrite the JSON."""
+    output_file(text)
+    if Path(text).suffix.lower() == ".md":
+        raise argparse.ArgumentTypeError(f"{text!r} ends in .md, the name of the table written beside the JSON "
+                                         f"result; pass a .json path, e.g. {str(Path(text).with_suffix('.json'))!r}")
     return str(text)
 
 

@@ -50,7 +50,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .cli_args import ArgumentParser, input_folder, output_folder, positive_int, probability
+from .cli_args import ArgumentParser, device, input_folder, output_folder, positive_int, probability
 from .masks import (
     DEFAULT_GROUNDING_SETTINGS,
     GROUNDING_SETTINGS,
@@ -380,7 +380,7 @@ def _parser() -> argparse.ArgumentParser:
                              "(tokencompose.masks_original); --detector / --segmenter are then their .pth files")
     parser.add_argument("--detector", default=None, help="Grounding DINO hub id or folder (default: the preset's)")
     parser.add_argument("--segmenter", default=None, help="SAM or SAM-HQ hub id or folder (default: the preset's)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    parser.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda, cuda:1, mps")
     parser.add_argument("--box-threshold", type=probability, default=None, help="default: the preset's")
     parser.add_argument("--text-threshold", type=probability, default=None, help="default: the preset's")
     parser.add_argument("--link", action="store_true", help="hard-link images into --out instead of copying")

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from .checkpoints import flatten_optimizer, load_optimizer, publish
 from .cli_args import (
     ArgumentParser,
+    device,
     input_folder,
     non_negative_int,
     output_folder,
@@ -427,7 +428,8 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--lr", type=positive_float, default=defaults.learning_rate)
     parser.add_argument("--decay-start", type=non_negative_int, default=defaults.decay_start,
                         help="step where the linear learning-rate cooldown to 0 begins")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (the shipped base was trained on a CPU)")
+    parser.add_argument("--device", type=device, default="cpu",
+                        help="cpu or cuda (the shipped base was trained on a CPU)")
     parser.add_argument("--seed", type=non_negative_int, default=defaults.seed)
     parser.add_argument("--size", type=positive_int, default=defaults.size,
                         help="image side in pixels (32 = the shipped base; 64 = the larger toy for a GPU)")

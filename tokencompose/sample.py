@@ -49,6 +49,7 @@ from .cli_args import (
     ArgumentParser,
     InputFileError,
     UserError,
+    device,
     non_negative_float,
     output_folder,
     positive_int,
@@ -636,12 +637,23 @@ def read_prompts(source: str | Path) -> list[str]:
     ``.json``: a list of strings or of objects with ``"text"`` (the authors' MultiGen prompt sets);
     ``.jsonl``: one object a line with ``"text"`` (the dataset's ``metadata.jsonl``); any other existing
     file: one prompt a line (blank lines skipped). A string that is not a file is the prompt.
+
+    Raises:
+        FileNotFoundError: a missing file (a name ending in .json/.jsonl/.txt, or a path: no spaces, a ``/``).
+        InputFileError: a folder, blank text, a file that is not UTF-8, malformed or that holds no prompts.
     """
-    path = Path(str(source))
+    text = str(source)
+    if not text.strip():
+        raise InputFileError("the prompt is blank; pass a prompt text or a prompt file")
+    path = Path(text)
+    if path.is_dir():
+        raise InputFileError(f"prompt file {text!r} is a folder; pass a .json/.jsonl/.txt file of prompts, or the "
+                             "prompt itself")
     if not path.is_file():
-        if str(source).endswith((".json", ".jsonl", ".txt")):
-            raise FileNotFoundError(f"prompt file {str(source)!r} does not exist")
-        return [str(source)]
+        if text.endswith((".json", ".jsonl", ".txt")) or ("/" in text and not any(c.isspace() for c in text)):
+            raise FileNotFoundError(f"prompt file {text!r} does not exist; check the path (a prompt given as "
+                                    "text has words, not a path)")
+        return [text]
     if path.suffix == ".json":
         data = read_json_file(path, "prompt file")
         if not isinstance(data, list):
@@ -651,7 +663,14 @@ def read_prompts(source: str | Path) -> list[str]:
     elif path.suffix == ".jsonl":
         items = [(f"line {number}", item) for number, item in read_json_lines(path, "prompt file")]
     else:
-        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        try:
+            lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+        except UnicodeDecodeError as error:
+            raise InputFileError(f"prompt file {path} is not UTF-8 text ({error.reason} at byte {error.start}); "
+                                 "save it as UTF-8, one prompt a line") from None
+        if not lines:
+            raise InputFileError(f"prompt file {path} holds no prompts; write one prompt a line")
+        return lines
     prompts = []
     for where, item in items:
         text = item if isinstance(item, str) else item.get("text") if isinstance(item, dict) else None
@@ -692,7 +711,7 @@ def cli(argv: list[str]) -> int:
                         help="images a batch (fast mode; default 16 on CUDA, 8 on CPU; the authors' mode: 1)")
     parser.add_argument("--height", type=positive_int, default=None)
     parser.add_argument("--width", type=positive_int, default=None)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", type=device, default="auto")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                         help="weights' dtype (fast mode; default float16 on CUDA, float32 on CPU; authors: float32)")
     parser.add_argument("--compile", action="store_true",

@@ -46,9 +46,9 @@ BPE_WHEEL = "clip-anytorch==2.6.0"
 #: CLIP keeps the first 49152 - 256 - 2 merges of the file (its first line is a version header)
 N_MERGES = 49152 - 256 - 2
 
-_WORD = re.compile(r"[a-z0-9]+")
-#: the same words found in a prompt of any case, so that their spans index the prompt itself
-_PROMPT_WORD = re.compile(r"[a-z0-9]+", re.IGNORECASE)
+#: a word: a run of letters and digits of any script ("cat", "café", "İstanbul", "猫"), compared in lower case;
+#: found in the prompt itself, so that their spans index the prompt (not ``prompt.lower()``)
+_WORD = re.compile(r"[^\W_]+")
 
 
 class PhraseNotFoundError(ValueError):
@@ -88,14 +88,14 @@ def token_positions(prompt: str, phrase: str, tokenizer, occurrence: int = 0) ->
         PhraseNotFoundError: the phrase is not in the prompt, has fewer than ``occurrence + 1`` occurrences,
             or (part of) it lies past the 77-token truncation.
     """
-    phrase_words = _WORD.findall(phrase.lower())
+    phrase_words = [word.lower() for word in _WORD.findall(phrase)]
     if not phrase_words:
         raise PhraseNotFoundError(f"phrase {phrase!r} has no letters or digits to look for in prompt {prompt!r}")
     if occurrence < 0:
         raise ValueError(f"occurrence must be >= 0, got {occurrence}")
     # words of the prompt itself, compared in lower case: their spans index ``prompt`` (``prompt.lower()`` can
     # be longer than ``prompt``, e.g. "İ" -> "i̇", which would shift every span after it)
-    words = [(m.group().lower(), m.start(), m.end()) for m in _PROMPT_WORD.finditer(prompt)]
+    words = [(m.group().lower(), m.start(), m.end()) for m in _WORD.finditer(prompt)]
     n = len(phrase_words)
     spans = [
         (words[i][1], words[i + n - 1][2])

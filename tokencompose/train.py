@@ -96,6 +96,7 @@ from .checkpoints import ema_state, flatten_optimizer, load_ema, load_optimizer,
 from .cli_args import (
     ArgumentParser,
     UserError,
+    device,
     input_folder,
     non_negative_float,
     non_negative_int,
@@ -439,10 +440,12 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
                     load_ema(ema, ema_weights, state.get("ema") or {"optimization_step": int(state["step"])},
                              [name for name, _ in unet.named_parameters()])
             except Exception as error:  # noqa: BLE001 - any unreadable checkpoint is skipped, and said so
+                reason = f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
                 if options.resume != "latest":
-                    raise
-                logger.warning("checkpoint %s cannot be read (%s: %s); trying the one before it", candidate,
-                               type(error).__name__, str(error).splitlines()[0][:200] if str(error) else "")
+                    raise RunFolderError(
+                        f"checkpoint {candidate} cannot be read ({reason}); pass another checkpoint folder, or "
+                        "--resume latest to fall back to the newest readable checkpoint of --output-dir") from error
+                logger.warning("checkpoint %s cannot be read (%s); trying the one before it", candidate, reason)
                 continue
             resumed_from, resume_state = candidate, dict(state, optimizer_tensors=optimizer_tensors)
             start = int(state["step"])
@@ -632,7 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--groups", nargs="+", help="supervised groups, e.g. mid_8 up_16 up_32 up_64")
     parser.add_argument("--prediction-type", choices=("epsilon", "v_prediction"))
     parser.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"))
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--device", type=device, choices=("auto", "cpu", "cuda"))
     for name in ("gradient_checkpointing", "use_8bit_adam", "use_ema"):
         parser.add_argument(_flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--toy-scenes", action="store_true", help="toy preset: train on fresh in-memory scenes")

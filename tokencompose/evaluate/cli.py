@@ -28,6 +28,7 @@ from tokencompose.__main__ import dispatch
 from tokencompose.cli_args import (
     ArgumentParser,
     UserError,
+    device,
     input_folder,
     non_negative_float,
     non_negative_int,
@@ -75,7 +76,8 @@ def _add_common(parser: argparse.ArgumentParser, detector: str, images_per_promp
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                         help="weights' dtype (fast mode; default float16 on CUDA, float32 on CPU; authors: float32)")
     parser.add_argument("--compile", action="store_true", help="fast mode on CUDA: torch.compile the UNet")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (under accelerate: its device)")
+    parser.add_argument("--device", type=device, default="auto",
+                        help="auto, cpu, cuda, ... (under accelerate: its device)")
     parser.add_argument("--num-categories", type=positive_int, default=None,
                         help=f"toy world: use the first K of its {len(TOY_CATEGORIES)} categories (as the toy model "
                              "was trained)")

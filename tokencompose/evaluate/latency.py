@@ -33,7 +33,14 @@ from typing import Any
 
 import torch
 
-from tokencompose.cli_args import ArgumentParser, finite_float, non_negative_int, positive_int
+from tokencompose.cli_args import (
+    ArgumentParser,
+    device,
+    finite_float,
+    non_negative_int,
+    positive_int,
+    result_file,
+)
 from tokencompose.models import Components, WeightsNotFoundError
 from tokencompose.sample import DTYPES, generate, is_pipeline, load_model, read_prompts
 
@@ -209,10 +216,11 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--warmup", type=non_negative_int, default=1)
     parser.add_argument("--height", type=positive_int, default=None)
     parser.add_argument("--width", type=positive_int, default=None)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", type=device, default="auto")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     parser.add_argument("--scheduler", choices=["default", "ddim"], default="default")
-    parser.add_argument("--out", default=None, help="write the result as JSON here (and a .md table beside it)")
+    parser.add_argument("--out", type=result_file, default=None,
+                        help="write the result as JSON here (and a .md table beside it)")
     args = parser.parse_args(argv)
     try:
         prompts = read_prompts(args.prompts) if args.prompts else list(DEFAULT_PROMPTS)

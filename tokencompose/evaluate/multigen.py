@@ -36,6 +36,7 @@ Usage::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -49,6 +50,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from tokencompose.cli_args import UserError
 from tokencompose.evaluate.detectors import Detection, draw_detections, to_pil
 from tokencompose.evaluate.toy_detector import ToyDetector
 from tokencompose.provenance import MANIFEST, claim_folder
@@ -62,6 +64,11 @@ COCO_CATEGORIES_FILE = Path(__file__).resolve().parents[2] / "data" / "coco_cate
 
 #: generate_fn(prompts, seeds) -> images: [N, H, W, 3] uint8 array or a list of PIL images / arrays
 GenerateFn = Callable[[Sequence[str], Sequence[int]], Any]
+
+
+class MissingImagesError(UserError, FileNotFoundError):
+    """``--images`` lacks images the prompts need and there is no model to generate them; the message names
+    the folder, how many are missing and a few of their names."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -396,6 +403,42 @@ def load_detections(folder: str | Path) -> dict[str, dict[str, Any]]:
     return merged
 
 
+def _check_image_prompts(folder: Path, items: Sequence[tuple[int, str, Sequence[str]]]) -> None:
+    """Images of ``folder`` written by ``sample`` carry their prompt list (``prompts.json``): image
+    ``{i}_{seed}.png`` must be of the prompt this evaluation gives id ``i``, or ``UserError`` says which is not."""
+    record = folder / "prompts.json"
+    if not record.is_file():
+        return
+    try:
+        listed = json.loads(record.read_text(encoding="utf-8")).get("prompts")
+    except (ValueError, AttributeError):  # not sample's record (e.g. a MultiGen output folder's prompt set)
+        return
+    if not isinstance(listed, list):
+        return
+    for pid, text, _ in items:
+        if 0 <= pid < len(listed) and listed[pid] != text:
+            raise UserError(f"{record} says images {pid}_*.png are of prompt {listed[pid]!r}, but prompt {pid} here is "
+                            f"{text!r}; pass the --prompts those images were made from, or generate the images for "
+                            "these prompts (--model)")
+
+
+def _external_images_record(folder: Path) -> dict[str, Any]:
+    """What identifies images this evaluation did not make (``--images``), so that their detections are redone
+    when the images change: the folder, and the manifest of whatever made them (``sample``, an earlier
+    evaluation), else the names, sizes and modification times of its images."""
+    record: dict[str, Any] = {"images_dir": str(folder.resolve())}
+    manifest = folder / MANIFEST
+    if manifest.is_file():
+        record["made_by"] = json.loads(manifest.read_text(encoding="utf-8"))
+    else:
+        digest = hashlib.sha256()
+        for path in sorted(folder.glob("*_*.png")):
+            stat = path.stat()
+            digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+        record["files"] = digest.hexdigest()[:16]
+    return record
+
+
 def generate_and_detect(items: Sequence[tuple[int, str, Sequence[str]]], detector: Any, out_dir: str | Path,
                         images_per_prompt: int, generate_fn: GenerateFn | None = None,
                         images_dir: str | Path | None = None, save_threshold: float = 0.01,
@@ -425,7 +468,11 @@ def generate_and_detect(items: Sequence[tuple[int, str, Sequence[str]]], detecto
     if generate_fn is not None and provenance is None:
         raise ValueError("generating images needs their provenance (model digest and sampling settings), so that "
                          "images of another model are never reused: use sample.Generator(model, steps) as generate_fn, or pass provenance={'model': model_digest(model), ...}")
-    images_record = dict(provenance) if generate_fn is not None else {"images_dir": str(image_folder.resolve())}
+    if generate_fn is not None:
+        images_record = dict(provenance)
+    else:
+        _check_image_prompts(image_folder, items)
+        images_record = _external_images_record(image_folder)
     if state.is_main_process:
         if generate_fn is not None:
             claim_folder(image_folder, images_record, patterns=("*_*.png",))
@@ -444,8 +491,8 @@ def generate_and_detect(items: Sequence[tuple[int, str, Sequence[str]]], detecto
                    if not (image_folder / f"{pid}_{j}.png").is_file()]
         if missing and generate_fn is None:
             shown = ", ".join(f"{pid}_{j}.png" for pid, _, j in missing[:5])
-            raise FileNotFoundError(f"{len(missing)} images are missing from {image_folder} (e.g. {shown}); "
-                                    "generate them (pass a model) or point to the folder that holds them")
+            raise MissingImagesError(f"{len(missing)} images are missing from {image_folder} (e.g. {shown}); "
+                                     "generate them (pass a model) or point to the folder that holds them")
         starts = range(0, len(missing), generate_batch_size)
         for start in tqdm(starts, desc=f"generating {desc}".strip(), disable=not progress or not missing):
             batch = missing[start:start + generate_batch_size]

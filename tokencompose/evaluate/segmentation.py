@@ -79,7 +79,15 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from tokencompose.cli_args import ArgumentParser, finite_float, non_negative_int, positive_int, probability
+from tokencompose.cli_args import (
+    ArgumentParser,
+    device,
+    finite_float,
+    non_negative_int,
+    positive_int,
+    probability,
+    result_file,
+)
 from tokencompose.evaluate.toy_detector import colour_segmentation
 from tokencompose.heatmaps import (
     PROTOCOLS,
@@ -299,9 +307,10 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--guidance", type=finite_float, default=None)
     parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--interval", choices=["normal", "bootstrap"], default="normal")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", type=device, default="auto")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
-    parser.add_argument("--out", default=None, help="write the result as JSON here (and a .md table beside it)")
+    parser.add_argument("--out", type=result_file, default=None,
+                        help="write the result as JSON here (and a .md table beside it)")
     args = parser.parse_args(argv)
     try:
         model = load_model(args.model, base=args.base, dtype=DTYPES[args.dtype], device=args.device)
