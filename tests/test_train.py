@@ -156,6 +156,30 @@ def test_divergence_stops_before_any_bad_checkpoint(tmp_path):
     assert all(torch.isfinite(v).all() and v.abs().max() < 1e3 for v in saved.values())
 
 
+def test_a_finite_blow_up_is_stopped_and_the_named_checkpoint_resumes(tmp_path):
+    """A learning rate of 1e4 leaves finite weights ~1e5 times the start after one step (no earlier step to
+    compare with): the drift from the run's start stops it before anything is saved, the checkpoint it names
+    holds the good weights, and resuming from it with a sane learning rate trains on."""
+    from tokencompose.train import MAX_WEIGHT_DRIFT, weight_norm_of
+
+    components = build_toy_model(seed=3)
+    start = weight_norm_of(components.unet)
+    config = get_config("toy", output_dir=str(tmp_path), learning_rate=1e-3, max_train_steps=1,
+                        gradient_accumulation_steps=1, checkpointing_steps=1)
+    train(config, SCENES, components=components)  # one good step, checkpointed
+    with pytest.raises(NonFiniteLossError, match="times the run's start") as caught:
+        train(config.replace(learning_rate=1e4, max_train_steps=3), SCENES.replace(resume="latest"),
+              components=components)
+    assert caught.value.step == 2 and caught.value.checkpoint == tmp_path / "checkpoints" / "checkpoint-1"
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint-1"]
+    saved = load_file(tmp_path / "checkpoints" / "checkpoint-1" / "unet.safetensors")
+    norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(v.float()) for v in saved.values()])))
+    assert norm <= MAX_WEIGHT_DRIFT * start
+    resumed = train(config.replace(max_train_steps=2), SCENES.replace(resume="latest"),
+                    components=build_toy_model(seed=3))
+    assert resumed.final_step == 2 and resumed.resumed_from.name == "checkpoint-1"
+
+
 def test_non_finite_weights_are_refused_by_the_config():
     with pytest.raises(ValueError, match="token_weight must be a finite number"):
         get_config("toy", token_weight=float("nan"))

@@ -482,6 +482,7 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
         board = _tensorboard(output_dir, options.tensorboard)
     last_checkpoint = resumed_from
     weight_norm: float | None = None  # of the UNet's weights after the previous step (divergence guard)
+    start_norm = weight_norm_of(base_unet)  # of the weights this run starts from (the guard's other reference)
     accumulation = config.gradient_accumulation_steps
     bar = tqdm(range(start, config.max_train_steps), initial=start, total=config.max_train_steps, desc="train",
                disable=not (options.progress and accelerator.is_local_main_process))
@@ -509,7 +510,7 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
             optimizer.zero_grad(set_to_none=True)
             # a finite loss can still leave exploded or non-finite weights (a huge learning rate): stop before
             # anything is saved
-            weight_norm = _stop_if_weights_diverged(base_unet, step + 1, lr, last_checkpoint, weight_norm)
+            weight_norm = _stop_if_weights_diverged(base_unet, step + 1, lr, last_checkpoint, weight_norm, start_norm)
             if ema is not None:
                 ema.step(base_unet.parameters())
 
@@ -578,20 +579,33 @@ def _stop_if_not_finite(losses: dict[str, torch.Tensor], step: int, micro: int, 
 #: a step that multiplies the norm of all UNet weights by more than this has diverged (training moves it by
 #: a fraction of a percent a step; a learning rate of 1e30 moves it by 1e30)
 MAX_WEIGHT_GROWTH = 100.0
+#: a run whose weights' norm drifts more than this many times from where the run started has diverged too, even
+#: when no single step jumped (a learning rate of 1e4 grows the norm ~10x a step: finite, but far past any use; a
+#: checkpoint of such weights would be "good" only in name, and resuming from it diverges again)
+MAX_WEIGHT_DRIFT = 10.0
 
 
-def _stop_if_weights_diverged(unet, step: int, lr: float, checkpoint: Path | None, previous: float | None) -> float:
+def weight_norm_of(module: torch.nn.Module) -> float:
+    """The L2 norm of all of ``module``'s parameters together."""
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.detach().float())
+                                                       for p in module.parameters()])))
+
+
+def _stop_if_weights_diverged(unet, step: int, lr: float, checkpoint: Path | None, previous: float | None,
+                              start: float | None = None) -> float:
     """The norm of the UNet's weights after this step; ``NonFiniteLossError`` (before anything is saved) when it
-    is not finite or grew more than ``MAX_WEIGHT_GROWTH`` times in one step."""
-    norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.detach().float())
-                                                       for p in unet.parameters()])))
-    if math.isfinite(norm) and (previous is None or norm <= MAX_WEIGHT_GROWTH * previous):
+    is not finite, grew more than ``MAX_WEIGHT_GROWTH`` times in one step, or drifted more than
+    ``MAX_WEIGHT_DRIFT`` times from ``start`` (the norm the run began with)."""
+    norm = weight_norm_of(unet)
+    if math.isfinite(norm) and (previous is None or norm <= MAX_WEIGHT_GROWTH * previous) and (
+            start is None or norm <= MAX_WEIGHT_DRIFT * start):
         return norm
     where = f"the last good checkpoint is {checkpoint} (resume with --resume latest)" if checkpoint else \
         "no checkpoint was written yet"
     raise NonFiniteLossError(
         f"step {step}: the UNet's weights diverged in the optimizer step (learning rate {lr:g}; weight norm "
-        f"{previous if previous is not None else float('nan'):.4g} -> {norm:.4g}); nothing of this step was saved; "
+        f"{previous if previous is not None else float('nan'):.4g} -> {norm:.4g}, "
+        f"{norm / start if start else float('nan'):.3g} times the run's start); nothing of this step was saved; "
         f"{where}. Lower the learning rate.", step=step, captions=[], checkpoint=checkpoint)
 
 
