@@ -44,6 +44,9 @@ def test_parse_seeds():
         parse_seeds("5-2")
     with pytest.raises(ValueError, match="cannot read seeds"):
         parse_seeds("a-b")
+    with pytest.raises(ValueError, match="more than 100,000 images a prompt"):
+        parse_seeds("0-99999999")  # a typo: refused at once, not a silent hour of list building
+    assert len(parse_seeds("0-99999")) == 100_000
 
 
 def test_read_prompts(tmp_path):

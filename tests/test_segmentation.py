@@ -196,16 +196,21 @@ def test_cli_protocol_flag(monkeypatch):
     import tokencompose.sample as sample
 
     seen = []
+    scored = {"mean": 0.5, "low": 0.4, "high": 0.6, "level": 0.95}
 
     def fake_transfer(model, prompts, seeds, **kwargs):
         seen.append(kwargs["protocol"])
-        return {"interval": None, "settings": {"protocol": kwargs["protocol"]}}
+        return {"interval": scored, "pairs": 2, "missing": 0,
+                "settings": {"protocol": kwargs["protocol"], "threshold": 0.4}}
 
     monkeypatch.setattr(sample, "load_model", lambda *args, **kwargs: "model")
+    monkeypatch.setattr(segmentation, "load_model", lambda *args, **kwargs: "model", raising=False)
     monkeypatch.setattr(segmentation, "segmentation_transfer", fake_transfer)
     assert segmentation.cli(["--n-prompts", "1"]) == 0
     assert segmentation.cli(["--n-prompts", "1", "--protocol", "layer-mean"]) == 0
     assert seen == ["daam", "layer-mean"]
+    scored = None  # nothing scored (no object drawn): the status says so, not 0
+    assert segmentation.cli(["--n-prompts", "1"]) == 1
     with pytest.raises(SystemExit):
         segmentation.cli(["--protocol", "mean"])
 

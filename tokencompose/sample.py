@@ -613,6 +613,10 @@ def generate(model: Any, prompts: Sequence[str], seeds: Sequence[int], steps: in
 # command line
 # --------------------------------------------------------------------------------------------------
 
+#: the most seeds (images a prompt) one ``--seeds`` may name: a typo such as 0-99999999 is refused, not run
+MAX_SEEDS = 100_000
+
+
 def parse_seeds(text: str) -> list[int]:
     """``"0-9"`` -> 0..9, ``"0,3,5"`` -> [0, 3, 5], ``"0-2,7"`` -> [0, 1, 2, 7] (duplicates dropped)."""
     seeds: list[int] = []
@@ -623,6 +627,9 @@ def parse_seeds(text: str) -> list[int]:
             low, high = int(match.group(1)), int(match.group(2))
             if high < low:
                 raise ValueError(f"seed range {part!r} runs backwards; write LOW-HIGH, e.g. 0-9")
+            if high - low + 1 + len(seeds) > MAX_SEEDS:
+                raise ValueError(f"seeds {text!r} ask for more than {MAX_SEEDS:,} images a prompt; "
+                                 "split the run into smaller ranges")
             seeds.extend(range(low, high + 1))
         elif re.fullmatch(r"\d+", part):
             seeds.append(int(part))

@@ -3,8 +3,8 @@
 Each subcommand writes a JSON file, a markdown table and a figure into ``--out``:
 
 - ``multigen``: ``multigen.json``, ``multigen.md`` (the authors' table: Model, MG_1.., Num_Imgs,
-  det_threshold), ``multigen.png`` (MG bars with std error bars; ``--compare`` adds earlier runs side by
-  side) and ``examples.png`` (images with their detections drawn);
+  det_threshold), ``multigen.png`` (MG bars with 95% intervals clustered by prompt; ``--compare`` adds earlier
+  runs side by side) and ``examples.png`` (images with their detections drawn);
 - ``visor``: ``visor.json``, ``visor.md``, ``examples.png``;
 - ``latency`` and ``segmentation``: see ``tokencompose.evaluate.latency`` / ``.segmentation``.
 

@@ -331,6 +331,10 @@ def cli(argv: list[str]) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(dict(result, model=str(args.model), prompts=prompts), indent=1))
         out.with_suffix(".md").write_text(table + "\n")
+    if result["interval"] is None:  # written (the missing counts say why), but not a score: say so in the status
+        logger.error("nothing was scored: no generated image had a reference mask for its nouns (%d missing); "
+                     "more --steps or other prompts give the model a chance to draw the objects", result["missing"])
+        return 1
     return 0
 
 
