@@ -557,13 +557,9 @@ class GroundedSAM:
         """SAM prompted with each box (one mask a box, ``multimask_output=False``): bool ``[boxes, H, W]``."""
         import torch
 
-        image = as_rgb(image)
-        width, height = image.size
-        if len(boxes) == 0:
-            return np.zeros((0, height, width), dtype=bool)
-        box_list = [[float(v) for v in box] for box in boxes]
-        if any(len(box) != 4 for box in box_list):
-            raise ValueError(f"each box must be (x0, y0, x1, y1), got {boxes!r}")
+        image, box_list = segmentation_inputs(image, boxes)
+        if not box_list:
+            return np.zeros((0, image.height, image.width), dtype=bool)
         inputs = self.segmenter_processor(images=image, input_boxes=[box_list], return_tensors="pt")
         original_sizes = inputs["original_sizes"]
         reshaped_sizes = inputs["reshaped_input_sizes"]
@@ -605,6 +601,15 @@ class GroundedSAM:
         return result
 
     __call__ = masks_for_nouns
+
+
+def segmentation_inputs(image: Image.Image, boxes: Sequence[Sequence[float]]) -> tuple[Image.Image, list[list[float]]]:
+    """What both backends' ``segment`` prompt SAM with: the image as RGB and the boxes as ``[x0, y0, x1, y1]``
+    lists of floats (``ValueError`` for a box of another length)."""
+    box_list = [[float(v) for v in box] for box in boxes]
+    if any(len(box) != 4 for box in box_list):
+        raise ValueError(f"each box must be (x0, y0, x1, y1), got {boxes!r}")
+    return as_rgb(image), box_list
 
 
 def as_rgb(image: Image.Image) -> Image.Image:

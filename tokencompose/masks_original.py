@@ -74,6 +74,7 @@ from .masks import (
     as_rgb,
     grounding_prompt,
     resolve_grounding_settings,
+    segmentation_inputs,
     segmenter_kind_of,
 )
 
@@ -365,13 +366,9 @@ class OriginalGroundedSAM(GroundedSAM):
         """``SamPredictor`` prompted with each box, one mask a box (``multimask_output=False``): bool ``[boxes, H, W]``."""
         import torch
 
-        image = as_rgb(image)
-        width, height = image.size
-        if len(boxes) == 0:
-            return np.zeros((0, height, width), dtype=bool)
-        box_list = [[float(v) for v in box] for box in boxes]
-        if any(len(box) != 4 for box in box_list):
-            raise ValueError(f"each box must be (x0, y0, x1, y1), got {boxes!r}")
+        image, box_list = segmentation_inputs(image, boxes)
+        if not box_list:
+            return np.zeros((0, image.height, image.width), dtype=bool)
         pixels = np.asarray(image)  # [H, W, 3] uint8 RGB
         self.predictor.set_image(pixels)
         prompts = self.predictor.transform.apply_boxes_torch(torch.tensor(box_list, dtype=torch.float32),
