@@ -283,6 +283,18 @@ def test_multigen_refuses_images_that_sample_made_for_other_prompts(tmp_path, ca
     assert not (tmp_path / "out" / "detections").exists()
 
 
+@pytest.mark.parametrize("evaluation", ["multigen", "visor"])
+def test_a_model_that_cannot_load_leaves_no_output_folder(tmp_path, capsys, evaluation):
+    """--model that cannot be loaded (a missing folder here; offline SD weights alike) is one line, and --out is
+    not created: a later run with a good model starts from a clean folder, not from a stray prompts.json."""
+    source = ["--prompts", "toy", "--num-prompts", "2"] if evaluation == "multigen" else ["--categories", "toy"]
+    out = tmp_path / "out"
+    status, err = run(capsys, "evaluate", evaluation, *source, "--model", tmp_path / "no_such_model",
+                      "--detector", "toy", "--n-images", "1", "--out", out, "--quiet")
+    assert_named(status, err, "error:", "cannot load --model", "no_such_model")
+    assert not out.exists(), sorted(p.name for p in out.iterdir())
+
+
 @pytest.mark.parametrize("made_by", ["a manifest", "no manifest"])
 def test_multigen_redetects_images_replaced_in_an_images_folder(tmp_path, capsys, caplog, made_by):
     """--images: detections are keyed on what made the images (their manifest, else names, sizes and times),

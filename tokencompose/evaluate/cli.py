@@ -209,15 +209,17 @@ def multigen_cli(argv: list[str]) -> int:
         raise UserError(f"--prompts {args.prompts!r}: {error}") from error
     used = prompts[:args.limit] if args.limit else prompts
     _check_toy_names(args, [name for prompt in used for name in prompt.objects], f"--prompts {args.prompts!r}")
+    state = multigen.process_state()
+    device = _device(state, args.device)
+    # model and detector before --out exists: one that cannot load (offline, a bad path) leaves nothing behind
+    generate_fn = _generate_fn(args, device)
+    detector = make_detector(args.detector, device, args.num_categories, colour_mode)
     out.mkdir(parents=True, exist_ok=True)
     if prompt_file is not None:
         multigen.save_prompts(prompts, prompt_file)
     prompts = used
-    state = multigen.process_state()
-    device = _device(state, args.device)
-    detector = make_detector(args.detector, device, args.num_categories, colour_mode)
     name = args.name or args.model or Path(args.images).name
-    result = multigen.run_multigen(prompts, detector, out, generate_fn=_generate_fn(args, device),
+    result = multigen.run_multigen(prompts, detector, out, generate_fn=generate_fn,
                                    images_dir=args.images, images_per_prompt=args.n_images, model_name=name,
                                    threshold=args.threshold, generate_batch_size=args.batch_size or 1,  # None: --images, nothing generated
                                    progress=not args.quiet, state=state)
@@ -250,15 +252,16 @@ def visor_cli(argv: list[str]) -> int:
             raise
         raise UserError(f"--categories {args.categories!r}: {error}") from error
     _check_toy_names(args, categories, f"--categories {args.categories!r}")
-    out.mkdir(parents=True, exist_ok=True)
     prompts = visor.visor_prompts(categories, limit=args.limit, seed=args.sample_seed)
     note = (f"random {len(prompts)} of {full} prompts (seed {args.sample_seed})" if len(prompts) < full
             else f"all {full} prompts")
     state = multigen.process_state()
     device = _device(state, args.device)
+    generate_fn = _generate_fn(args, device)  # before --out exists, as in multigen_cli
     detector = make_detector(args.detector, device, args.num_categories, model_colour_mode(args.model))
+    out.mkdir(parents=True, exist_ok=True)
     name = args.name or args.model or Path(args.images).name
-    result = visor.run_visor(prompts, detector, out, generate_fn=_generate_fn(args, device),
+    result = visor.run_visor(prompts, detector, out, generate_fn=generate_fn,
                              images_dir=args.images, images_per_prompt=args.n_images, model_name=name,
                              threshold=args.threshold, subset_note=note, generate_batch_size=args.batch_size or 1,  # None: --images, nothing generated
                              progress=not args.quiet, state=state)
