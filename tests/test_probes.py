@@ -60,6 +60,7 @@ def test_composition_scores_on_rendered_images():
     neglect = composition_scores(prompts, [_render(p, rng, drop_last=True) for p in prompts], "attribute")
     assert neglect["all_named"] == 0.0 and neglect["mg"] == {1: 1.0, 2: 1.0, 3: 0.0}
     assert neglect["errors"]["missing"] == 1.0 and neglect["recall_by_position"] == [1.0, 1.0, 0.0]
+    assert perfect["hits"] == [3] * 6 and neglect["hits"] == [2] * 6
     wrong_colour = composition_scores(prompts, [_render(p, rng, recolour=True) for p in prompts], "attribute")
     assert wrong_colour["all_named"] == 1.0 and wrong_colour["colour_correct"] < 0.5
     with pytest.raises(ValueError, match="one object count"):

@@ -177,7 +177,9 @@ def composition_scores(prompts: Sequence, images: Sequence[np.ndarray], colour_m
     (``{k: share of images with >= k named categories detected}``: the paper's MG_k), ``errors`` (shares of
     all errors that are missing / wrong / extra, ``image_errors``), ``recall_by_position`` (share of images
     whose i-th named object was detected: first-mention bias) and, in the attribute world,
-    ``colour_correct`` (share of detected named objects drawn in the colour the caption gave them).
+    ``colour_correct`` (share of detected named objects drawn in the colour the caption gave them) and ``hits``
+    (per image, in prompt order: how many named categories were detected), for intervals over prompts and
+    paired comparisons (``stats.cluster_interval``, ``stats.paired_interval``).
     """
     detector = ToyDetector(colour_mode=colour_mode)
     count = len(prompts[0].objects)
@@ -188,6 +190,7 @@ def composition_scores(prompts: Sequence, images: Sequence[np.ndarray], colour_m
     at_least = np.zeros(count + 1)
     errors = {"missing": 0, "wrong": 0, "extra": 0}
     recall = np.zeros(count)
+    hits = []
     colour_right = colour_total = 0
     for prompt, image in zip(prompts, images, strict=True):
         detections = [d for d in detector.detect(image) if d.score > threshold]
@@ -197,6 +200,7 @@ def composition_scores(prompts: Sequence, images: Sequence[np.ndarray], colour_m
         all_named += outcome["all_named"]
         exact += outcome["exact"]
         at_least[:outcome["hits"] + 1] += 1
+        hits.append(int(outcome["hits"]))
         for kind, value in image_errors(named, found).items():
             errors[kind] += value
         recall += [name in found for name in named]
@@ -214,6 +218,7 @@ def composition_scores(prompts: Sequence, images: Sequence[np.ndarray], colour_m
         "error_count": total_errors,
         "recall_by_position": [float(r / n) for r in recall],
         "colour_correct": colour_right / colour_total if colour_total else None,
+        "hits": hits,
     }
 
 
