@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO_ROOT))
 import torch  # noqa: E402
 
 from tokencompose.config import TOY_BASE_DIR  # noqa: E402
-from tokencompose.jobs import machine_description  # noqa: E402
+from tokencompose.jobs import machine_description, trained_model  # noqa: E402
 from tokencompose.probes import intervention  # noqa: E402
 from tokencompose.provenance import weights_digest  # noqa: E402
 from tokencompose.results import repository_path  # noqa: E402
@@ -53,15 +53,17 @@ COUNT = 4  # objects a prompt, as the base gates' intervention probe
 
 
 def models_of(base: str | Path, ablation_work: Path, seeds: list[int]) -> dict[str, tuple[str, int, Path]]:
-    """``name -> (variant, seed, folder)``: the base and the ablation's fine-tunes of ``seeds`` (their ``train/``)."""
+    """``name -> (variant, seed, folder)``: the base and the ablation's fine-tunes of ``seeds``
+    (``jobs.trained_model``: a job's own ``train/``, or the sweep job's it shared)."""
     models = {"base": ("base", -1, Path(base))}
     for seed in seeds:
         for variant in ("ldm", "both"):
-            folder = ablation_work / f"{variant}_seed{seed}" / "train"
-            if not (folder / "unet").is_dir():
-                raise SystemExit(f"error: {folder} holds no fine-tuned model; run benchmarks/toy_ablation.py with "
-                                 f"--work {ablation_work} first (or pass the --ablation-work it used)")
-            models[f"{variant}_seed{seed}"] = (variant, seed, folder)
+            job = ablation_work / f"{variant}_seed{seed}"
+            try:
+                models[f"{variant}_seed{seed}"] = (variant, seed, trained_model(job))
+            except (FileNotFoundError, json.JSONDecodeError) as error:
+                raise SystemExit(f"error: {job} holds no finished fine-tune ({error}); run benchmarks/toy_ablation.py "
+                                 f"with --work {ablation_work} first (or pass the --ablation-work it used)") from error
     return models
 
 

@@ -42,7 +42,7 @@ def test_report_pairs_prompts_and_reads_the_difference_of_gains(tmp_path):
 
 def test_a_missing_fine_tune_is_named(tmp_path):
     script = load_script("benchmarks/toy_excitation.py")
-    with pytest.raises(SystemExit, match="ldm_seed0/train holds no fine-tuned model"):
+    with pytest.raises(SystemExit, match="ldm_seed0 holds no finished fine-tune"):
         script.models_of(tmp_path, tmp_path / "work", [0])
 
 
@@ -56,6 +56,7 @@ def test_tiny_run_end_to_end_and_its_cache_follows_the_weights(tmp_path):
     ablation = tmp_path / "ablation"
     for seed, variant in enumerate(("ldm", "both")):
         _tiny(ablation / f"{variant}_seed0" / "train", seed)
+        (ablation / f"{variant}_seed0" / "job.json").write_text(json.dumps({"note": ""}))
     base = _tiny(tmp_path / "base", 2)
     argv = ["--ablation-work", str(ablation), "--base", str(base), "--seeds", "0", "--prompts", "2", "--steps", "2",
             "--batch-size", "2", "--threads", "1", "--work", str(tmp_path / "work"), "--results",
