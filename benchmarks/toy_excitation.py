@@ -111,7 +111,8 @@ def report(results: dict[str, dict[str, dict]], models: dict, settings: dict, se
     lines = [
         "# Toy world: does grounding make the nouns' attention steerable? (excitation and oracle attention)", "",
         f"Measured {datetime.date.today().isoformat()} on {machine_description()}, {torch.get_num_threads()} torch "
-        f"threads. Produced by `{command}`. {minutes:.1f} minutes.", "",
+        f"threads. Produced by `{command}`. Sampling took {minutes:.1f} minutes (the sum of the "
+        f"{sum(len(modes) for modes in results.values())} (model, mode) runs, as recorded when each ran).", "",
         f"{settings['n']} {'unseen' if settings['unseen'] else 'seen'} {COUNT}-object prompts (`held_out_prompts`, "
         f"prompt seed 1234, not the ablation's test prompts), one image each (sampling seeds 0..{settings['n'] - 1}, "
         f"the same for every model and mode), DDIM {settings['steps']} steps, CFG {settings['guidance']}, toy "
@@ -129,6 +130,7 @@ def report(results: dict[str, dict[str, dict]], models: dict, settings: dict, se
             lines.append(f"| {VARIANT_LABELS[variant]} | {MODE_LABELS[mode]} | {cell(scores['MG3'])} | "
                          f"{cell(scores['MG4'])} |")
     lines += ["", "## Gain of each intervention over plain sampling (paired, same prompts and seeds)", "",
+              "<!-- readme:begin -->", "Gain over plain sampling, paired, 95% intervals:", "",
               "| model | intervention | MG3 gain | MG4 gain |", "|---|---|---|---|"]
     for variant, names in by_variant.items():
         for mode in MODES[1:]:
@@ -138,7 +140,9 @@ def report(results: dict[str, dict[str, dict]], models: dict, settings: dict, se
             numbers["gains"][f"{variant}/{mode}"] = gains
             lines.append(f"| {VARIANT_LABELS[variant]} | {MODE_LABELS[mode]} | {cell(gains['MG3'])} | "
                          f"{cell(gains['MG4'])} |")
-    lines += ["", "## Does grounding change the gain? (+ L_token + L_pixel's gain minus L_LDM only's, paired)", "",
+    lines += ["<!-- readme:end -->", "",
+              "## Does grounding change the gain? (+ L_token + L_pixel's gain minus L_LDM only's, paired)", "",
+              "<!-- readme:begin -->", "The grounded model's gain (+ L_token + L_pixel) minus L_LDM only's, paired:", "",
               "| intervention | MG3 | MG4 | reading |", "|---|---|---|---|"]
     for mode in MODES[1:]:
         row = {f"MG{k}": paired_interval(change(results, by_variant["both"], mode, k),
@@ -148,7 +152,7 @@ def report(results: dict[str, dict[str, dict]], models: dict, settings: dict, se
         reading = ("larger on the grounded model" if mg3["low"] > 0 else
                    "smaller on the grounded model" if mg3["high"] < 0 else "no difference shown (interval spans 0)")
         lines.append(f"| {MODE_LABELS[mode]} | {cell(mg3)} | {cell(row['MG4'])} | MG3: {reading} |")
-    lines += ["", "## Models", "", "| name | folder | weights digest |", "|---|---|---|"]
+    lines += ["<!-- readme:end -->", "", "## Models", "", "| name | folder | weights digest |", "|---|---|---|"]
     lines += [f"| {name} | `{repository_path(folder)}` | `{weights_digest(folder)}` |"
               for name, (_, _, folder) in models.items()]
     return "\n".join(lines) + "\n", numbers
@@ -176,7 +180,6 @@ def main(argv: list[str] | None = None) -> int:
     models = models_of(args.base, Path(args.ablation_work), args.seeds)
     settings = {"n": args.prompts, "unseen": not args.seen, "steps": args.steps, "guidance": args.guidance,
                 "fraction": args.fraction, "factor": args.factor, "batch_size": args.batch_size}
-    began = time.time()
     results: dict[str, dict[str, dict]] = {}
     for name, (_, _, folder) in models.items():
         results[name] = {}
@@ -186,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:12s} {mode:7s} MG3 {record['scores']['mg'].get('3', record['scores']['mg'].get(3)):.3f} "
                   f"({record['minutes']:.1f} min)", flush=True)
     command = shlex.join(["python", "benchmarks/toy_excitation.py", *(argv if argv is not None else sys.argv[1:])])
-    text, numbers = report(results, models, settings, args.seeds, command, (time.time() - began) / 60)
+    sampled = sum(record["minutes"] for modes in results.values() for record in modes.values())
+    text, numbers = report(results, models, settings, args.seeds, command, sampled)
     stem = Path(args.results)
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".md").write_text(text)
