@@ -16,10 +16,10 @@ cross-attention layer, the first 40% of the DDIM steps):
 If grounding made the maps steerable, excitation would lift composition more on the grounded model than on
 the L_LDM-only one. The last table gives that difference of differences, paired prompt for prompt (the same
 prompts and sampling seeds for every model and mode). Prompts: ``ablation.held_out_prompts`` with the probes'
-seed (1234), not the ablation's held-out test prompts, and nothing here chooses anything.
+seed (``PROMPT_SEED``), not the ablation's held-out test prompts, and nothing here chooses anything.
 
 usage:
-  python benchmarks/toy_excitation.py --ablation-work outputs/toy_ablation_noun_s7     # ~15 min on 2 cores
+  python benchmarks/toy_excitation.py --ablation-work outputs/toy_ablation_noun_s7     # ~20 min on 2 cores
 Writes ``benchmarks/results/toy_excitation.md`` (+ ``.json``); each (model, mode) result is kept in ``--work``
 under the digest of the model's weights, so a changed model is sampled again.
 """
@@ -50,6 +50,7 @@ MODES = ("none", "excite", "oracle")
 MODE_LABELS = {"none": "plain", "excite": "excitation (nouns x3)", "oracle": "oracle (layout masks)"}
 VARIANT_LABELS = {"base": "base", "ldm": "L_LDM only", "both": "+ L_token + L_pixel"}
 COUNT = 4  # objects a prompt, as the base gates' intervention probe
+PROMPT_SEED = 1234  # the probes' prompts (probes.intervention's default), not the ablation's test prompts
 
 
 def models_of(base: str | Path, ablation_work: Path, seeds: list[int]) -> dict[str, tuple[str, int, Path]]:
@@ -67,34 +68,34 @@ def models_of(base: str | Path, ablation_work: Path, seeds: list[int]) -> dict[s
     return models
 
 
-def run(folder: Path, mode: str, settings: dict, work: Path) -> dict:
-    """``probes.intervention`` of one model and mode, cached in ``work`` under the weights' digest and the
-    settings (a retrained model or other settings are sampled again)."""
-    key = f"{weights_digest(folder)}_{mode}"
-    cached = work / f"{key}.json"
+def run(folder: Path, digest: str, mode: str, settings: dict, work: Path) -> dict:
+    """``probes.intervention`` of one model (``digest``: ``provenance.weights_digest`` of ``folder``) and mode,
+    cached in ``work`` under that digest and the settings (a retrained model or other settings are sampled
+    again)."""
+    cached = work / f"{digest}_{mode}.json"
     if cached.is_file():
         record = json.loads(cached.read_text())
         if record["settings"] == settings:
             return record
     began = time.time()
-    scores = intervention(folder, mode, n=settings["n"], count=COUNT, unseen=settings["unseen"],
-                          fraction=settings["fraction"], factor=settings["factor"], steps=settings["steps"],
-                          guidance=settings["guidance"], batch_size=settings["batch_size"])
+    scores = intervention(folder, mode, n=settings["n"], count=settings["count"], unseen=settings["unseen"],
+                          fraction=settings["fraction"], factor=settings["factor"], seed=settings["prompt_seed"],
+                          steps=settings["steps"], guidance=settings["guidance"], batch_size=settings["batch_size"])
     record = {"settings": settings, "scores": scores, "minutes": (time.time() - began) / 60}
     work.mkdir(parents=True, exist_ok=True)
     cached.write_text(json.dumps(record))
     return record
 
 
-def success_rows(records: list[dict], k: int) -> list[list[float]]:
-    """Per prompt (each seed's prompts separate clusters), 1.0 where >= ``k`` named objects were detected."""
-    return [[float(hits >= k)] for record in records for hits in record["scores"]["hits"]]
+def success_rows(results: dict[str, dict[str, dict]], names: list[str], mode: str, k: int) -> list[list[float]]:
+    """Per (model of ``names``, prompt) under ``mode``, one cluster each: 1.0 where >= ``k`` named objects were
+    detected."""
+    return [[float(hits >= k)] for name in names for hits in results[name][mode]["scores"]["hits"]]
 
 
 def change(results: dict[str, dict[str, dict]], names: list[str], mode: str, k: int) -> list[list[float]]:
-    """Per (seed, prompt) of the models ``names``: success at MG_k under ``mode`` minus under plain sampling."""
-    edited = success_rows([results[name][mode] for name in names], k)
-    plain = success_rows([results[name]["none"] for name in names], k)
+    """Per (model of ``names``, prompt): success at MG_k under ``mode`` minus under plain sampling."""
+    edited, plain = success_rows(results, names, mode, k), success_rows(results, names, "none", k)
     return [[e[0] - p[0]] for e, p in zip(edited, plain, strict=True)]
 
 
@@ -102,8 +103,8 @@ def cell(interval: dict) -> str:
     return f"{interval['mean']:.1f} [{interval['low']:.1f}, {interval['high']:.1f}]"
 
 
-def report(results: dict[str, dict[str, dict]], models: dict, settings: dict, seeds: list[int], command: str,
-           minutes: float) -> tuple[str, dict]:
+def report(results: dict[str, dict[str, dict]], models: dict, digests: dict[str, str], settings: dict,
+           seeds: list[int], command: str, minutes: float) -> tuple[str, dict]:
     """The markdown report and its numbers: MG3 / MG4 of every (variant, mode), pooled over seeds, then the
     paired gains of each intervention and their difference between the grounded and the L_LDM-only model."""
     by_variant = {v: [name for name, (variant, _, _) in models.items() if variant == v] for v in VARIANT_LABELS}
@@ -113,8 +114,8 @@ def report(results: dict[str, dict[str, dict]], models: dict, settings: dict, se
         f"Measured {datetime.date.today().isoformat()} on {machine_description()}, {torch.get_num_threads()} torch "
         f"threads. Produced by `{command}`. Sampling took {minutes:.1f} minutes (the sum of the "
         f"{sum(len(modes) for modes in results.values())} (model, mode) runs, as recorded when each ran).", "",
-        f"{settings['n']} {'unseen' if settings['unseen'] else 'seen'} {COUNT}-object prompts (`held_out_prompts`, "
-        f"prompt seed 1234, not the ablation's test prompts), one image each (sampling seeds 0..{settings['n'] - 1}, "
+        f"{settings['n']} {'unseen' if settings['unseen'] else 'seen'} {settings['count']}-object prompts "
+        f"(`held_out_prompts`, prompt seed {settings['prompt_seed']}, not the ablation's test prompts), one image each (sampling seeds 0..{settings['n'] - 1}, "
         f"the same for every model and mode), DDIM {settings['steps']} steps, CFG {settings['guidance']}, toy "
         f"detector. The edits act on every cross-attention layer for the first {settings['fraction']:.0%} of the "
         f"steps; excitation multiplies each noun token's attention by {settings['factor']:g}. Fine-tuned models: "
@@ -124,8 +125,7 @@ def report(results: dict[str, dict[str, dict]], models: dict, settings: dict, se
     ]
     for variant, names in by_variant.items():
         for mode in MODES:
-            records = [results[name][mode] for name in names]
-            scores = {f"MG{k}": cluster_interval(success_rows(records, k)) for k in (3, 4)}
+            scores = {f"MG{k}": cluster_interval(success_rows(results, names, mode, k)) for k in (3, 4)}
             numbers["scores"][f"{variant}/{mode}"] = scores
             lines.append(f"| {VARIANT_LABELS[variant]} | {MODE_LABELS[mode]} | {cell(scores['MG3'])} | "
                          f"{cell(scores['MG4'])} |")
@@ -134,9 +134,8 @@ def report(results: dict[str, dict[str, dict]], models: dict, settings: dict, se
               "| model | intervention | MG3 gain | MG4 gain |", "|---|---|---|---|"]
     for variant, names in by_variant.items():
         for mode in MODES[1:]:
-            gains = {f"MG{k}": paired_interval(success_rows([results[name][mode] for name in names], k),
-                                               success_rows([results[name]["none"] for name in names], k))
-                     for k in (3, 4)}
+            gains = {f"MG{k}": paired_interval(success_rows(results, names, mode, k),
+                                               success_rows(results, names, "none", k)) for k in (3, 4)}
             numbers["gains"][f"{variant}/{mode}"] = gains
             lines.append(f"| {VARIANT_LABELS[variant]} | {MODE_LABELS[mode]} | {cell(gains['MG3'])} | "
                          f"{cell(gains['MG4'])} |")
@@ -153,7 +152,7 @@ def report(results: dict[str, dict[str, dict]], models: dict, settings: dict, se
                    "smaller on the grounded model" if mg3["high"] < 0 else "no difference shown (interval spans 0)")
         lines.append(f"| {MODE_LABELS[mode]} | {cell(mg3)} | {cell(row['MG4'])} | MG3: {reading} |")
     lines += ["<!-- readme:end -->", "", "## Models", "", "| name | folder | weights digest |", "|---|---|---|"]
-    lines += [f"| {name} | `{repository_path(folder)}` | `{weights_digest(folder)}` |"
+    lines += [f"| {name} | `{repository_path(folder)}` | `{digests[name]}` |"
               for name, (_, _, folder) in models.items()]
     return "\n".join(lines) + "\n", numbers
 
@@ -178,19 +177,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     models = models_of(args.base, Path(args.ablation_work), args.seeds)
-    settings = {"n": args.prompts, "unseen": not args.seen, "steps": args.steps, "guidance": args.guidance,
-                "fraction": args.fraction, "factor": args.factor, "batch_size": args.batch_size}
+    settings = {"n": args.prompts, "count": COUNT, "unseen": not args.seen, "prompt_seed": PROMPT_SEED,
+                "steps": args.steps, "guidance": args.guidance, "fraction": args.fraction, "factor": args.factor,
+                "batch_size": args.batch_size}
+    digests = {name: weights_digest(folder) for name, (_, _, folder) in models.items()}  # once: it reads every file
     results: dict[str, dict[str, dict]] = {}
     for name, (_, _, folder) in models.items():
         results[name] = {}
         for mode in MODES:
-            record = run(folder, mode, settings, Path(args.work))
-            results[name][mode] = record
-            print(f"{name:12s} {mode:7s} MG3 {record['scores']['mg'].get('3', record['scores']['mg'].get(3)):.3f} "
-                  f"({record['minutes']:.1f} min)", flush=True)
+            record = results[name][mode] = run(folder, digests[name], mode, settings, Path(args.work))
+            mg3 = success_rows(results, [name], mode, 3)
+            print(f"{name:12s} {mode:7s} MG3 {sum(row[0] for row in mg3) / len(mg3):.3f} ({record['minutes']:.1f} min)",
+                  flush=True)
     command = shlex.join(["python", "benchmarks/toy_excitation.py", *(argv if argv is not None else sys.argv[1:])])
     sampled = sum(record["minutes"] for modes in results.values() for record in modes.values())
-    text, numbers = report(results, models, settings, args.seeds, command, sampled)
+    text, numbers = report(results, models, digests, settings, args.seeds, command, sampled)
     stem = Path(args.results)
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".md").write_text(text)

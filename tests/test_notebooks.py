@@ -100,7 +100,7 @@ def test_notebook_structure(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
-def test_fast_overrides_are_parameters(path):
+def test_branch_overrides_are_parameters(path):
     unknown = sorted(set(_overrides(path)) - set(_parameters(nbformat.read(path, as_version=4))))
     assert not unknown, f"BRANCHES overrides {unknown} are not parameters of {path.name}"
 

@@ -22,10 +22,10 @@ def test_report_pairs_prompts_and_reads_the_difference_of_gains(tmp_path):
         "ldm_seed0": {"none": _record(plain), "excite": _record([2, 3, 3, 3]), "oracle": _record(plain)},
         "both_seed0": {"none": _record(plain), "excite": _record([3, 4, 3, 4]), "oracle": _record([2, 2, 2, 2])},
     }
-    script.weights_digest = lambda folder: "digest"  # the folders are not models here
-    settings = {"n": 4, "unseen": True, "steps": 2, "guidance": 3.0, "fraction": 0.4, "factor": 3.0,
-                "batch_size": 4}
-    text, numbers = script.report(results, models, settings, [0], "cmd", 0.0)
+    digests = dict.fromkeys(models, "digest")  # the folders are not models here
+    settings = {"n": 4, "count": 4, "unseen": True, "prompt_seed": 1234, "steps": 2, "guidance": 3.0,
+                "fraction": 0.4, "factor": 3.0, "batch_size": 4}
+    text, numbers = script.report(results, models, digests, settings, [0], "cmd", 0.0)
     assert numbers["scores"]["both/excite"]["MG3"]["mean"] == 100.0
     assert numbers["scores"]["both/excite"]["MG4"]["mean"] == 50.0
     assert numbers["gains"]["ldm/excite"]["MG3"]["mean"] == 25.0
