@@ -6,21 +6,26 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tokencompose-installed
 
-.PHONY: setup demo test test-main test-flair test-original test-8bit notebooks nbval bench readme lint clean
+.PHONY: setup lab demo test test-main test-flair test-original test-8bit notebooks nbval bench readme lint clean
 
 setup: $(STAMP)
 
 # --system-site-packages: a preinstalled torch (Colab, a CUDA machine) is seen and kept
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,notebooks]"
 	$(PY) -m tokencompose setup-tokenizer
 	touch $(STAMP)
 
 demo: setup
 	$(PY) -m tokencompose demo
+
+# JupyterLab on the notebooks (installed by `make setup`, the `notebooks` extra); LAB_FLAGS=--no-browser on a server
+LAB_FLAGS ?=
+lab: setup
+	$(VENV)/bin/jupyter lab $(LAB_FLAGS) notebooks/
 
 test: test-main test-flair test-8bit
 

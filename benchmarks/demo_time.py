@@ -59,7 +59,7 @@ def one_run(index: int, keep: bool) -> dict[str, float]:
 
 def profile(top: int = 25) -> str:
     """cProfile of one ``demo`` in this checkout (its venv): the top functions by cumulative time."""
-    from tokencompose.demo import cli
+    from tokencompose.toy.demo import cli
 
     profiler = cProfile.Profile()
     profiler.enable()

@@ -3,7 +3,7 @@
 Four fine-tunes of a toy base (`--base`, default the shipped one) with identical data order, noise, seeds and steps (L_LDM only,
 + L_pixel, + L_token, + both), over three training seeds, each evaluated with the toy detector on the same
 held-out prompts of 4 categories (MG_1..MG_4, the paper's definition), seen and unseen combinations (unseen: the prompt contains one of
-``toyworld.EXCLUDED_PAIRS``, which no training scene ever shows together), plus the segmentation-transfer
+``toy.world.EXCLUDED_PAIRS``, which no training scene ever shows together), plus the segmentation-transfer
 mIoU of the attention maps. The base model itself is evaluated too (the "before" row).
 
 Loss weights: the paper's lambda = 1e-3, gamma = 5e-5 were tuned for SD 1.4's loss scale. Here they are
@@ -39,7 +39,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from tokencompose.ablation import (  # noqa: E402
+from tokencompose.config import TOY_BASE_DIR  # noqa: E402
+from tokencompose.results import repository_path  # noqa: E402
+from tokencompose.toy.ablation import (  # noqa: E402
     ABLATION_PRESETS,
     LABELS,
     MG_KS,
@@ -58,9 +60,8 @@ from tokencompose.ablation import (  # noqa: E402
     verdicts,
     weights_for_ratio,
 )
-from tokencompose.config import TOY_BASE_DIR  # noqa: E402
-from tokencompose.jobs import job_pool, job_spec, machine_description, run_job, strip_scores  # noqa: E402
-from tokencompose.results import repository_path  # noqa: E402
+from tokencompose.toy.jobs import job_pool, job_spec, machine_description, run_job, strip_scores  # noqa: E402
+from tokencompose.train import timestep_window  # noqa: E402
 
 logger = logging.getLogger("toy_ablation")
 
@@ -188,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--ratio", type=float, default=None, help="skip the sweep and use this ratio")
+    parser.add_argument("--ratios", type=float, nargs="+", default=list(RATIOS),
+                        help=f"the sweep's ratios of each grounding term to L_LDM (default {' '.join(map(str, RATIOS))})")
+    parser.add_argument("--grounding-timesteps", type=timestep_window, default=None, metavar="LOW:HIGH",
+                        help="the grounding terms only on samples with LOW <= t < HIGH (default: every timestep)")
     parser.add_argument("--base", default=str(TOY_BASE_DIR))
     parser.add_argument("--work", default=None, help="work folder (default outputs/toy_ablation_<preset>)")
     parser.add_argument("--results", default=None, help="results file stem (default "
@@ -225,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         return job_spec(work, args.base, name, variant, seed, ratio, settings, guidance_list, miou)
 
     began = time.time()
-    test_settings = AblationSettings(**{**preset, "prompt_seed": TEST_PROMPT_SEED})
+    test_settings = AblationSettings(**{**preset, "prompt_seed": TEST_PROMPT_SEED,
+                                        "grounding_timesteps": args.grounding_timesteps})
     with job_pool(args.workers, threads) as pool:
         # jobs that do not depend on the loss weights start first (in parallel with the sweep)
         free = [spec("base", "base", -1, 0.0, test_settings, guidances, True)] if base_row else []
@@ -239,12 +245,12 @@ def main(argv: list[str] | None = None) -> int:
                 test_settings, steps=sweep_steps, prompts_per_count=sweep_prompts, images_per_prompt=sweep_images,
                 seg_prompts=0, prompt_seed=VALIDATION_PROMPT_SEED)
             sweep_specs = [spec("sweep_ldm", "ldm", 0, 0.0, sweep_settings, [3.0], False)]
-            for r in RATIOS:
+            for r in args.ratios:
                 lam, gam = weights_for_ratio(scales, r)
                 sweep_specs.append(spec(f"sweep_r{r}", "both", 0, r, dataclasses.replace(
                     sweep_settings, token_weight=lam, pixel_weight=gam), [3.0], False))
             results = [f.result() for f in [pool.submit(run_job, item) for item in sweep_specs]]
-            rows = [sweep_row(record, r, scales) for r, record in zip([0.0, *RATIOS], results, strict=True)]
+            rows = [sweep_row(record, r, scales) for r, record in zip([0.0, *args.ratios], results, strict=True)]
             ratio = max(rows[1:], key=lambda row: row["score"])["ratio"]
             sweep = {"rows": rows, "chosen": ratio, "prompts": sweep_prompts, "images": sweep_images,
                      "steps": sweep_steps, "records": results}

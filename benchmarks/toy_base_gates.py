@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from tokencompose.pretrain import GATES_FILE
-from tokencompose.probes import base_report, gates_markdown
 from tokencompose.provenance import weights_digest
+from tokencompose.toy.pretrain import GATES_FILE
+from tokencompose.toy.probes import base_report, gates_markdown
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -40,11 +40,11 @@ sys.path.insert(0, str(REPO_ROOT))
 import torch  # noqa: E402
 
 from tokencompose.config import TOY_BASE_DIR  # noqa: E402
-from tokencompose.jobs import machine_description, trained_model  # noqa: E402
-from tokencompose.probes import intervention  # noqa: E402
 from tokencompose.provenance import weights_digest  # noqa: E402
 from tokencompose.results import repository_path  # noqa: E402
 from tokencompose.stats import cluster_interval, paired_interval  # noqa: E402
+from tokencompose.toy.jobs import machine_description, trained_model  # noqa: E402
+from tokencompose.toy.probes import intervention  # noqa: E402
 
 MODES = ("none", "excite", "oracle")
 MODE_LABELS = {"none": "plain", "excite": "excitation (nouns x3)", "oracle": "oracle (layout masks)"}

@@ -41,7 +41,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 
-from tokencompose.ablation import (  # noqa: E402
+from tokencompose.config import TOY_CONTROL_BASE_DIR  # noqa: E402
+from tokencompose.results import repository_path  # noqa: E402
+from tokencompose.toy.ablation import (  # noqa: E402
     ABLATION_PRESETS,
     LABELS,
     MG_KS,
@@ -58,8 +60,7 @@ from tokencompose.ablation import (  # noqa: E402
     toy_geometry,
     weights_for_ratio,
 )
-from tokencompose.config import TOY_CONTROL_BASE_DIR  # noqa: E402
-from tokencompose.jobs import (  # noqa: E402
+from tokencompose.toy.jobs import (  # noqa: E402
     init_worker,
     job_spec,
     machine_description,
@@ -67,7 +68,6 @@ from tokencompose.jobs import (  # noqa: E402
     strip_scores,
     trained_model,
 )
-from tokencompose.results import repository_path  # noqa: E402
 
 logger = logging.getLogger("toy_investigation")
 

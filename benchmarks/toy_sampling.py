@@ -32,12 +32,12 @@ sys.path.insert(0, str(REPO_ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from tokencompose.ablation import TEST_PROMPT_SEED, held_out_prompts  # noqa: E402
 from tokencompose.config import TOY_NOUN_BASE_DIR  # noqa: E402
-from tokencompose.evaluate.toy_detector import ToyDetector  # noqa: E402
-from tokencompose.jobs import machine_description  # noqa: E402
 from tokencompose.models import load_components  # noqa: E402
 from tokencompose.sample import generate_toy  # noqa: E402
+from tokencompose.toy.ablation import TEST_PROMPT_SEED, held_out_prompts  # noqa: E402
+from tokencompose.toy.detector import ToyDetector  # noqa: E402
+from tokencompose.toy.jobs import machine_description  # noqa: E402
 
 #: (label, batch size, autocast dtype); the first is the reference ("before")
 CONFIGS = (

@@ -2,8 +2,8 @@
 
 import pytest
 
-from tokencompose.ablation import VARIANTS, held_out_prompts, run_ablation
-from tokencompose.toyworld import EXCLUDED_PAIRS
+from tokencompose.toy.ablation import VARIANTS, held_out_prompts, run_ablation
+from tokencompose.toy.world import EXCLUDED_PAIRS
 
 
 def contains_excluded_pair(objects):
@@ -35,15 +35,15 @@ def test_variants_are_table_two_and_unknown_ones_are_refused(tmp_path):
         run_ablation(["ldm", "tokens"], out_dir=tmp_path)
 
 
-# ---- statistics of the ablation (tokencompose.ablation + benchmarks/toy_ablation.py) ----
+# ---- statistics of the ablation (tokencompose.toy.ablation + benchmarks/toy_ablation.py) ----
 
 import math  # noqa: E402
 
 from repo_scripts import ROOT, load_script  # noqa: E402
 
-from tokencompose import ablation  # noqa: E402
-from tokencompose.ablation import image_outcomes, weights_for_ratio  # noqa: E402
 from tokencompose.evaluate.multigen import MultiGenPrompt  # noqa: E402
+from tokencompose.toy import ablation  # noqa: E402
+from tokencompose.toy.ablation import image_outcomes, weights_for_ratio  # noqa: E402
 
 
 def _bench():
@@ -126,7 +126,7 @@ def test_benchmarks_import_nothing_from_benchmarks():
 
 
 def test_measured_results_reads_the_marked_blocks(tmp_path):
-    from tokencompose.ablation import measured_results
+    from tokencompose.toy.ablation import measured_results
 
     (tmp_path / "toy_ablation_cpu.md").write_text(
         "# Toy-world ablation\n\nMeasured today.\n\n| hidden |\n<!-- readme:begin -->\n| shown |\n<!-- readme:end -->\n")
@@ -142,7 +142,7 @@ def test_measured_results_reads_the_marked_blocks(tmp_path):
 
 
 def test_loss_profile_reports_every_group_and_sums_the_supervised_ones():
-    from tokencompose.ablation import loss_profile, loss_scales
+    from tokencompose.toy.ablation import loss_profile, loss_scales
 
     profile = loss_profile(batches=1, batch_size=2, seed=3, groups=("down_16", "mid_8", "up_16"))
     for kind in ("token", "pixel"):
@@ -159,8 +159,8 @@ def test_loss_profile_reports_every_group_and_sums_the_supervised_ones():
 
 
 def test_attention_before_after_one_row_per_model(tmp_path):
-    from tokencompose.ablation import attention_before_after
     from tokencompose.models import build_toy_model, save_toy_model
+    from tokencompose.toy.ablation import attention_before_after
 
     first = save_toy_model(build_toy_model(sample_size=16, seed=0), tmp_path / "a")
     second = save_toy_model(build_toy_model(sample_size=16, seed=1), tmp_path / "b")
@@ -216,9 +216,9 @@ def test_ablation_follows_the_base_image_size(tmp_path):
     """A 64 x 64 toy base (the GPU preset's larger toy): fine-tuning scenes and supervised groups follow it."""
     import json
 
-    from tokencompose.ablation import AblationSettings, finetune, loss_profile, toy_geometry
     from tokencompose.config import TOY_BASE_DIR
     from tokencompose.models import build_toy_model, save_toy_model
+    from tokencompose.toy.ablation import AblationSettings, finetune, loss_profile, toy_geometry
 
     assert toy_geometry(TOY_BASE_DIR) == {"resolution": 32, "groups": ("mid_8", "up_16"), "unsupervised": ("down_16",)}
     base = save_toy_model(build_toy_model(sample_size=64, seed=0), tmp_path / "base64")
@@ -235,8 +235,8 @@ def test_ablation_follows_the_base_image_size(tmp_path):
 
 
 def test_attention_specificity_splits_each_tokens_attention_three_ways():
-    from tokencompose.ablation import attention_specificity
     from tokencompose.config import TOY_CONTROL_BASE_DIR
+    from tokencompose.toy.ablation import attention_specificity
 
     result = attention_specificity(TOY_CONTROL_BASE_DIR, batches=1, batch_size=4, seed=5)
     assert set(result) == {"down_16", "mid_8", "up_16"}
@@ -256,7 +256,7 @@ def test_job_losses_and_minutes_come_from_the_whole_log(tmp_path):
     log = tmp_path / "log.csv"
     rows = [f"{step},{0.01 if step <= 20 else 0.002},2.0,1.0,0.01,0.0001,1.5" for step in range(1, 201)]
     log.write_text("step,ldm,token,pixel,total,lr,seconds\n" + "\n".join(rows) + "\n")
-    from tokencompose.jobs import losses_from_log
+    from tokencompose.toy.jobs import losses_from_log
 
     logged = losses_from_log(log)
     assert logged["losses"]["first"]["ldm"] == pytest.approx(0.01)
@@ -266,7 +266,7 @@ def test_job_losses_and_minutes_come_from_the_whole_log(tmp_path):
 
 
 def test_mg_table_and_figure_give_intervals_clustered_by_prompt():
-    from tokencompose.ablation import mg_figure, mg_table
+    from tokencompose.toy.ablation import mg_figure, mg_table
 
     def result(share):
         """evaluate_model's layout: 4-object prompts, 10 prompts x 2 images a split."""
@@ -286,8 +286,8 @@ def test_mg_table_and_figure_give_intervals_clustered_by_prompt():
 
 
 def test_role_positions_finds_the_attribute_word_before_each_noun():
-    from tokencompose.ablation import role_positions
     from tokencompose.tokens import clip_tokenizer, token_positions
+    from tokencompose.toy.ablation import role_positions
 
     tokenizer = clip_tokenizer()
     caption = "a photo of a red circle and a blue star."
@@ -310,7 +310,7 @@ def test_role_positions_finds_the_attribute_word_before_each_noun():
 
 
 def test_attention_specificity_follows_a_role_at_one_timestep():
-    from tokencompose.ablation import attention_specificity
+    from tokencompose.toy.ablation import attention_specificity
 
     base = ROOT / "tokencompose" / "assets" / "toy_base_attribute"
     result = attention_specificity(base, batches=1, batch_size=2, role="attribute", timestep=300)
@@ -323,7 +323,7 @@ def test_attention_specificity_follows_a_role_at_one_timestep():
 
 
 def test_token_routes_benchmark_smoke(tmp_path):
-    script = load_script("benchmarks/toy_token_routes.py")
+    script = load_script("benchmarks/investigations/toy_token_routes.py")
     out = tmp_path / "routes.md"
     assert script.main(["--smoke", "--out", str(out)]) == 0
     text = out.read_text()

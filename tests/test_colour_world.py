@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from tokencompose.evaluate.toy_detector import ToyDetector
 from tokencompose.models import build_toy_model, encode_prompts, encode_text, load_components, save_toy_model
 from tokencompose.tokens import clip_tokenizer
-from tokencompose.toyworld import (
+from tokencompose.toy.detector import ToyDetector
+from tokencompose.toy.world import (
     TOY_COLOURS,
     caption_for,
     check_colour_mode,

@@ -1,8 +1,8 @@
 """demo.py: the main job runs end to end (tiny sizes) and writes its report with figures and both models."""
 
-from tokencompose.ablation import AblationSettings
-from tokencompose.demo import cli, run_demo
 from tokencompose.models import build_toy_model, save_toy_model
+from tokencompose.toy.ablation import AblationSettings
+from tokencompose.toy.demo import cli, run_demo
 
 
 def test_demo_end_to_end_on_a_tiny_budget(tmp_path):
@@ -36,7 +36,7 @@ def _runs(ldm_hits, both_hits):
 
 
 def test_the_verdict_follows_the_paired_interval_of_unseen_mg3():
-    from tokencompose.demo import verdict
+    from tokencompose.toy.demo import verdict
 
     prompts = 12
     low = [[2, 2]] * prompts  # 2 of 4 named objects in every image: MG3 0%

@@ -1,4 +1,4 @@
-"""evaluate/detectors.py interface + the toy world's colour-and-shape detector (evaluate/toy_detector.py).
+"""evaluate/detectors.py interface + the toy world's colour-and-shape detector (toy/detector.py).
 
 Measured on rendered scenes (seeded, so these numbers are reproducible): the detector must find >= 99.9% of
 the objects with zero false positives, and >= 97% under noise, tint and blur.
@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from tokencompose.evaluate import Detection, Detector
-from tokencompose.evaluate.toy_detector import ToyDetector, colour_segmentation
-from tokencompose.toyworld import (
+from tokencompose.toy.detector import ToyDetector, colour_segmentation
+from tokencompose.toy.world import (
     TOY_CATEGORIES,
     degrade,
     get_category,

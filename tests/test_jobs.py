@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from tokencompose.ablation import AblationSettings
-from tokencompose.jobs import job_spec, run_job
 from tokencompose.models import build_toy_model, save_toy_model
 from tokencompose.provenance import StaleResultError
+from tokencompose.toy.ablation import AblationSettings
+from tokencompose.toy.jobs import job_spec, run_job
 
 
 def _finished(spec):
@@ -53,7 +53,7 @@ def test_variant_keeps_only_its_loss_weights(tmp_path):
 def test_a_job_reuses_the_same_finetune_of_another_job(tmp_path):
     """The sweep's seed-0 fine-tune at the chosen ratio is the main run's: trained once, evaluated twice. A job
     with another seed, variant or training setting trains its own."""
-    from tokencompose.jobs import same_finetune
+    from tokencompose.toy.jobs import same_finetune
 
     base = save_toy_model(build_toy_model(sample_size=16, seed=0), tmp_path / "base")
     sweep_settings = AblationSettings(steps=3, prompts_per_count=8, prompt_seed=7)

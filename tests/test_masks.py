@@ -219,7 +219,9 @@ def test_grounded_sam_script_preset_is_the_previous_defaults():
 
 
 def test_authors_settings_fall_back_to_sam_without_sam_hq(monkeypatch, caplog):
-    monkeypatch.setattr(masks_module, "sam_hq_available", lambda: False)
+    from tokencompose import grounding
+
+    monkeypatch.setattr(grounding, "sam_hq_available", lambda: False)  # where resolve_grounding_settings looks
     with caplog.at_level("WARNING", logger="tokencompose.masks"):
         resolved = resolve_grounding_settings("authors")
     assert resolved.segmenter_id == "facebook/sam-vit-huge"

@@ -8,6 +8,7 @@ import pytest
 
 from tokencompose.evaluate import multigen
 from tokencompose.evaluate.multigen import MultiGenPrompt, make_prompts, multigen_caption, multigen_scores
+from tokencompose.toy.world import category_names, toy_caption
 
 REFERENCE = Path("/work/shared/reference/tokencompose")
 
@@ -108,7 +109,7 @@ def test_caption_and_generator():
         assert list(entry) == ["unique_id", "num_objects", "obj_1_attributes", "obj_2_attributes",
                                "obj_3_attributes", "obj_4_attributes", "obj_5_attributes", "text"]
         assert MultiGenPrompt.from_json(entry) == p
-    toy = make_prompts(multigen.load_categories("toy"), 6, (2, 3, 4), seed=0, template="toy")
+    toy = make_prompts(category_names(), 6, (2, 3, 4), seed=0, template=toy_caption)
     assert [len(p.objects) for p in toy] == [2, 3, 4, 2, 3, 4]
     assert toy[1].text.count(",") == 1 and " and " in toy[1].text  # "a photo of a x, a y and a z."
     with pytest.raises(ValueError, match="num_objects"):
@@ -145,14 +146,14 @@ class FakeGenerator:
     """Renders the true scene of a toy caption: a perfect model (so MG_k = 100 % by construction)."""
 
     def __init__(self, prompts):
-        from tokencompose.toyworld import get_category
+        from tokencompose.toy.world import get_category
 
         self.objects = {p.text: [get_category(n) for n in p.objects] for p in prompts}
         self.calls = 0
         self.provenance = {"model": "truth"}  # what a sample.Generator carries: keys the cached images
 
     def __call__(self, texts, seeds):
-        from tokencompose.toyworld import render_scene
+        from tokencompose.toy.world import render_scene
 
         self.calls += len(texts)
         return np.stack([render_scene(self.objects[t], np.random.default_rng(s), size=48).image
@@ -160,9 +161,9 @@ class FakeGenerator:
 
 
 def test_runner_toy_end_to_end(tmp_path):
-    from tokencompose.evaluate.toy_detector import ToyDetector
+    from tokencompose.toy.detector import ToyDetector
 
-    prompts = make_prompts(multigen.load_categories("toy"), 4, (2, 3, 4), seed=1, template="toy")
+    prompts = make_prompts(category_names(), 4, (2, 3, 4), seed=1, template=toy_caption)
     generate = FakeGenerator(prompts)
     result = multigen.run_multigen(prompts, ToyDetector(), tmp_path, generate_fn=generate, images_per_prompt=2,
                                    model_name="truth", progress=False)
@@ -205,9 +206,9 @@ def test_runner_toy_end_to_end(tmp_path):
 def test_another_model_is_never_scored_on_the_first_ones_images(tmp_path):
     """The stale-cache bug (notebook 07's base row, issue 17): a second model evaluated into the same folder
     was scored on the first model's images. Now the folder's manifest names the model that made them."""
-    from tokencompose.evaluate.toy_detector import ToyDetector
+    from tokencompose.toy.detector import ToyDetector
 
-    prompts = make_prompts(multigen.load_categories("toy"), 3, 2, seed=2, template="toy")
+    prompts = make_prompts(category_names(), 3, 2, seed=2, template=toy_caption)
     truth = FakeGenerator(prompts)
 
     class Blank(FakeGenerator):  # a model that draws nothing
@@ -238,9 +239,9 @@ def test_another_model_is_never_scored_on_the_first_ones_images(tmp_path):
 
 
 def test_runner_missing_images(tmp_path):
-    from tokencompose.evaluate.toy_detector import ToyDetector
+    from tokencompose.toy.detector import ToyDetector
 
-    prompts = make_prompts(multigen.load_categories("toy"), 1, 2, template="toy")
+    prompts = make_prompts(category_names(), 1, 2, template=toy_caption)
     with pytest.raises(FileNotFoundError, match="0_0.png"):
         multigen.run_multigen(prompts, ToyDetector(), tmp_path, images_per_prompt=1, progress=False)
 
@@ -249,7 +250,7 @@ def test_cli_toy_images(tmp_path):
     from tokencompose.evaluate.cli import cli
 
     out = tmp_path / "run"
-    prompts = make_prompts(multigen.load_categories("toy"), 3, (2, 3), seed=0, template="toy")
+    prompts = make_prompts(category_names(), 3, (2, 3), seed=0, template=toy_caption)
     multigen.save_prompts(prompts, tmp_path / "prompts.json")
     images = tmp_path / "imgs"
     images.mkdir()

@@ -90,3 +90,93 @@ def test_sd14_architecture_one_step_on_cpu(tokenizer, sd14_unet):
         supervised.zero_grad(set_to_none=True)
         unet.requires_grad_(True)
         unet.eval()
+
+
+def _window_batch(components, n=4):
+    """``n`` one-square scenes (different squares, so every sample's grounding term differs)."""
+    from tokencompose.data import collate, encode_example
+
+    examples = []
+    for i in range(n):
+        image = np.zeros((16, 16, 3), dtype=np.uint8)
+        mask = np.zeros((16, 16), dtype=bool)
+        mask[i:i + 6, 2 * i:2 * i + 6] = True
+        image[mask] = 255
+        examples.append(encode_example(image, "a photo of a square.", ["square"], [mask], components.tokenizer, 16,
+                                       (0.0, 1.0)))
+    return collate(examples)
+
+
+def test_grounding_timesteps_reach_exactly_the_samples_in_the_window():
+    """With a window, the grounding terms are those of the in-window samples alone (computed on them by
+    hand: the same maps, the other samples' nouns removed); L_LDM is unchanged; the default is the paper's."""
+    from tokencompose.attention import attach_recorder
+    from tokencompose.losses import grounding_losses
+    from tokencompose.objective import in_grounding_window, noised_prediction
+
+    components = build_toy_model(sample_size=16, seed=4)
+    recorder = attach_recorder(components.unet, groups=("mid", "up"))
+    batch = _window_batch(components)
+    base = get_config("toy", resolution=16, groups=("mid_4", "up_8"), train_batch_size=4)
+    _, _, timesteps = noised_prediction(components, batch, base, torch.Generator().manual_seed(3), with_timesteps=True)
+    drawn = sorted(int(t) for t in timesteps)
+    assert len(set(drawn)) == 4, drawn  # four distinct timesteps: a window can split them
+    window = (drawn[1], drawn[3])  # holds the 2nd and 3rd smallest
+    keep = in_grounding_window(timesteps, window)
+    assert sum(keep) == 2
+
+    everywhere = compute_losses(components, recorder, batch, base, torch.Generator().manual_seed(3))
+    windowed = compute_losses(components, recorder, batch, base.replace(grounding_timesteps=window),
+                              torch.Generator().manual_seed(3))
+    assert torch.equal(windowed["ldm"], everywhere["ldm"])  # L_LDM: every sample, same draws
+
+    recorder.reset()
+    noised_prediction(components, batch, base, torch.Generator().manual_seed(3))
+    maps = recorder.maps()
+    kept = [i for i, k in enumerate(keep) if k]
+    by_hand = grounding_losses({g: [m[kept] for m in layers] for g, layers in maps.items()},
+                               [batch["masks"][i] for i in kept], [batch["positions"][i] for i in kept],
+                               groups=base.groups)
+    recorder.reset()
+    for name in ("token", "pixel", "token/mid_4", "pixel/up_8"):
+        assert float(windowed[name].detach()) == pytest.approx(float(by_hand[name].detach()), rel=1e-6), name
+    assert float(windowed["token"].detach()) != pytest.approx(float(everywhere["token"].detach()), rel=1e-6)  # the window matters
+
+    outside = compute_losses(components, recorder, batch, base.replace(grounding_timesteps=(drawn[3] + 1, 10_000)),
+                             torch.Generator().manual_seed(3))
+    assert float(outside["token"].detach()) == 0.0 and float(outside["pixel"].detach()) == 0.0  # no sample in the window
+    assert base.grounding_timesteps is None  # the default: every timestep, the paper's uniform range
+
+
+def test_grounding_timesteps_default_is_bit_identical_to_the_whole_range():
+    """(0, T) and None give the same losses to the bit: the default changes nothing of the paper's objective."""
+    from tokencompose.attention import attach_recorder
+
+    components = build_toy_model(sample_size=16, seed=5)
+    recorder = attach_recorder(components.unet, groups=("mid", "up"))
+    batch = _window_batch(components)
+    config = get_config("toy", resolution=16, groups=("mid_4", "up_8"), train_batch_size=4)
+    paper = compute_losses(components, recorder, batch, config, torch.Generator().manual_seed(8))
+    whole = compute_losses(components, recorder, batch, config.replace(grounding_timesteps=(0, 1000)),
+                           torch.Generator().manual_seed(8))
+    for name in paper:
+        assert torch.equal(paper[name], whole[name]), name
+
+
+@pytest.mark.parametrize("window", [(5, 5), (-1, 10), (10, 2), (1.5, 3), "600:1000", (1, 2, 3)])
+def test_bad_grounding_timesteps_are_refused(window):
+    with pytest.raises(ValueError, match="grounding_timesteps must be"):
+        get_config("toy", grounding_timesteps=window)
+
+
+def test_grounding_timesteps_flag():
+    """``train --grounding-timesteps LOW:HIGH`` reaches the config; a malformed window is an argparse error."""
+    from tokencompose.train import build_parser, config_from_args
+
+    config, _ = config_from_args(build_parser().parse_args(["--grounding-timesteps", "600:1000"]))
+    assert config.grounding_timesteps == (600, 1000)
+    config, _ = config_from_args(build_parser().parse_args([]))
+    assert config.grounding_timesteps is None
+    for bad in ("600", "1000:600", "a:b", "-1:5"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--grounding-timesteps", bad])

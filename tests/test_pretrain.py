@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tokencompose.pretrain import PretrainSettings, learning_rate_at, pretrain_toy
+from tokencompose.toy.pretrain import PretrainSettings, learning_rate_at, pretrain_toy
 
 
 def test_learning_rate_is_constant_then_falls_linearly_to_zero():
@@ -39,7 +39,7 @@ def test_resumed_pretraining_matches_an_uninterrupted_run(tmp_path):
 
 
 def test_cli_trains_at_another_image_size_and_the_card_says_so(tmp_path):
-    from tokencompose.pretrain import cli
+    from tokencompose.toy.pretrain import cli
 
     out = tmp_path / "base16"
     assert cli(["--out", str(out), "--work-dir", str(tmp_path / "work"), "--steps", "1", "--batch-size", "2",
@@ -53,7 +53,7 @@ def test_cli_trains_at_another_image_size_and_the_card_says_so(tmp_path):
 
 def test_cli_attribute_world_with_zero_padding_and_a_jointly_trained_encoder(tmp_path):
     from tokencompose.models import encode_prompts, load_components
-    from tokencompose.pretrain import cli
+    from tokencompose.toy.pretrain import cli
 
     out = tmp_path / "attribute"
     assert cli(["--out", str(out), "--work-dir", str(tmp_path / "work"), "--steps", "2", "--batch-size", "2",
@@ -84,7 +84,7 @@ def test_only_a_joint_text_encoder_trains(tmp_path, text_encoder):
 
 def test_export_checkpoint_of_a_running_pretraining(tmp_path):
     from tokencompose.models import load_components
-    from tokencompose.pretrain import export_checkpoint
+    from tokencompose.toy.pretrain import export_checkpoint
 
     torch.set_num_threads(1)
     settings = PretrainSettings(steps=2, batch_size=2, decay_start=2, size=16, text_encoder="joint",
@@ -106,7 +106,7 @@ def test_min_snr_weights_lower_only_the_nearly_clean_steps():
     from diffusers import DDPMScheduler
 
     from tokencompose.models import TOY_SCHEDULER
-    from tokencompose.pretrain import timestep_weights
+    from tokencompose.toy.pretrain import timestep_weights
 
     abar = DDPMScheduler(**TOY_SCHEDULER).alphas_cumprod
     t = torch.tensor([0, 50, 200, 500, 999])
@@ -121,8 +121,8 @@ def test_min_snr_weights_lower_only_the_nearly_clean_steps():
 
 
 def test_single_object_curriculum_draws_one_object_scenes_first(tmp_path, monkeypatch):
-    from tokencompose import pretrain
-    from tokencompose.toyworld import ToyScenes
+    from tokencompose.toy import pretrain
+    from tokencompose.toy.world import ToyScenes
 
     seen = []
     original = ToyScenes.batch
@@ -149,8 +149,8 @@ def test_new_world_starts_from_another_worlds_weights_at_step_zero(tmp_path):
     and starts the run at step 0 from those weights."""
     import dataclasses
 
-    from tokencompose import pretrain
     from tokencompose.models import load_components
+    from tokencompose.toy import pretrain
 
     torch.set_num_threads(1)
     attribute = PretrainSettings(steps=2, batch_size=2, decay_start=2, size=16, text_encoder="joint",

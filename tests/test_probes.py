@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from tokencompose.ablation import held_out_prompts
 from tokencompose.models import build_toy_model, save_toy_model
-from tokencompose.probes import (
+from tokencompose.toy.ablation import held_out_prompts
+from tokencompose.toy.probes import (
     ROUTING_ROWS,
     AttentionEdit,
     _swap,
@@ -18,7 +18,7 @@ from tokencompose.probes import (
     noun_feature_cosine,
     routing,
 )
-from tokencompose.toyworld import TOY_COLOURS, caption_colours, get_category, render_scene
+from tokencompose.toy.world import TOY_COLOURS, caption_colours, get_category, render_scene
 
 
 def _toy_folder(path, padding="encoded", colour_mode="identity"):

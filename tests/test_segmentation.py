@@ -12,7 +12,6 @@ from tokencompose.evaluate.segmentation import (
     resize_reference,
     segmentation_table,
     segmentation_transfer,
-    toy_nouns,
 )
 from tokencompose.heatmaps import (
     AttentionSum,
@@ -25,6 +24,8 @@ from tokencompose.heatmaps import (
 )
 from tokencompose.models import build_toy_model
 from tokencompose.sample import generate
+from tokencompose.toy.detector import ToySegmenter
+from tokencompose.toy.world import toy_nouns
 
 
 def square(size=10, top=2, left=2, side=4):
@@ -173,6 +174,7 @@ def test_segmentation_transfer_counts_pairs_and_missing(toy):
     def segmenter(image, nouns):  # "circle" covers the whole image, every other noun is absent
         return {noun: np.ones(image.size[::-1], dtype=bool) if noun == "circle" else None for noun in nouns}
 
+    segmenter.nouns_of = toy_nouns  # a reference may name each prompt's nouns (else the perceptron tagger)
     prompts = ["a photo of a circle and a star.", "a photo of a circle."]
     result = segmentation_transfer(toy, prompts, seeds=[0, 1], reference=segmenter, steps=1, progress=False)
     assert result["pairs"] == 4 and result["missing"] == 2  # 4 images with a circle; the star twice
@@ -192,8 +194,8 @@ def test_segmentation_transfer_counts_pairs_and_missing(toy):
 
 
 def test_cli_protocol_flag(monkeypatch):
+    import tokencompose.evaluate.cli as evaluate_cli
     import tokencompose.evaluate.segmentation as segmentation
-    import tokencompose.sample as sample
 
     seen = []
     scored = {"mean": 0.5, "low": 0.4, "high": 0.6, "level": 0.95}
@@ -203,21 +205,23 @@ def test_cli_protocol_flag(monkeypatch):
         return {"interval": scored, "pairs": 2, "missing": 0,
                 "settings": {"protocol": kwargs["protocol"], "threshold": 0.4}}
 
-    monkeypatch.setattr(sample, "load_model", lambda *args, **kwargs: "model")
-    monkeypatch.setattr(segmentation, "load_model", lambda *args, **kwargs: "model", raising=False)
+    monkeypatch.setattr(evaluate_cli, "load_model", lambda *args, **kwargs: "model")
     monkeypatch.setattr(segmentation, "segmentation_transfer", fake_transfer)
-    assert segmentation.cli(["--n-prompts", "1"]) == 0
-    assert segmentation.cli(["--n-prompts", "1", "--protocol", "layer-mean"]) == 0
+    assert evaluate_cli.segmentation_cli(["--n-prompts", "1"]) == 0
+    assert evaluate_cli.segmentation_cli(["--n-prompts", "1", "--protocol", "layer-mean"]) == 0
     assert seen == ["daam", "layer-mean"]
     scored = None  # nothing scored (no object drawn): the status says so, not 0
-    assert segmentation.cli(["--n-prompts", "1"]) == 1
+    assert evaluate_cli.segmentation_cli(["--n-prompts", "1"]) == 1
     with pytest.raises(SystemExit):
-        segmentation.cli(["--protocol", "mean"])
+        evaluate_cli.segmentation_cli(["--protocol", "mean"])
 
 
 def test_toy_nouns_and_reference_errors(toy):
     assert toy_nouns("a photo of a star, a circle and a star.") == ["star", "circle"]
     assert toy_nouns("a photo of a dog.") == []
+    assert ToySegmenter().nouns_of("a photo of a ring and a dog.") == ["ring"]
+    with pytest.raises(ValueError, match="needs reference masks.*ToySegmenter"):  # no silent toy default
+        segmentation_transfer(toy, ["a photo of a circle."], steps=1, progress=False)
 
 
 def test_sd_pipeline_records_cond_half_at_latent_size():

@@ -8,7 +8,7 @@ import torch
 from repo_scripts import load_script
 
 from tokencompose.models import build_toy_model, save_toy_model
-from tokencompose.probes import GATES, gate_verdicts
+from tokencompose.toy.probes import GATES, gate_verdicts
 
 
 def _folder(path, colour_mode):
@@ -55,8 +55,8 @@ def test_gate_verdicts_by_hand():
 
 
 def test_gates_script_reuses_the_cards_measurements_only_for_the_same_weights(tmp_path):
-    from tokencompose.pretrain import save_gates
     from tokencompose.provenance import weights_digest
+    from tokencompose.toy.pretrain import save_gates
 
     script = load_script("benchmarks/toy_base_gates.py")
     components = _folder(tmp_path / "new", "attribute")

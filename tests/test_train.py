@@ -8,11 +8,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tokencompose.__main__ import train_cli as cli
 from tokencompose.config import get_config
 from tokencompose.models import build_toy_model, save_toy_model
-from tokencompose.train import NonFiniteLossError, TrainOptions, cli, train
+from tokencompose.toy.world import scene_batches
+from tokencompose.train import NonFiniteLossError, TrainOptions, train
 
-SCENES = TrainOptions(toy_scenes=True, progress=False, tensorboard=False)
+SCENES = TrainOptions(progress=False, tensorboard=False)
+
+
+def toy_train(config, options=SCENES, **kwargs):
+    """``train`` on the toy world's fresh scenes (the caller's batches: the loop knows no world)."""
+    return train(config, options, batches=scene_batches(config), **kwargs)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -53,7 +60,7 @@ def test_two_steps_train_unet_only(tmp_path):
     unet_before, text_before = snapshot(components.unet), snapshot(components.text_encoder)
     config = get_config("toy", output_dir=str(tmp_path), learning_rate=1e-3, train_batch_size=2,
                         gradient_accumulation_steps=2, max_train_steps=2, checkpointing_steps=1)
-    result = train(config, SCENES, components=components)
+    result = toy_train(config, SCENES, components=components)
 
     assert [row["step"] for row in result.history] == [1, 2]
     for row in result.history:
@@ -80,13 +87,13 @@ def test_ldm_only_baseline_still_logs_grounding(tmp_path):
     components = build_toy_model(seed=2)
     config = get_config("toy", output_dir=str(tmp_path), token_weight=0.0, pixel_weight=0.0,
                         max_train_steps=1, gradient_accumulation_steps=1)
-    row = train(config, SCENES, components=components).history[0]
+    row = toy_train(config, SCENES, components=components).history[0]
     assert row["token"] > 0 and row["pixel"] > 0  # a random model's attention is not grounded
     assert row["total"] == pytest.approx(row["ldm"], rel=1e-6)
 
 
 def test_resume_is_exact(tmp_path, base_dir):
-    from tokencompose.toyworld import make_toy_dataset
+    from tokencompose.toy.world import make_toy_dataset
 
     data = make_toy_dataset(tmp_path / "data", n=3, objects=(2, 3), seed=5)  # 3 images: epochs wrap in 4 steps
     common = dict(train_data_dir=str(data), use_ema=True, max_train_steps=4, checkpointing_steps=2)
@@ -124,7 +131,7 @@ def test_nan_stops_with_step_and_keeps_checkpoint(tmp_path):
     config = get_config("toy", output_dir=str(tmp_path), learning_rate=1e-3, max_train_steps=4,
                         gradient_accumulation_steps=1, checkpointing_steps=2)
     with pytest.raises(NonFiniteLossError, match=r"step 3 \(micro-batch 1 of 1\)") as caught:
-        train(config, SCENES, components=components)
+        toy_train(config, SCENES, components=components)
     error = caught.value
     assert error.step == 3 and error.captions and error.captions[0].startswith("a photo of")
     assert error.captions[0] in str(error)
@@ -146,9 +153,9 @@ def test_divergence_stops_before_any_bad_checkpoint(tmp_path):
     components = build_toy_model(seed=3)
     config = get_config("toy", output_dir=str(tmp_path), learning_rate=1e-3, max_train_steps=6,
                         gradient_accumulation_steps=1, checkpointing_steps=1)
-    train(config.replace(max_train_steps=1), SCENES, components=components)  # one good step, checkpointed
+    toy_train(config.replace(max_train_steps=1), SCENES, components=components)  # one good step, checkpointed
     with pytest.raises(NonFiniteLossError, match="weights diverged") as caught:
-        train(config.replace(learning_rate=1e30), SCENES.replace(resume="latest"), components=components)
+        toy_train(config.replace(learning_rate=1e30), SCENES.replace(resume="latest"), components=components)
     assert caught.value.step == 2 and caught.value.checkpoint == tmp_path / "checkpoints" / "checkpoint-1"
     assert "checkpoint-1" in str(caught.value)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint-1"]
@@ -166,16 +173,16 @@ def test_a_finite_blow_up_is_stopped_and_the_named_checkpoint_resumes(tmp_path):
     start = weight_norm_of(components.unet)
     config = get_config("toy", output_dir=str(tmp_path), learning_rate=1e-3, max_train_steps=1,
                         gradient_accumulation_steps=1, checkpointing_steps=1)
-    train(config, SCENES, components=components)  # one good step, checkpointed
+    toy_train(config, SCENES, components=components)  # one good step, checkpointed
     with pytest.raises(NonFiniteLossError, match="times the run's start") as caught:
-        train(config.replace(learning_rate=1e4, max_train_steps=3), SCENES.replace(resume="latest"),
+        toy_train(config.replace(learning_rate=1e4, max_train_steps=3), SCENES.replace(resume="latest"),
               components=components)
     assert caught.value.step == 2 and caught.value.checkpoint == tmp_path / "checkpoints" / "checkpoint-1"
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint-1"]
     saved = load_file(tmp_path / "checkpoints" / "checkpoint-1" / "unet.safetensors")
     norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(v.float()) for v in saved.values()])))
     assert norm <= MAX_WEIGHT_DRIFT * start
-    resumed = train(config.replace(max_train_steps=2), SCENES.replace(resume="latest"),
+    resumed = toy_train(config.replace(max_train_steps=2), SCENES.replace(resume="latest"),
                     components=build_toy_model(seed=3))
     assert resumed.final_step == 2 and resumed.resumed_from.name == "checkpoint-1"
 
@@ -215,7 +222,6 @@ def test_cli_output_folder_loads(tmp_path, base_dir):
         (dict(), TrainOptions(), "no training data: set train_data_dir"),
         (dict(train_data_dir="/no/such/folder"), TrainOptions(), "is not a folder"),
         (dict(), SCENES.replace(resume="/no/such/checkpoint"), "not a checkpoint folder"),
-        (dict(), SCENES.replace(toy_objects=(3, 2)), "toy_objects"),
         (dict(mixed_precision="fp16", device="cpu"), SCENES, "fp16.*needs a CUDA GPU"),
         (dict(prediction_type="v_prediction"), SCENES, "does not match the base model's scheduler"),
     ],
@@ -223,12 +229,15 @@ def test_cli_output_folder_loads(tmp_path, base_dir):
 def test_bad_values_rejected(tmp_path, overrides, options, message):
     config = get_config("toy", output_dir=str(tmp_path), **overrides)
     with pytest.raises(ValueError, match=message):
-        train(config, options, components=build_toy_model(sample_size=16) if "prediction_type" in overrides else None)
+        runner = toy_train if options is not None and options.tensorboard is False else train
+        runner(config, options, components=build_toy_model(sample_size=16) if "prediction_type" in overrides else None)
 
 
 def test_sd_preset_refuses_toy_scenes_and_bad_dataset(tmp_path):
-    with pytest.raises(ValueError, match="toy_scenes=True trains on toy-world images"):
-        train(get_config("sd14", output_dir=str(tmp_path)), SCENES)
+    with pytest.raises(ValueError, match="toy scenes are toy-world images"):
+        scene_batches(get_config("sd14", output_dir=str(tmp_path)))
+    with pytest.raises(ValueError, match=r"must be \(min, max\) with 1 <= min <= max"):
+        scene_batches(get_config("toy"), objects=(3, 2))
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "metadata.jsonl").write_text('{"file_name": "missing.png", "text": "a cat", "attn_list": []}\n')
@@ -245,7 +254,7 @@ def test_8bit_adam_without_bitsandbytes_says_what_to_install(tmp_path):
         pass
     config = get_config("toy", output_dir=str(tmp_path), use_8bit_adam=True, max_train_steps=1)
     with pytest.raises(ImportError, match="pip install bitsandbytes"):
-        train(config, SCENES, components=build_toy_model(sample_size=16))
+        toy_train(config, SCENES, components=build_toy_model(sample_size=16))
 
 
 def test_8bit_adam_trains_and_resumes(tmp_path, base_dir):
@@ -261,12 +270,12 @@ def test_8bit_adam_trains_and_resumes(tmp_path, base_dir):
     config = toy_config(base_dir, tmp_path / "run", use_8bit_adam=True, max_train_steps=2, checkpointing_steps=1)
     optimizer = _make_optimizer(components.unet, config)
     assert isinstance(optimizer, bitsandbytes.optim.AdamW8bit)
-    result = train(config, SCENES, components=components)
+    result = toy_train(config, SCENES, components=components)
     changed = [k for k, v in components.unet.state_dict().items() if not torch.equal(v, before[k])]
     assert changed, "8-bit AdamW did not change any UNet weight"
     state = load_file(result.checkpoints[-1] / "optimizer.safetensors")
     assert any(v.dtype == torch.uint8 for v in state.values()), "no 8-bit moments in the checkpoint"
-    resumed = train(toy_config(base_dir, tmp_path / "run", use_8bit_adam=True, max_train_steps=3,
+    resumed = toy_train(toy_config(base_dir, tmp_path / "run", use_8bit_adam=True, max_train_steps=3,
                                checkpointing_steps=1), SCENES.replace(resume="latest"))
     assert resumed.final_step == 3 and resumed.resumed_from is not None
 
@@ -299,17 +308,47 @@ def test_a_new_run_refuses_another_runs_folder_and_a_corrupt_checkpoint_falls_ba
     components = build_toy_model(seed=3)
     config = get_config("toy", output_dir=str(tmp_path), learning_rate=1e-3, max_train_steps=2,
                         gradient_accumulation_steps=1, checkpointing_steps=1)
-    train(config, SCENES, components=components)
+    toy_train(config, SCENES, components=components)
     with pytest.raises(RunFolderError, match="--resume latest.*--overwrite"):
-        train(config, SCENES, components=build_toy_model(seed=3))
+        toy_train(config, SCENES, components=build_toy_model(seed=3))
     # the newest checkpoint is corrupt: resuming warns and continues from the one before it
     (tmp_path / "checkpoints" / "checkpoint-2" / "unet.safetensors").write_bytes(b"truncated")
-    result = train(config.replace(max_train_steps=3), SCENES.replace(resume="latest"),
+    result = toy_train(config.replace(max_train_steps=3), SCENES.replace(resume="latest"),
                    components=build_toy_model(seed=3))
     assert result.resumed_from == tmp_path / "checkpoints" / "checkpoint-1"
     assert "checkpoint-2 cannot be read" in caplog.text
     # --overwrite starts afresh: the old checkpoints and log are gone
-    fresh = train(config.replace(max_train_steps=1), SCENES.replace(overwrite=True), components=build_toy_model(seed=3))
+    fresh = toy_train(config.replace(max_train_steps=1), SCENES.replace(overwrite=True), components=build_toy_model(seed=3))
     assert fresh.resumed_from is None
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint-1"]
     assert [row["step"] for row in read_log(tmp_path)] == ["1"]
+
+
+def test_a_finite_loss_that_jumps_stops_the_run_before_it_is_saved(tmp_path, base_dir, monkeypatch):
+    """The divergence guard's loss test: the loss of step 26 made 1e6 times larger (finite: the case that was saved
+    as 'the last good checkpoint'); the run stops, saves nothing of that step, and names a checkpoint from before
+    the weights that gave the jump."""
+    import tokencompose.train as train_module
+
+    real = train_module.compute_losses
+    calls = []
+
+    def jumping(*args, **kwargs):
+        losses = real(*args, **kwargs)
+        calls.append(1)
+        return {**losses, "total": losses["total"] * 1e6} if len(calls) == 6 else losses
+
+    monkeypatch.setattr(train_module, "compute_losses", jumping)
+    monkeypatch.setattr(train_module, "SPIKE_WARMUP", 3)  # the guard's wait, shortened to keep the test small
+    config = toy_config(base_dir, tmp_path / "run", max_train_steps=8, checkpointing_steps=2, learning_rate=1e-4)
+    with pytest.raises(NonFiniteLossError, match=r"step 6: the loss jumped to .* times the median") as caught:
+        toy_train(config, SCENES)
+    # the loss of step 6 is that of the weights after step 5: checkpoint-4 is the last one written before them
+    assert caught.value.checkpoint is not None and caught.value.checkpoint.name == "checkpoint-4"
+    assert "checkpoint-4" in str(caught.value)
+    saved = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert saved[-1] == "checkpoint-4" and not (tmp_path / "run" / "unet").exists()
+    # the guard can be turned off: the same run then finishes
+    calls.clear()
+    finished = toy_train(config.replace(output_dir=str(tmp_path / "off")), SCENES.replace(loss_spike_factor=0))
+    assert finished.final_step == 8

@@ -62,8 +62,8 @@ def test_object_accuracy_by_hand():
 
 def test_run_visor_toy(tmp_path):
     """Toy world: a fake model renders both objects, so OA is 100 % by construction."""
-    from tokencompose.evaluate.toy_detector import ToyDetector
-    from tokencompose.toyworld import get_category, render_scene
+    from tokencompose.toy.detector import ToyDetector
+    from tokencompose.toy.world import get_category, render_scene
 
     prompts = visor.visor_prompts(["circle", "square", "ring"], limit=5, seed=0)
 

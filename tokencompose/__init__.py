@@ -1,8 +1,9 @@
 """tokencompose: TokenCompose (Wang et al., CVPR 2024) as a small, tested package.
 
-The pipeline, one module a stage (see DESIGN.md):
-``nouns`` -> ``masks`` -> ``tokens`` -> ``data`` -> ``attention`` + ``losses`` -> ``train`` -> ``sample``
--> ``evaluate``. ``toyworld`` is the offline world with exact masks every stage can run on.
+The method, one module a stage (``tokencompose/README.md`` draws the layers):
+``nouns`` -> ``grounding`` / ``masks`` -> ``tokens`` -> ``data`` -> ``attention`` + ``losses`` + ``objective``
+-> ``train`` -> ``sample`` -> ``evaluate``. ``tokencompose.toy`` is the offline world with exact masks every
+stage can run on; it uses the method, and the method never imports it.
 """
 
 __version__ = "0.1.0"

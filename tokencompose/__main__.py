@@ -29,14 +29,14 @@ from tokencompose.tokens import BPE_FILE, clip_tokenizer, offline_tokenizer_dir
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "setup-tokenizer": ("tokencompose.__main__", "setup_tokenizer_cli",
                         "build the offline CLIP tokenizer files into the cache"),
-    "toy-data": ("tokencompose.toyworld", "cli", "write a toy-world dataset (authors' format)"),
+    "toy-data": ("tokencompose.toy.world", "cli", "write a toy-world dataset (authors' format)"),
     "validate": ("tokencompose.data", "cli", "check a dataset folder and report every problem"),
     "prepare": ("tokencompose.prepare", "cli", "captions + images -> nouns -> Grounded-SAM masks -> dataset"),
-    "pretrain-toy": ("tokencompose.pretrain", "cli", "train the toy base model (L_LDM only)"),
-    "train": ("tokencompose.train", "cli", "fine-tune a UNet with L_LDM + L_token + L_pixel"),
+    "pretrain-toy": ("tokencompose.toy.pretrain", "cli", "train the toy base model (L_LDM only)"),
+    "train": ("tokencompose.__main__", "train_cli", "fine-tune a UNet with L_LDM + L_token + L_pixel"),
     "sample": ("tokencompose.sample", "cli", "generate images from prompts"),
     "evaluate": ("tokencompose.evaluate.cli", "cli", "MultiGen, VISOR, latency, segmentation, FID"),
-    "demo": ("tokencompose.demo", "cli", "the main job on the toy preset"),
+    "demo": ("tokencompose.toy.demo", "cli", "the main job on the toy preset"),
 }
 
 
@@ -50,7 +50,7 @@ USER_ERRORS: frozenset[tuple[str, str]] = frozenset({
     ("tokencompose.objective", "NonFiniteLossError"),
     ("tokencompose.provenance", "StaleResultError"),
     ("tokencompose.nouns", "TaggerUnavailableError"),
-    ("tokencompose.masks", "ModelLoadError"),
+    ("tokencompose.grounding", "ModelLoadError"),
     ("tokencompose.tokens", "PhraseNotFoundError"),
     ("tokencompose.evaluate.fid", "FIDUnavailableError"),
 })
@@ -99,6 +99,19 @@ def setup_tokenizer_cli(argv: list[str]) -> int:
     logging.getLogger("tokencompose.tokens").info("offline CLIP tokenizer ready in %s; 'a photo of a cat.' -> %s",
                                                   folder, ids)
     return 0
+
+
+def train_cli(argv: list[str]) -> int:
+    """``python -m tokencompose train [flags]``: the loop's flags (``train.build_parser``) and the toy world's
+    scene flags (``toy.world.add_scene_arguments``: ``--toy-scenes``, ``--toy-objects``). The command line is
+    where the two meet: the loop takes its batches from here and knows no world."""
+    from tokencompose import train  # imported when the command runs, as ``dispatch`` does for the others
+    from tokencompose.toy import world
+
+    parser = train.build_parser()
+    world.add_scene_arguments(parser)
+    args = parser.parse_args(argv)
+    return train.run_from_args(args, world.scene_batches_from_args(args))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,6 +53,9 @@ class Config:
     #: lambda (L_token) and gamma (L_pixel) of Eq. (5)
     token_weight: float = 1e-3
     pixel_weight: float = 5e-5
+    #: the timesteps [low, high) whose samples carry the grounding terms (L_LDM stays on every sample);
+    #: ``None``: the paper's whole range, every sample (the authors draw t uniformly in [0, 1000) for both)
+    grounding_timesteps: tuple[int, int] | None = None
     learning_rate: float = 5e-6
     train_batch_size: int = 1
     gradient_accumulation_steps: int = 4
@@ -104,6 +107,13 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        window = self.grounding_timesteps
+        if window is not None and not (
+                isinstance(window, (tuple, list)) and len(window) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in window)
+                and 0 <= window[0] < window[1]):
+            raise ValueError(f"grounding_timesteps must be None (every timestep) or (low, high) integers with "
+                             f"0 <= low < high, e.g. (600, 1000); got {window!r}")
         for name in ("token_weight", "pixel_weight"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:

@@ -65,10 +65,10 @@ import numpy as np
 from PIL import Image
 
 from .config import resolve_device
-from .masks import (
+from .grounding import (
     DEFAULT_GROUNDING_SETTINGS,
     Detection,
-    GroundedSAM,
+    GroundedSegmenter,
     GroundingSettings,
     ModelLoadError,
     as_rgb,
@@ -265,15 +265,16 @@ def build_original_segmenter(segmenter_kind: str = "sam_hq", checkpoint: str | o
     return model.eval()
 
 
-class OriginalGroundedSAM(GroundedSAM):
-    """``GroundedSAM`` whose ``detect`` and ``segment`` run the original packages (module docstring).
+class OriginalGroundedSAM(GroundedSegmenter):
+    """A ``grounding.GroundedSegmenter`` whose ``detect`` and ``segment`` run the original packages (module
+    docstring); ``masks.GroundedSAM`` is the transformers one.
 
     ``detector_checkpoint`` / ``segmenter_checkpoint``: the ``.pth`` files (``ORIGINAL_CHECKPOINTS`` names them per
     preset), or already-built models as ``detector=`` (GroundingDINO's ``build_model``) and ``segmenter=`` (a SAM
-    or SAM-HQ ``Sam``), as the tests do. ``settings``, thresholds and ``masks_for_nouns`` are ``GroundedSAM``'s;
+    or SAM-HQ ``Sam``), as the tests do. ``masks_for_nouns`` is ``GroundedSegmenter``'s, as for ``GroundedSAM``;
     ``segmenter_kind`` ("sam_hq" or "sam") defaults to the preset's, ``sam_model_type`` to ``"vit_h"``.
     ``image_size`` / ``max_size``: Grounding DINO's resize (shortest edge, longest edge; the authors' 800 / 1333).
-    ``GroundedSAM.__init__`` (the transformers loading) is not called.
+    It does not load transformers models: the ``.pth`` checkpoints are the only weights it reads.
     """
 
     def __init__(

@@ -44,10 +44,10 @@ def all_finite(tensors) -> bool:
 
 
 def noised_prediction(components: Components, batch: dict, config: Config,
-                      generator: torch.Generator, timestep: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                      generator: torch.Generator, timestep: int | None = None, with_timesteps: bool = False):
     """Steps 1-4 of Eq. (5)'s forward pass: encode, noise at a random timestep, predict (Eq. 1).
 
-    Returns ``(prediction, target)``; a recorder attached to the UNet (``attention.attach_recorder``) holds
+    Returns ``(prediction, target)`` (and the timesteps ``[B]`` as a third item with ``with_timesteps``); a recorder attached to the UNet (``attention.attach_recorder``) holds
     this forward's cross-attention maps afterwards. ``generator`` (CPU) draws the noise and the timesteps;
     ``timestep`` fixes the timestep of every image instead (probes of one noise level; training never does).
     """
@@ -84,7 +84,26 @@ def noised_prediction(components: Components, batch: dict, config: Config,
     # 4. condition on the caption (frozen text encoder) and predict
     with torch.no_grad():
         context = encode_text(components.text_encoder, batch["input_ids"].to(device))  # [B, 77, dim]
-    return unet(noisy_latents, timesteps, context).sample, target
+    prediction = unet(noisy_latents, timesteps, context).sample
+    return (prediction, target, timesteps) if with_timesteps else (prediction, target)
+
+
+def in_grounding_window(timesteps: torch.Tensor, window: tuple[int, int] | None) -> list[bool]:
+    """Which samples carry the grounding terms: ``low <= t < high`` of ``config.grounding_timesteps``
+    (every sample when ``window`` is ``None``, the paper's uniform range)."""
+    if window is None:
+        return [True] * len(timesteps)
+    low, high = window
+    return [bool(low <= int(t) < high) for t in timesteps.tolist()]
+
+
+def grounded_samples(batch: dict, keep: list[bool]) -> tuple[list[torch.Tensor], list]:
+    """The batch's noun masks and token positions with the nouns of the samples not kept removed: the
+    grounding losses average over the samples that have nouns (``losses._mean_over_samples``), so the terms
+    reach exactly the kept samples."""
+    masks = [m if k else m[:0] for m, k in zip(batch["masks"], keep, strict=True)]
+    positions = [p if k else [] for p, k in zip(batch["positions"], keep, strict=True)]
+    return masks, positions
 
 
 def compute_losses(components: Components, recorder, batch: dict, config: Config,
@@ -93,22 +112,26 @@ def compute_losses(components: Components, recorder, batch: dict, config: Config
 
     ``recorder`` is ``attention.attach_recorder(unet, ...)``; ``generator`` (CPU) draws the noise and the
     timesteps. Returns ``ldm``, ``token``, ``pixel``, ``total`` and ``token/<group>``, ``pixel/<group>``.
+    ``config.grounding_timesteps`` (low, high) puts the grounding terms on the samples with low <= t < high
+    only (L_LDM stays on all of them); a batch with none in the window has grounding terms of 0.
     When ``token_weight == pixel_weight == 0`` the grounding losses are still computed, without a graph,
     so that an L_LDM-only run logs how grounded its attention is.
     """
     device = next(components.unet.parameters()).device
     # 1-4. encode, noise, predict; the recorder keeps the attention maps
     recorder.reset()
-    prediction, target = noised_prediction(components, batch, config, generator)
+    prediction, target, timesteps = noised_prediction(components, batch, config, generator, with_timesteps=True)
 
     # 5. the denoising loss L_LDM, in float32 as the authors
     ldm = F.mse_loss(prediction.float(), target.float(), reduction="mean")
 
-    # 6. the grounding losses from the recorded maps, the noun masks and the nouns' token positions
-    masks = [m.to(device) for m in batch["masks"]]
+    # 6. the grounding losses from the recorded maps, the noun masks and the nouns' token positions, on the
+    #    samples whose timestep lies in config.grounding_timesteps (all of them by default, as the paper)
+    masks, positions = grounded_samples(batch, in_grounding_window(timesteps, config.grounding_timesteps))
+    masks = [m.to(device) for m in masks]
     supervised = config.token_weight > 0 or config.pixel_weight > 0
     with nullcontext() if supervised else torch.no_grad():
-        grounding = grounding_losses(recorder.maps(), masks, batch["positions"], groups=config.groups)
+        grounding = grounding_losses(recorder.maps(), masks, positions, groups=config.groups)
     recorder.reset()  # the graph keeps what backward needs; the recorder lets go of the maps
 
     # 7. the total of Eq. (5): L_LDM + lambda L_token + gamma L_pixel

@@ -58,7 +58,7 @@ from .cli_args import (
 )
 from .config import resolve_device
 from .models import HUB_IDS, Components, WeightsNotFoundError, encode_prompts, load_components
-from .provenance import claim_folder, model_digest
+from .provenance import check_folder, claim_folder, model_digest, record_written, written_files
 
 logger = logging.getLogger(__name__)
 
@@ -534,27 +534,35 @@ class Generator:
                               height=self.height, width=self.width)
 
 
-def _check_prompt_record(out_dir: Path, prompts: Sequence[str]) -> None:
-    """``out_dir/prompts.json`` keeps the prompts behind the indices of the file names; a resumed run must match."""
+#: the names ``generate`` writes into an output folder (``provenance.claim_folder`` guards them)
+IMAGE_PATTERNS = ("*_*.png", "prompts.json")
+
+
+def _check_prompt_record(out_dir: Path, prompts: Sequence[str]) -> bool:
+    """``out_dir/prompts.json`` keeps the prompts behind the indices of the file names; a resumed run must match
+    (``ValueError`` otherwise, before anything is changed). Returns whether the record must be (re)written."""
     record = out_dir / "prompts.json"
-    if record.is_file():
+    if not record.is_file():
+        return True
+    try:
         old = json.loads(record.read_text()).get("prompts", [])
-        common = min(len(old), len(prompts))
-        for index in range(common):
-            if old[index] != prompts[index]:
-                raise ValueError(
-                    f"{record} says image {index}_*.png is of prompt {old[index]!r}, but prompt {index} is now "
-                    f"{prompts[index]!r}; write to another --out folder (or delete it) to sample a different list"
-                )
-        if len(prompts) <= len(old):
-            return
-    record.write_text(json.dumps({"prompts": list(prompts)}, indent=1))
+    except (ValueError, AttributeError) as error:
+        raise ValueError(f"{record} is not the prompt record sample writes ({error}); write to another --out "
+                         "folder") from error
+    common = min(len(old), len(prompts))
+    for index in range(common):
+        if old[index] != prompts[index]:
+            raise ValueError(
+                f"{record} says image {index}_*.png is of prompt {old[index]!r}, but prompt {index} is now "
+                f"{prompts[index]!r}; write to another --out folder (or delete it) to sample a different list"
+            )
+    return len(prompts) > len(old)
 
 
 def generate(model: Any, prompts: Sequence[str], seeds: Sequence[int], steps: int = 50,
              guidance: float | None = None, out_dir: str | Path | None = None, batch_size: int = 8,
-             height: int | None = None, width: int | None = None, progress: bool = True, mode: str = "fast"
-             ) -> list[Path] | np.ndarray:
+             height: int | None = None, width: int | None = None, progress: bool = True, mode: str = "fast",
+             overwrite: bool = False) -> list[Path] | np.ndarray:
     """One image per (prompt, seed): ``len(prompts) * len(seeds)`` images, prompt-major.
 
     Args:
@@ -565,7 +573,8 @@ def generate(model: Any, prompts: Sequence[str], seeds: Sequence[int], steps: in
         out_dir: where to write ``{prompt_index}_{seed}.png``; existing files are skipped (resume) when the
             folder's ``manifest.json`` says the same weights and settings made them, and removed otherwise
             (``provenance.claim_folder``); ``prompts.json`` there records the prompt list (a resumed run with
-            other prompts is refused).
+            other prompts is refused). Files under those names that this project did not write are refused
+            (``provenance.OutputFolderError``), never deleted, unless ``overwrite``.
         batch_size: images a forward pass.
         mode: the sampling mode the model was prepared for (``prepare_for_sampling``); recorded in the folder's
             manifest, so images of the other mode are not reused.
@@ -585,9 +594,17 @@ def generate(model: Any, prompts: Sequence[str], seeds: Sequence[int], steps: in
     folder = None
     if out_dir is not None:
         folder = Path(out_dir)
-        claim_folder(folder, generator.provenance, patterns=("*_*.png",))
-        _check_prompt_record(folder, list(prompts))
-        todo = [job for job in jobs if not (folder / image_name(*job)).is_file()]
+        # check everything before changing anything: the prompt record, then the folder (provenance's rule:
+        # only files this project wrote are replaced; others under result names are refused)
+        write_record = _check_prompt_record(folder, list(prompts)) if folder.is_dir() else True
+        claim_folder(folder, generator.provenance, patterns=IMAGE_PATTERNS, overwrite=overwrite)
+        if write_record:
+            (folder / "prompts.json").write_text(json.dumps({"prompts": list(prompts)}, indent=1))
+            record_written(folder, {"prompts.json": None})
+        written = written_files(folder) or {}
+        # an image is reused only when this project wrote it for the same prompt (and the manifest's weights)
+        todo = [job for job in jobs if not (folder / image_name(*job)).is_file()
+                or written.get(image_name(*job), prompts[job[0]]) != prompts[job[0]]]
         if len(todo) < len(jobs):
             logger.info("%d of %d images already in %s: skipped", len(jobs) - len(todo), len(jobs), folder)
     images = []
@@ -603,6 +620,7 @@ def generate(model: Any, prompts: Sequence[str], seeds: Sequence[int], steps: in
                     partial = path.with_name(path.stem + ".partial.png")
                     Image.fromarray(image).save(partial)
                     partial.replace(path)  # an interrupted run never leaves a truncated image under its name
+                record_written(folder, {image_name(i, s): prompts[i] for i, s in batch})
             bar.update(len(batch))
     if folder is None:
         return np.concatenate(images)
@@ -726,6 +744,8 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--scheduler", choices=["default", "ddim"], default="default",
                         help="SD only: the base's own scheduler (the authors') or DDIM")
     parser.add_argument("--limit", type=positive_int, default=None, help="only the first N prompts")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="let files in --out that this project did not write, under image names, be replaced")
     args = parser.parse_args(argv)
     try:
         settings = sampling_settings(args.mode, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
@@ -735,11 +755,15 @@ def cli(argv: list[str]) -> int:
     try:  # the arguments first, then the model: a bad prompt file fails before any weights are read
         seeds = parse_seeds(args.seeds)
         prompts = read_prompts(args.prompts)[: args.limit]
+        if Path(args.out).is_dir():  # the folder's files and prompt record, before any weights are read
+            check_folder(args.out, IMAGE_PATTERNS, overwrite=args.overwrite)
+            _check_prompt_record(Path(args.out), prompts)
         model = load_model(args.model, base=args.base, dtype=settings.dtype, device=settings.device,
                            scheduler=args.scheduler)
         model = prepare_for_sampling(model, settings)
         paths = generate(model, prompts, seeds, steps=args.steps, guidance=args.guidance, out_dir=args.out,
-                         batch_size=settings.batch_size, height=args.height, width=args.width, mode=settings.mode)
+                         batch_size=settings.batch_size, height=args.height, width=args.width, mode=settings.mode,
+                         overwrite=args.overwrite)
     except (ValueError, FileNotFoundError) as error:  # seeds, prompts, sizes, another run's prompts in --out
         if isinstance(error, UserError):
             raise

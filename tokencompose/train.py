@@ -13,7 +13,12 @@ Usage::
     accelerate launch --multi_gpu --num_processes 2 -m tokencompose train --device cpu ...  # 2 CPU processes
     python -m tokencompose train ... --resume latest                                  # continue a run
 
-or from Python / a notebook: ``train(get_config("toy", max_train_steps=200), TrainOptions(toy_scenes=True))``.
+or from Python / a notebook, with the batches the caller chooses (the loop knows no world)::
+
+    config = get_config("toy", max_train_steps=200)
+    train(config, TrainOptions(), batches=tokencompose.toy.world.scene_batches(config))   # toy scenes
+    train(get_config("sd14", train_data_dir="data/coco_gsam_img"))                        # a dataset folder
+
 
 One training step, as in the authors' ``train/src/train_token_compose.py`` (mlpc-ucsd/TokenCompose):
 encode the image (VAE latents times ``scaling_factor`` = 0.18215 for SD 1.4, the image itself for the toy
@@ -75,18 +80,20 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import json
 import logging
 import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
@@ -105,18 +112,25 @@ from .cli_args import (
     positive_int,
     probability,
 )
-from .config import PRESETS, Config, get_config
+from .config import ASSETS_DIR, PRESETS, Config, get_config
 from .data import DatasetBatches, DatasetError, TokenComposeDataset, seed_for
 from .models import Components, load_components
 from .objective import NonFiniteLossError, all_finite, compute_losses
 from .schedules import fine_tuning_ema, fine_tuning_schedule
-from .toyworld import ToySceneBatches, model_colour_mode
 
 logger = logging.getLogger(__name__)
 
 #: columns of ``log.csv``
 CSV_COLUMNS = ("step", "ldm", "token", "pixel", "total", "lr", "seconds")
 CHECKPOINT_PREFIX = "checkpoint-"
+#: the loss-spike guard (``TrainOptions.loss_spike_factor``): its window of recent steps, and the steps it waits
+SPIKE_WINDOW, SPIKE_WARMUP = 50, 20
+
+#: what a run trains on: called once as ``source(tokenizer, config, rank, world)``, it returns a callable
+#: ``(step, micro) -> batch`` (a collated dict: ``data.collate``) that depends on its arguments only, so a resumed
+#: run sees the batches it would have seen. ``dataset_batches`` reads a dataset folder; the toy world's
+#: ``tokencompose.toy.world.scene_batches`` draws fresh scenes.
+BatchSource = Callable[[Any, "Config", int, int], Callable[[int, int], dict]]
 
 #: memory-lean settings, applied on top of a preset by ``--profile`` (see the module docstring's table)
 PROFILES: dict[str, dict[str, Any]] = {
@@ -130,18 +144,12 @@ class RunFolderError(ValueError):
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """How this process runs a training: where the batches come from, resume or overwrite, logs.
+    """How this process runs a training: resume or overwrite, logs (the batches come from ``train``'s caller).
 
     What is trained (the recipe: model, losses, optimizer, schedule, EMA) is ``Config``, which every checkpoint
     and ``training_config.json`` record; these options are not part of a run's identity.
     """
 
-    #: toy preset only: train on fresh in-memory toy scenes instead of ``config.train_data_dir``
-    toy_scenes: bool = False
-    #: (min, max) objects in a toy scene; pairs in ``toyworld.EXCLUDED_PAIRS`` never co-occur
-    toy_objects: tuple[int, int] = (2, 4)
-    #: toy colour mode (``toyworld.COLOUR_MODES``); ``None``: the base model's (its pretrain_settings.json)
-    toy_colours: str | None = None
     #: train on the good records of a dataset that fails validation (else it is refused)
     skip_bad: bool = False
     #: ``None`` (start afresh), ``"latest"`` (newest checkpoint of ``output_dir``, if any) or a checkpoint folder
@@ -149,6 +157,9 @@ class TrainOptions:
     #: start afresh in an ``output_dir`` that holds another run's checkpoints, deleting them and its log
     #: (without it, such a folder is refused: a new run mixed into an old one's folder loses both)
     overwrite: bool = False
+    #: the divergence guard's loss test: stop when a step's loss exceeds this factor times the median of the
+    #: last ``SPIKE_WINDOW`` steps (after ``SPIKE_WARMUP`` steps); ``None`` or 0: only non-finite losses stop a run
+    loss_spike_factor: float | None = 100.0
     #: write TensorBoard logs when ``torch.utils.tensorboard`` can be imported
     tensorboard: bool = True
     progress: bool = True
@@ -178,8 +189,31 @@ def _model_input_size(config: Config) -> int:
     return config.resolution if config.pixel_space else config.resolution // 8
 
 
-def check_config(config: Config, options: TrainOptions) -> None:
-    """Raise ``ValueError`` naming the first field of ``config`` / ``options`` a run cannot use."""
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _check_output_is_not_an_input(config: Config) -> None:
+    """``output_dir`` must not be, hold or lie inside the base model or the training data: a run writes its
+    UNet and checkpoints there, and would overwrite what it reads (refused before anything is written)."""
+    output = Path(config.output_dir).expanduser().resolve()
+    if _inside(output, ASSETS_DIR.resolve()):
+        raise ValueError(f"output_dir {config.output_dir!r} lies in the package's shipped models ({ASSETS_DIR}); "
+                         "a fine-tune never writes there: choose another --output-dir")
+    for name in ("pretrained", "train_data_dir"):
+        value = getattr(config, name)
+        if not value or not Path(value).expanduser().exists():
+            continue  # a hub id, or no dataset
+        source = Path(value).expanduser().resolve()
+        if _inside(output, source) or _inside(source, output):
+            raise ValueError(f"output_dir {config.output_dir!r} {'is' if output == source else 'overlaps'} "
+                             f"{name} {value!r}: the run would write its UNet and checkpoints over what it reads; "
+                             "choose another --output-dir")
+
+
+def check_config(config: Config, options: TrainOptions, has_batches: bool = False) -> None:
+    """Raise ``ValueError`` naming the first field of ``config`` / ``options`` a run cannot use
+    (``has_batches``: the caller passes its own batches, so ``train_data_dir`` is not needed)."""
     config.validate()
     if not config.max_grad_norm > 0:
         raise ValueError(f"max_grad_norm must be > 0 (the authors: 1.0), got {config.max_grad_norm!r}")
@@ -192,17 +226,12 @@ def check_config(config: Config, options: TrainOptions) -> None:
         raise ValueError("mixed_precision='fp16' needs a CUDA GPU; on CPU use 'no' (or 'bf16')")
     if not config.pixel_space and config.resolution % 8:
         raise ValueError(f"resolution must be a multiple of 8 for a latent (VAE) model, got {config.resolution}")
-    low, high = options.toy_objects
-    if not 1 <= low <= high:
-        raise ValueError(f"toy_objects must be (min, max) with 1 <= min <= max, got {options.toy_objects!r}")
-    if options.toy_scenes and not config.pixel_space:
-        raise ValueError(f"toy_scenes=True trains on toy-world images, which only the pixel-space toy model "
-                         f"takes; preset {config.preset!r} needs train_data_dir (a dataset folder, data.py)")
-    if not options.toy_scenes and not config.train_data_dir:
+    _check_output_is_not_an_input(config)
+    if not has_batches and not config.train_data_dir:
         raise ValueError("no training data: set train_data_dir (a dataset folder in the authors' format, see "
-                         "data.py and `python -m tokencompose validate DIR`) or, for the toy preset, "
-                         "toy_scenes=True (--toy-scenes)")
-    if not options.toy_scenes and not Path(config.train_data_dir).is_dir():
+                         "data.py and `python -m tokencompose validate DIR`) or pass batches= (for the toy "
+                         "world: tokencompose.toy.world.scene_batches(config); command line: --toy-scenes)")
+    if not has_batches and not Path(config.train_data_dir).is_dir():
         raise ValueError(f"train_data_dir {config.train_data_dir!r} is not a folder; make one with "
                          "`python -m tokencompose toy-data` or `prepare`")
     size = _model_input_size(config)
@@ -348,17 +377,17 @@ def _save_final(output_dir: Path, unet, ema, components: Components, config: Con
     return target
 
 
-def toy_scene_batches(tokenizer, config: Config, options: TrainOptions, rank: int = 0) -> ToySceneBatches:
-    """The toy scenes a run trains on: ``options.toy_objects`` objects, in the colour mode of
-    ``options.toy_colours`` or else of the base model (``config.pretrained``), at ``config.resolution``."""
-    colour_mode = options.toy_colours or model_colour_mode(config.pretrained)
-    return ToySceneBatches(tokenizer, seed=config.seed, batch_size=config.train_batch_size,
-                           resolution=config.resolution, value_range=config.value_range,
-                           objects=tuple(options.toy_objects), colour_mode=colour_mode, rank=rank)
+def dataset_batches(tokenizer, config: Config, rank: int = 0, world: int = 1, skip_bad: bool = False
+                    ) -> DatasetBatches:
+    """The default ``BatchSource``: the validated dataset folder ``config.train_data_dir`` (``data.py``)."""
+    dataset = TokenComposeDataset(config.train_data_dir, tokenizer, config.resolution, config.value_range,
+                                  skip_bad=skip_bad)
+    return DatasetBatches(dataset, config, rank, world)
 
 
 def train(config: Config, options: TrainOptions | None = None, components: Components | None = None,
-          on_step: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+          on_step: Callable[[dict[str, float]], None] | None = None, batches: BatchSource | None = None
+          ) -> TrainResult:
     """Fine-tune ``config.pretrained``'s UNet with Eq. (5); returns where the UNet is and the loss history.
 
     Args:
@@ -367,18 +396,26 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
         components: already loaded models (tests, notebooks); default ``models.load_components(pretrained)``.
             The UNet is trained in place.
         on_step: called with each step's log row (e.g. a live plot in a notebook).
+        batches: what the run trains on, a ``BatchSource`` called once with (tokenizer, config, rank, world);
+            default ``dataset_batches`` (``config.train_data_dir``). The toy world's fresh scenes:
+            ``tokencompose.toy.world.scene_batches(config)``; the loop itself knows no world.
 
     Raises:
         ValueError: a bad config / option value (message names the field).
         NonFiniteLossError: the loss became NaN or infinite (step and captions named; checkpoints intact).
     """
     options = options or TrainOptions()
-    check_config(config, options)
+    check_config(config, options, has_batches=batches is not None)
     output_dir = Path(config.output_dir)
     accelerator = _make_accelerator(config)
     if components is None:
         components = load_components(config.pretrained)
     unet = components.unet
+    steps_of_schedule = components.scheduler.config.num_train_timesteps
+    if config.grounding_timesteps is not None and config.grounding_timesteps[0] >= steps_of_schedule:
+        raise ValueError(f"grounding_timesteps {config.grounding_timesteps} starts at or after the schedule's "
+                         f"{steps_of_schedule} timesteps (t in [0, {steps_of_schedule})): no sample would carry the "
+                         "grounding terms")
     scheduler_prediction = components.scheduler.config.get("prediction_type", "epsilon")
     if scheduler_prediction != config.prediction_type:
         raise ValueError(f"prediction_type {config.prediction_type!r} does not match the base model's scheduler "
@@ -387,14 +424,10 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
         raise ValueError(f"pixel_space={config.pixel_space} but the model {'has no' if components.vae is None else 'has a'}"
                          f" VAE; use the preset that matches {config.pretrained}")
 
-    # data: a validated dataset folder, or fresh toy scenes; either way a pure function of (step, micro)
+    # data: the caller's source (a validated dataset folder by default); a pure function of (step, micro)
     rank, world = accelerator.process_index, accelerator.num_processes
-    if options.toy_scenes:
-        batches = toy_scene_batches(components.tokenizer, config, options, rank)
-    else:
-        dataset = TokenComposeDataset(config.train_data_dir, components.tokenizer, config.resolution,
-                                      config.value_range, skip_bad=options.skip_bad)
-        batches = DatasetBatches(dataset, config, rank, world)
+    source = batches or functools.partial(dataset_batches, skip_bad=options.skip_bad)
+    batch_at = source(components.tokenizer, config, rank, world)
 
     # models: frozen text encoder and VAE (in the mixed-precision dtype), trainable UNet in float32
     frozen_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
@@ -492,7 +525,7 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
             lr = lr_schedule.get_last_lr()[0]
             sums: dict[str, float] = {}
             for micro in range(accumulation):
-                batch = batches(step, micro)
+                batch = batch_at(step, micro)
                 generator = torch.Generator().manual_seed(seed_for(config.seed, step, micro, rank, 3))
                 last = micro == accumulation - 1
                 # gradients are averaged across processes only on the last micro-step
@@ -520,6 +553,7 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
                                              reduction="mean")
                 sums = dict(zip(names, reduced.tolist(), strict=True))
             row = {"step": step + 1, **sums, "lr": lr, "seconds": time.perf_counter() - began}
+            _stop_if_loss_spiked(row, result.history, options.loss_spike_factor, output_dir)
             result.history.append(row)
             result.final_step = step + 1
             if main:
@@ -556,6 +590,29 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
             base_unet.disable_gradient_checkpointing()
         base_unet.eval()
     return result
+
+
+def _stop_if_loss_spiked(row: dict[str, float], history: list[dict[str, float]], factor: float | None,
+                         output_dir: Path) -> None:
+    """The divergence guard's loss test: ``NonFiniteLossError`` when this step's total loss is more than ``factor``
+    times the median of the last ``SPIKE_WINDOW`` steps of this run (finite, but diverging: a loss that jumped
+    100000x was saved as 'the last good checkpoint' before). The weights that gave the jump are those of the step
+    before, so the checkpoint it names as good is one written before them; nothing of this step is saved."""
+    recent = [h["total"] for h in history[-SPIKE_WINDOW:]]
+    if not factor or len(recent) < SPIKE_WARMUP:
+        return
+    level = float(np.median(recent))
+    if not row["total"] > factor * level:
+        return
+    step = int(row["step"])
+    good = [c for c in _checkpoint_dirs(output_dir) if int(c.name[len(CHECKPOINT_PREFIX):]) < step - 1]
+    where = (f"the last good checkpoint is {good[-1]} (resume from it with --resume {good[-1]})" if good else
+             "no checkpoint before the jump was written")
+    raise NonFiniteLossError(
+        f"step {step}: the loss jumped to {row['total']:.4g}, {row['total'] / level:.3g} times the median of the "
+        f"last {len(recent)} steps ({level:.4g}; the guard stops above {factor:g}x, TrainOptions.loss_spike_factor "
+        f"/ --loss-spike-factor, 0 turns it off); nothing of this step was saved; {where}. Lower the learning rate.",
+        step=step, captions=[], checkpoint=good[-1] if good else None)
 
 
 def _stop_if_not_finite(losses: dict[str, torch.Tensor], step: int, micro: int, accumulation: int, batch: dict,
@@ -626,6 +683,19 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def timestep_window(text: str) -> tuple[int, int]:
+    """``--grounding-timesteps LOW:HIGH`` -> ``(LOW, HIGH)``: whole numbers with 0 <= LOW < HIGH."""
+    low, sep, high = text.partition(":")
+    try:
+        window = (int(low), int(high))
+    except ValueError:
+        window = None
+    if not sep or window is None or not 0 <= window[0] < window[1]:
+        raise argparse.ArgumentTypeError(f"expected LOW:HIGH, whole numbers with 0 <= LOW < HIGH (e.g. 600:1000 "
+                                         f"for the high-noise steps of a 1000-step schedule), got {text!r}")
+    return window
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``train`` command's parser: a flag for every ``Config`` field a run uses, and ``TrainOptions``."""
     parser = ArgumentParser(prog="tokencompose train", description="Fine-tune a UNet with L_LDM + lambda L_token + "
@@ -647,18 +717,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pixel-weight", "--gamma", dest="pixel_weight", type=non_negative_float,
                         help="gamma of Eq. (5)")
     parser.add_argument("--groups", nargs="+", help="supervised groups, e.g. mid_8 up_16 up_32 up_64")
+    parser.add_argument("--grounding-timesteps", type=timestep_window, metavar="LOW:HIGH",
+                        help="put L_token and L_pixel on the samples with LOW <= t < HIGH only, e.g. 600:1000 (high "
+                             "noise); L_LDM stays on every sample (default: every timestep, as the paper)")
     parser.add_argument("--prediction-type", choices=("epsilon", "v_prediction"))
     parser.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"))
     parser.add_argument("--device", type=device, choices=("auto", "cpu", "cuda"))
     for name in ("gradient_checkpointing", "use_8bit_adam", "use_ema"):
         parser.add_argument(_flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument("--toy-scenes", action="store_true", help="toy preset: train on fresh in-memory scenes")
-    parser.add_argument("--toy-objects", type=positive_int, nargs=2, default=(2, 4), metavar=("MIN", "MAX"))
     parser.add_argument("--skip-bad", action="store_true", help="skip dataset records that fail validation")
     parser.add_argument("--resume", nargs="?", const="latest", default=None,
                         help="continue from the newest checkpoint of --output-dir, or from the folder given")
     parser.add_argument("--overwrite", action="store_true",
                         help="start afresh in an --output-dir that holds another run, deleting its checkpoints")
+    parser.add_argument("--loss-spike-factor", type=non_negative_float, default=100.0,
+                        help="stop when a step's loss exceeds this many times the median of the last steps "
+                             "(default 100; 0: only non-finite losses stop a run)")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -671,22 +745,25 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, TrainOptions]:
         if value is not None and name != "preset":
             overrides[name] = tuple(value) if name == "groups" else value
     config = get_config(args.preset, **overrides)
-    options = TrainOptions(toy_scenes=args.toy_scenes, toy_objects=tuple(args.toy_objects), skip_bad=args.skip_bad,
-                           resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    options = TrainOptions(skip_bad=args.skip_bad, resume=args.resume, overwrite=args.overwrite,
+                           progress=not args.no_progress, loss_spike_factor=args.loss_spike_factor)
     return config, options
 
 
-def cli(argv: Sequence[str]) -> int:
-    """``python -m tokencompose train [flags]``: fine-tune, print where the UNet is.
+def run_from_args(args: argparse.Namespace,
+                  batches_for: Callable[[Config], BatchSource | None] | None = None) -> int:
+    """The ``train`` command on parsed flags (``build_parser``): fine-tune, print where the UNet is.
 
+    ``batches_for(config)``: the data source the command line chose for the run's config (``train
+    --toy-scenes``: the toy world's scenes, ``__main__.train_cli``); ``None`` or no function: the dataset
+    folder ``--train-data-dir``.
     Exit status 2 with one line on stderr (``__main__.main``) for a bad flag, a setting the run cannot use, a
     dataset that fails validation, another run's folder, missing weights or a run that diverged (the divergence
     guard names the last good checkpoint).
     """
-    args = build_parser().parse_args(list(argv))
     try:
         config, options = config_from_args(args)
-        result = train(config, options)
+        result = train(config, options, batches=batches_for(config) if batches_for else None)
     except (ValueError, ImportError) as error:  # check_config, the base model's settings, an optional package
         if isinstance(error, (DatasetError, RunFolderError)):
             raise
@@ -695,4 +772,3 @@ def cli(argv: Sequence[str]) -> int:
     summary = ", ".join(f"{k}={last[k]:.4g}" for k in ("ldm", "token", "pixel") if k in last)
     print(f"trained to step {result.final_step} ({summary}); UNet in {result.unet_dir}")
     return 0
-

@@ -27,6 +27,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from tokencompose import masks_original  # noqa: E402
+from tokencompose.grounding import GroundedSegmenter  # noqa: E402
 from tokencompose.masks import GroundedSAM, ModelLoadError, save_mask  # noqa: E402
 from tokencompose.masks_original import (  # noqa: E402
     OriginalGroundedSAM,
@@ -120,7 +121,7 @@ def test_masks_for_nouns_has_the_transformers_backends_format(kind, detector_che
     """Thresholds 0: every query is kept and its phrase is the whole prompt, which ``match_phrase`` gives to the
     first noun, "cat" (in both backends, whatever the random weights): {"cat": bool [H, W], "kite": None}."""
     gsam = original(kind, detector_checkpoint, detector_config, text_encoder, box_threshold=0.0, text_threshold=0.0)
-    assert isinstance(gsam, OriginalGroundedSAM) and isinstance(gsam, GroundedSAM)
+    assert isinstance(gsam, OriginalGroundedSAM) and isinstance(gsam, GroundedSegmenter)
     assert gsam.segmenter_kind == kind and gsam.settings.detector_id == str(detector_checkpoint)
     image = photo()
     masks = gsam.masks_for_nouns(image, NOUNS)

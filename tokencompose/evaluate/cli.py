@@ -20,6 +20,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from tokencompose.cli_args import (
     ArgumentParser,
     UserError,
     device,
+    finite_float,
     input_folder,
     non_negative_float,
     non_negative_int,
@@ -36,19 +38,25 @@ from tokencompose.cli_args import (
     positive_int,
     probability,
     read_json_file,
+    result_file,
 )
-from tokencompose.evaluate import multigen, visor
+from tokencompose.evaluate import multigen, segmentation, visor
 from tokencompose.evaluate.detectors import OwlDetector
-from tokencompose.evaluate.toy_detector import ToyDetector
+from tokencompose.heatmaps import PROTOCOLS
+from tokencompose.models import Components, WeightsNotFoundError
+from tokencompose.provenance import check_folder
 from tokencompose.sample import (
     DTYPES,
     Generator,
     load_model,
+    parse_seeds,
     prepare_for_sampling,
+    read_prompts,
     sampling_mode_arg,
     sampling_settings,
 )
-from tokencompose.toyworld import TOY_CATEGORIES, model_colour_mode
+from tokencompose.toy.detector import ToyDetector, ToySegmenter
+from tokencompose.toy.world import TOY_CATEGORIES, model_colour_mode, multigen_template, random_toy_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +64,8 @@ logger = logging.getLogger(__name__)
 def _add_common(parser: argparse.ArgumentParser, detector: str, images_per_prompt: int) -> None:
     parser.add_argument("--out", required=True, type=output_folder,
                         help="output folder (images/, detections/, results)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="let files in --out that this project did not write, under its result names, be replaced")
     parser.add_argument("--model", help="model to sample from: toy, sd14, sd21, a folder or hub id")
     parser.add_argument("--base", help="for a fine-tuned UNet folder: the model it was fine-tuned from")
     parser.add_argument("--images", type=input_folder,
@@ -101,6 +111,14 @@ def make_detector(name: str, device: str, num_categories: int | None = None, col
     if name == "toy":
         return ToyDetector(_toy_categories(num_categories), colour_mode=colour_mode)
     return OwlDetector.from_pretrained(name, device=device)
+
+
+def _check_out(args: argparse.Namespace, out: Path) -> None:
+    """Before any model loads: ``--out``'s images and detections hold no file this project did not write
+    (``provenance.check_folder``; ``--overwrite`` hands them over)."""
+    if not args.images:
+        check_folder(out / "images", ("*_*.png",), overwrite=args.overwrite)
+    check_folder(out / "detections", ("[0-9]*.json",), overwrite=args.overwrite)
 
 
 def make_generate_fn(args: argparse.Namespace, device: str) -> Any:
@@ -196,7 +214,7 @@ def multigen_cli(argv: list[str]) -> int:
             toy = args.prompts == "toy"
             categories = ([c.name for c in _toy_categories(args.num_categories)] if toy
                           else multigen.load_categories(args.prompts))
-            template = "authors" if not toy else "toy-attribute" if colour_mode == "attribute" else "toy"
+            template = multigen_template(colour_mode) if toy else "authors"
             prompts = multigen.make_prompts(categories, args.num_prompts, counts, seed=args.prompt_seed,
                                             template=template)
             prompt_file = out / "prompts.json"
@@ -211,6 +229,7 @@ def multigen_cli(argv: list[str]) -> int:
     _check_toy_names(args, [name for prompt in used for name in prompt.objects], f"--prompts {args.prompts!r}")
     state = multigen.process_state()
     device = _device(state, args.device)
+    _check_out(args, out)
     # model and detector before --out exists: one that cannot load (offline, a bad path) leaves nothing behind
     generate_fn = _generate_fn(args, device)
     detector = make_detector(args.detector, device, args.num_categories, colour_mode)
@@ -222,7 +241,7 @@ def multigen_cli(argv: list[str]) -> int:
     result = multigen.run_multigen(prompts, detector, out, generate_fn=generate_fn,
                                    images_dir=args.images, images_per_prompt=args.n_images, model_name=name,
                                    threshold=args.threshold, generate_batch_size=args.batch_size or 1,  # None: --images, nothing generated
-                                   progress=not args.quiet, state=state)
+                                   progress=not args.quiet, state=state, overwrite=args.overwrite)
     if state.is_main_process:
         results = [*earlier, result]
         (out / "multigen.md").write_text(multigen.multigen_table(results) + "\n", encoding="utf-8")
@@ -257,6 +276,7 @@ def visor_cli(argv: list[str]) -> int:
             else f"all {full} prompts")
     state = multigen.process_state()
     device = _device(state, args.device)
+    _check_out(args, out)
     generate_fn = _generate_fn(args, device)  # before --out exists, as in multigen_cli
     detector = make_detector(args.detector, device, args.num_categories, model_colour_mode(args.model))
     out.mkdir(parents=True, exist_ok=True)
@@ -264,7 +284,7 @@ def visor_cli(argv: list[str]) -> int:
     result = visor.run_visor(prompts, detector, out, generate_fn=generate_fn,
                              images_dir=args.images, images_per_prompt=args.n_images, model_name=name,
                              threshold=args.threshold, subset_note=note, generate_batch_size=args.batch_size or 1,  # None: --images, nothing generated
-                             progress=not args.quiet, state=state)
+                             progress=not args.quiet, state=state, overwrite=args.overwrite)
     if state.is_main_process:
         images_dir = Path(args.images) if args.images else out / "images"
         _examples(args, out, images_dir, [f"{p['unique_id']}_0" for p in prompts])
@@ -272,12 +292,67 @@ def visor_cli(argv: list[str]) -> int:
     return 0
 
 
+def _is_pixel_space(model: Any) -> bool:
+    return isinstance(model, Components) and model.vae is None
+
+
+def segmentation_cli(argv: list[str]) -> int:
+    """``python -m tokencompose evaluate segmentation``: attention heat maps vs masks of generated images (mIoU)."""
+    parser = ArgumentParser(prog="tokencompose evaluate segmentation", description=segmentation_cli.__doc__)
+    parser.add_argument("--model", default="toy", help="toy, sd14, sd21, a folder or hub id (sample.load_model)")
+    parser.add_argument("--base", default=None, help="the base model of a bare fine-tuned UNet folder")
+    parser.add_argument("--prompts", default=None, help="file or text; toy default: --n-prompts random scenes")
+    parser.add_argument("--n-prompts", type=positive_int, default=20, help="toy: random 2-3 object prompts to draw")
+    parser.add_argument("--prompt-seed", type=non_negative_int, default=0, help="toy: seed of the random prompts")
+    parser.add_argument("--seeds", default="0", help="seeds of every prompt, e.g. 0-4")
+    parser.add_argument("--masks", default=None, help="SD: folder of {prompt_index}_{seed}/mask_{noun}.png")
+    parser.add_argument("--threshold", type=probability, default=segmentation.DEFAULT_THRESHOLD)
+    parser.add_argument("--protocol", choices=PROTOCOLS, default=segmentation.DEFAULT_PROTOCOL,
+                        help="heat maps as DAAM's code makes them (daam: down + up layers, each head upsampled and "
+                             "clamped, scored at image size; the default) or the earlier variant (layer-mean: mid + "
+                             "up layers, heads then layers averaged, scored at latent size)")
+    parser.add_argument("--steps", type=positive_int, default=50)
+    parser.add_argument("--guidance", type=finite_float, default=None)
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--interval", choices=["normal", "bootstrap"], default="normal")
+    parser.add_argument("--device", type=device, default="auto")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument("--out", type=result_file, default=None,
+                        help="write the result as JSON here (and a .md table beside it)")
+    args = parser.parse_args(argv)
+    try:
+        model = load_model(args.model, base=args.base, dtype=DTYPES[args.dtype], device=args.device)
+        seeds = parse_seeds(args.seeds)
+        if args.prompts is not None:
+            prompts = read_prompts(args.prompts)
+        else:
+            prompts = random_toy_prompts(args.n_prompts, seed=args.prompt_seed)
+        # reference masks: the folder given, else (a toy model) the toy world's colour segmentation
+        reference = args.masks or (ToySegmenter.for_model(args.model) if _is_pixel_space(model) else None)
+        result = segmentation.segmentation_transfer(model, prompts, seeds, reference=reference, steps=args.steps,
+                                       guidance=args.guidance, threshold=args.threshold, batch_size=args.batch_size,
+                                       interval=args.interval, protocol=args.protocol)
+    except (ValueError, FileNotFoundError, WeightsNotFoundError) as error:
+        parser.error(str(error))
+    table = segmentation.segmentation_table(result)
+    logger.info("segmentation transfer of %s:\n%s", args.model, table)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(dict(result, model=str(args.model), prompts=prompts), indent=1))
+        out.with_suffix(".md").write_text(table + "\n")
+    if result["interval"] is None:  # written (the missing counts say why), but not a score: say so in the status
+        logger.error("nothing was scored: no generated image had a reference mask for its nouns (%d missing); "
+                     "more --steps or other prompts give the model a chance to draw the objects", result["missing"])
+        return 1
+    return 0
+
 #: evaluation -> (module, function, one-line help), run by the package's one dispatcher
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "multigen": ("tokencompose.evaluate.cli", "multigen_cli", "MultiGen MG1-5 (the paper's composition metric)"),
     "visor": ("tokencompose.evaluate.cli", "visor_cli", "VISOR object accuracy (both objects detected)"),
     "latency": ("tokencompose.evaluate.latency", "cli", "seconds an image, fine-tuned vs base"),
-    "segmentation": ("tokencompose.evaluate.segmentation", "cli", "segmentation transfer of the attention maps"),
+    "segmentation": ("tokencompose.evaluate.cli", "segmentation_cli", "segmentation transfer of the attention maps"),
     "fid": ("tokencompose.evaluate.fid", "cli", "FID against a folder of reference images"),
 }
 

@@ -3,7 +3,7 @@
 The evaluations (MultiGen MG1-5, VISOR object accuracy; DESIGN.md "Evaluation") only need to know which
 named objects a detector finds in an image, with a score. Two kinds of detector implement this protocol:
 
-- the toy world's colour-and-shape detector, ``tokencompose.evaluate.toy_detector.ToyDetector`` (exact on rendered
+- the toy world's colour-and-shape detector, ``tokencompose.toy.detector.ToyDetector`` (exact on rendered
   scenes, robust to noise, tint and blur; it needs no weights);
 - open-vocabulary detectors for real images, OWLv2 (``google/owlv2-large-patch14-ensemble``: MultiGen, as
   in the paper) and OWL-ViT (``google/owlvit-base-patch32``: VISOR), through ``transformers``:

@@ -52,15 +52,16 @@ from tqdm.auto import tqdm
 
 from tokencompose.cli_args import UserError
 from tokencompose.evaluate.detectors import Detection, draw_detections, to_pil
-from tokencompose.evaluate.toy_detector import ToyDetector
-from tokencompose.provenance import MANIFEST, claim_folder
+from tokencompose.provenance import MANIFEST, WRITTEN_PREFIX, claim_folder, record_written, written_files
 from tokencompose.stats import cluster_interval
-from tokencompose.toyworld import TOY_CATEGORIES, caption_for, sample_colours
 
 logger = logging.getLogger(__name__)
 
 #: COCO's 80 category names (the authors' ``coco_obj_comp_5_1k.json`` uses exactly these)
 COCO_CATEGORIES_FILE = Path(__file__).resolve().parents[2] / "data" / "coco_categories.txt"
+
+#: a caption template for ``make_prompts``: (category names, the prompts' numpy generator) -> caption
+CaptionTemplate = Callable[[Sequence[str], np.random.Generator], str]
 
 #: generate_fn(prompts, seeds) -> images: [N, H, W, 3] uint8 array or a list of PIL images / arrays
 GenerateFn = Callable[[Sequence[str], Sequence[int]], Any]
@@ -135,16 +136,15 @@ def multigen_caption(names: Sequence[str]) -> str:
 
 
 def load_categories(source: str | Path) -> list[str]:
-    """Category names: "coco" (COCO's 80, ``data/coco_categories.txt``), "toy" (the toy world's), or a file.
+    """Category names: "coco" (COCO's 80, ``data/coco_categories.txt``) or a file (the toy world's:
+    ``tokencompose.toy.world.category_names()``).
 
     A file has one name a line; blank lines and lines starting with "#" are skipped. A MultiGen prompt file
     (``.json``, e.g. the authors' ADE20K set) gives the distinct names it uses, sorted.
     """
-    if str(source) == "toy":
-        return [c.name for c in TOY_CATEGORIES]
     path = COCO_CATEGORIES_FILE if str(source) == "coco" else Path(source)
     if not path.is_file():
-        raise FileNotFoundError(f"category list {path} not found; pass 'coco', 'toy', a text file with one "
+        raise FileNotFoundError(f"category list {path} not found; pass 'coco', a text file with one "
                                 "name a line, or a MultiGen prompt .json")
     if path.suffix == ".json":
         return sorted({name for prompt in load_prompts(path) for name in prompt.objects})
@@ -156,13 +156,13 @@ def load_categories(source: str | Path) -> list[str]:
 
 
 def make_prompts(categories: Sequence[str], n: int, num_objects: int | Sequence[int] = 5, seed: int = 0,
-                 template: str = "authors") -> list[MultiGenPrompt]:
+                 template: str | CaptionTemplate = "authors") -> list[MultiGenPrompt]:
     """``n`` prompts of distinct categories drawn uniformly (numpy ``default_rng(seed)``), in drawn order.
 
     ``num_objects``: an int, or a sequence cycled over the prompts (``(2, 3, 4)`` gives a balanced mix).
-    ``template``: "authors" (``multigen_caption``), "toy" (``toyworld.caption_for``, the captions the toy
-    model was trained on: "a photo of a circle, a star and a ring.") or "toy-attribute" (the attribute world's:
-    a distinct random colour word before each noun, "a photo of a red circle and a blue star.").
+    ``template``: "authors" (``multigen_caption``) or a ``CaptionTemplate`` ``(names, rng) -> caption`` that
+    may draw from the prompts' generator (the toy world's: ``toy.world.toy_caption``, "a photo of a circle, a
+    star and a ring.", and ``toy.world.toy_attribute_caption``, a random colour word before each noun).
     """
     categories = list(categories)
     counts = [num_objects] if isinstance(num_objects, int) else list(num_objects)
@@ -174,16 +174,13 @@ def make_prompts(categories: Sequence[str], n: int, num_objects: int | Sequence[
         raise ValueError(f"num_objects must be integers in 1..{len(categories)} (the number of categories), "
                          f"got {num_objects!r}")
 
-    if template not in ("authors", "toy", "toy-attribute"):
-        raise ValueError(f"unknown template {template!r}; use 'authors', 'toy' or 'toy-attribute'")
+    if template != "authors" and not callable(template):
+        raise ValueError(f"unknown template {template!r}; use 'authors' or a function (names, rng) -> caption")
     rng = np.random.default_rng(seed)
     prompts = []
     for i in range(n):
         chosen = [categories[c] for c in rng.choice(len(categories), size=counts[i % len(counts)], replace=False)]
-        if template == "authors":
-            text = multigen_caption(chosen)
-        else:
-            text = caption_for(chosen, sample_colours(rng, len(chosen)) if template == "toy-attribute" else None)
+        text = multigen_caption(chosen) if template == "authors" else template(chosen, rng)
         prompts.append(MultiGenPrompt(i, tuple(chosen), text))
     return prompts
 
@@ -398,7 +395,8 @@ def load_detections(folder: str | Path) -> dict[str, dict[str, Any]]:
     """All detection JSON files of ``folder`` merged (the authors' layout: one file per process)."""
     merged: dict[str, dict[str, Any]] = {}
     for path in sorted(Path(folder).glob("*.json")):
-        if path.name != MANIFEST:  # what made them (provenance.claim_folder), not detections
+        # what made them and what this project wrote (provenance.claim_folder / record_written), not detections
+        if path.name != MANIFEST and not path.name.startswith(WRITTEN_PREFIX):
             merged.update(json.loads(path.read_text(encoding="utf-8")))
     return merged
 
@@ -430,6 +428,7 @@ def _external_images_record(folder: Path) -> dict[str, Any]:
     manifest = folder / MANIFEST
     if manifest.is_file():
         record["made_by"] = json.loads(manifest.read_text(encoding="utf-8"))
+        record["written"] = written_files(folder)  # which prompt each image was made for
     else:
         digest = hashlib.sha256()
         for path in sorted(folder.glob("*_*.png")):
@@ -443,7 +442,8 @@ def generate_and_detect(items: Sequence[tuple[int, str, Sequence[str]]], detecto
                         images_per_prompt: int, generate_fn: GenerateFn | None = None,
                         images_dir: str | Path | None = None, save_threshold: float = 0.01,
                         generate_batch_size: int = 16, progress: bool = True, state: Any = None,
-                        desc: str = "", provenance: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+                        desc: str = "", provenance: Mapping[str, Any] | None = None, overwrite: bool = False
+                        ) -> dict[str, dict[str, Any]]:
     """Images ``{id}_{j}.png`` (j = seed = 0..N-1) for each ``(id, text, query names)``, detected and saved.
 
     - images: in ``images_dir`` (default ``out_dir/images``); with ``generate_fn`` the missing ones are
@@ -456,7 +456,10 @@ def generate_and_detect(items: Sequence[tuple[int, str, Sequence[str]]], detecto
     - ``provenance``: what makes the images (``{"model": provenance.model_digest(model), settings...}``;
       default: ``generate_fn.provenance``, which ``sample.Generator`` has). With ``generate_fn`` it is required: images and detections made by anything else are removed first
       (``provenance.claim_folder``), so a second model evaluated into the same folder is never scored on the
-      first one's images. Detections are claimed for (images, detector, save threshold).
+      first one's images. Detections are claimed for (images, detector, save threshold, the items' content): a
+      prompt file whose prompts differ is never scored on the old images or detections. An image is reused
+      only when this project made it for the same prompt. Files of unknown origin under those names are
+      refused (``provenance.OutputFolderError``), never deleted, unless ``overwrite``.
 
     Returns every detection of the folder (all processes), once all processes are done.
     """
@@ -473,22 +476,29 @@ def generate_and_detect(items: Sequence[tuple[int, str, Sequence[str]]], detecto
     else:
         _check_image_prompts(image_folder, items)
         images_record = _external_images_record(image_folder)
+    # what the detections depend on besides the images: the prompts and query names, their content
+    items_digest = hashlib.sha256(json.dumps([[int(i), str(text), list(map(str, names))] for i, text, names in items]
+                                             ).encode()).hexdigest()[:16]
     if state.is_main_process:
         if generate_fn is not None:
-            claim_folder(image_folder, images_record, patterns=("*_*.png",))
+            claim_folder(image_folder, images_record, patterns=("*_*.png",), overwrite=overwrite)
         claim_folder(detection_folder, {"images": images_record, "detector": type(detector).__name__,
                                         "detector_settings": _detector_settings(detector),
-                                        "save_threshold": save_threshold}, patterns=("[0-9]*.json",))
+                                        "save_threshold": save_threshold, "items": items_digest},
+                     patterns=("[0-9]*.json",), overwrite=overwrite)
     state.wait_for_everyone()
+    rank = str(state.process_index)
     image_folder.mkdir(parents=True, exist_ok=True)
     detection_folder.mkdir(parents=True, exist_ok=True)
     own_file = detection_folder / f"{state.process_index}.json"
     with state.split_between_processes(list(items)) as mine:
         done = load_detections(detection_folder)
         own = json.loads(own_file.read_text(encoding="utf-8")) if own_file.is_file() else {}
-        # 1. images
+        # 1. images: an image is reused only if it is there and, when this run generates, was made for this prompt
+        made_for = (written_files(image_folder) or {}) if generate_fn is not None else {}
         missing = [(pid, text, j) for pid, text, _ in mine for j in range(images_per_prompt)
-                   if not (image_folder / f"{pid}_{j}.png").is_file()]
+                   if not (image_folder / f"{pid}_{j}.png").is_file()
+                   or made_for.get(f"{pid}_{j}.png", text) != text]
         if missing and generate_fn is None:
             shown = ", ".join(f"{pid}_{j}.png" for pid, _, j in missing[:5])
             raise MissingImagesError(f"{len(missing)} images are missing from {image_folder} (e.g. {shown}); "
@@ -499,6 +509,7 @@ def generate_and_detect(items: Sequence[tuple[int, str, Sequence[str]]], detecto
             images = _as_image_list(generate_fn([t for _, t, _ in batch], [j for _, _, j in batch]), len(batch))
             for (pid, _, j), image in zip(batch, images, strict=True):
                 _save_png(image, image_folder / f"{pid}_{j}.png")
+            record_written(image_folder, {f"{pid}_{j}.png": text for pid, text, j in batch}, part=rank)
         # 2. detections
         todo = [(pid, names, [j for j in range(images_per_prompt) if f"{pid}_{j}" not in done])
                 for pid, _, names in mine]
@@ -510,6 +521,7 @@ def generate_and_detect(items: Sequence[tuple[int, str, Sequence[str]]], detecto
                 own[f"{pid}_{j}"] = {"classes": [d.name for d in kept], "scores": [d.score for d in kept],
                                      "boxes": [list(d.box) for d in kept]}
             write_json(own, own_file)
+            record_written(detection_folder, {own_file.name: None}, part=rank)
     state.wait_for_everyone()
     return load_detections(detection_folder)
 
@@ -542,11 +554,12 @@ def run_multigen(prompts: Sequence[MultiGenPrompt], detector: Any, out_dir: str 
                  generate_fn: GenerateFn | None = None, images_dir: str | Path | None = None,
                  images_per_prompt: int = 10, model_name: str = "model", threshold: float = 0.1,
                  save_threshold: float = 0.01, report_extra: bool | None = None, generate_batch_size: int = 16,
-                 progress: bool = True, state: Any = None, provenance: Mapping[str, Any] | None = None
-                 ) -> dict[str, Any]:
+                 progress: bool = True, state: Any = None, provenance: Mapping[str, Any] | None = None,
+                 overwrite: bool = False) -> dict[str, Any]:
     """Generate (or read), detect, score; write ``multigen.json`` and ``multigen.md`` in ``out_dir``.
 
-    ``report_extra`` (default: when the detector is the toy world's) adds ``nothing_extra``. Resumable: a
+    ``report_extra`` (default: when the detector reports every category it sees, its
+    ``reports_all_categories``: the toy world's) adds ``nothing_extra``. Resumable: a
     second run with the same ``provenance`` (model digest, settings; see ``generate_and_detect``) regenerates
     no image on disk and re-detects no image already in ``out_dir/detections``; another model's images and
     detections in the folder are removed first.
@@ -556,7 +569,7 @@ def run_multigen(prompts: Sequence[MultiGenPrompt], detector: Any, out_dir: str 
     items = [(i, p.text, p.objects) for i, p in enumerate(prompts)]
     detections = generate_and_detect(items, detector, out_dir, images_per_prompt, generate_fn, images_dir,
                                      save_threshold, generate_batch_size, progress, state, desc="MultiGen",
-                                     provenance=provenance)
+                                     provenance=provenance, overwrite=overwrite)
     wanted = {f"{i}_{j}" for i in range(len(prompts)) for j in range(images_per_prompt)}
     detections = {k: v for k, v in detections.items() if k in wanted}
     result: dict[str, Any] = {
@@ -566,7 +579,7 @@ def run_multigen(prompts: Sequence[MultiGenPrompt], detector: Any, out_dir: str 
         "num_images": len(detections), "num_prompts": len(prompts), "images_per_prompt": images_per_prompt,
         "det_threshold": threshold, "detector": type(detector).__name__,
     }
-    if report_extra if report_extra is not None else isinstance(detector, ToyDetector):
+    if report_extra if report_extra is not None else getattr(detector, "reports_all_categories", False):
         result["nothing_extra"] = nothing_extra_share(detections, prompts, threshold)
     if state.is_main_process:
         out_dir = Path(out_dir)

@@ -50,7 +50,7 @@ Choices common to both (documented because they change the number):
   are not independent, so both intervals are somewhat optimistic.
 
 Reference masks: on the toy world, the colour segmentation of the generated image
-(``evaluate.toy_detector.colour_segmentation``, exact up to the model's colours); for Stable Diffusion a mask folder
+(``toy.detector.colour_segmentation``, exact up to the model's colours); for Stable Diffusion a mask folder
 (``{masks}/{prompt_index}_{seed}/mask_{noun}.png``, written e.g. by ``masks.GroundedSAM`` on the generated
 images) or a segmenter callable ``(PIL image, nouns) -> {noun: mask or None}`` (``GroundedSAM`` is one).
 
@@ -66,9 +66,7 @@ Usage::
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -79,16 +77,6 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from tokencompose.cli_args import (
-    ArgumentParser,
-    device,
-    finite_float,
-    non_negative_int,
-    positive_int,
-    probability,
-    result_file,
-)
-from tokencompose.evaluate.toy_detector import colour_segmentation
 from tokencompose.heatmaps import (
     PROTOCOLS,
     generate_with_attention,
@@ -97,12 +85,10 @@ from tokencompose.heatmaps import (
     word_token_positions,
 )
 from tokencompose.masks import mask_file_name
-from tokencompose.models import Components, WeightsNotFoundError
 from tokencompose.nouns import noun_phrases
-from tokencompose.sample import DTYPES, default_guidance, load_model, parse_seeds, read_prompts
+from tokencompose.sample import default_guidance, load_model
 from tokencompose.stats import mean_interval
 from tokencompose.tokens import noun_token_positions
-from tokencompose.toyworld import TOY_CATEGORIES, caption_for, model_colour_mode, sample_categories
 
 logger = logging.getLogger(__name__)
 
@@ -157,19 +143,9 @@ def iou(heat_map: Any, mask: Any, threshold: float = DEFAULT_THRESHOLD) -> float
 # the evaluation
 # --------------------------------------------------------------------------------------------------
 
-def toy_nouns(prompt: str) -> list[str]:
-    """The toy categories named in a toy caption, in caption order."""
-    words = re.findall(r"[a-z]+", prompt.lower())
-    names = {c.name for c in TOY_CATEGORIES}
-    return list(dict.fromkeys(w for w in words if w in names))
-
-
 def _reference_masks(reference: Any, image: np.ndarray, nouns: Sequence[str], prompt_index: int,
-                     seed: int, colour_mode: str = "identity") -> dict[str, Any]:
+                     seed: int) -> dict[str, Any]:
     """``{noun: mask or None}`` for one generated image from the chosen reference."""
-    if reference == "toy":
-        segmentation = colour_segmentation(image, colour_mode=colour_mode)
-        return {noun: segmentation.get(noun) for noun in nouns}
     if isinstance(reference, (str, Path)):
         folder = Path(reference) / f"{prompt_index}_{seed}"
         result = {}
@@ -180,7 +156,7 @@ def _reference_masks(reference: Any, image: np.ndarray, nouns: Sequence[str], pr
     if callable(reference):
         masks = reference(Image.fromarray(image), list(nouns))
         return {noun: masks.get(noun) for noun in nouns}
-    raise TypeError(f"reference must be 'toy', a mask folder or a segmenter callable, got {type(reference).__name__}")
+    raise TypeError(f"reference must be a mask folder or a segmenter callable, got {type(reference).__name__}")
 
 
 def segmentation_transfer(model, prompts: Sequence[str], seeds: Sequence[int] = (0,),
@@ -194,10 +170,12 @@ def segmentation_transfer(model, prompts: Sequence[str], seeds: Sequence[int] = 
     Args:
         model: toy ``Components``, a pipeline, or a name ``sample.load_model`` takes.
         prompts, seeds: every prompt is sampled with every seed (``{prompt_index}_{seed}`` as in ``sample``).
-        nouns: nouns of each prompt; default: the toy categories named (toy) or the perceptron tagger's
-            noun phrases (``nouns.noun_phrases``).
-        reference: ``None``/"toy" (colour segmentation, toy world only), a mask folder
-            (``{folder}/{prompt_index}_{seed}/mask_{noun}.png``), or a segmenter callable.
+        nouns: nouns of each prompt; default: the reference's own ``nouns_of(prompt)`` if it has one (the toy
+            world's segmenter names the categories of a toy caption), else the perceptron tagger's noun
+            phrases (``nouns.noun_phrases``).
+        reference: a mask folder (``{folder}/{prompt_index}_{seed}/mask_{noun}.png``) or a ``Segmenter``
+            callable: ``masks.GroundedSAM`` for real images, ``tokencompose.toy.detector.ToySegmenter`` (the
+            colour segmentation) for the toy world. Its ``name`` attribute, if any, is recorded in ``settings``.
         threshold: on the normalised heat map (DAAM: 0.4).
         groups: UNet places to record; default: the protocol's (DAAM: down + up; layer-mean: mid + up).
         interval: "normal" or "bootstrap" (``mean_interval``).
@@ -211,21 +189,15 @@ def segmentation_transfer(model, prompts: Sequence[str], seeds: Sequence[int] = 
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS} ('daam': DAAM's code, the default), got {protocol!r}")
     groups = protocol_groups(protocol) if groups is None else tuple(groups)
-    # the toy world a toy model folder was trained in (the attribute world segments by shape, not colour)
-    colour_mode = model_colour_mode(model)
+    if reference is None:
+        raise ValueError("segmentation transfer needs reference masks of the generated images: pass a mask folder "
+                         "or a segmenter (Stable Diffusion: masks.GroundedSAM.from_pretrained(); the toy world: "
+                         "tokencompose.toy.detector.ToySegmenter.for_model(model))")
     model = load_model(model)
-    pixel_space = isinstance(model, Components) and model.vae is None
     guidance = default_guidance(model) if guidance is None else guidance
-    if reference is None or reference == "toy":
-        if not pixel_space:
-            raise ValueError("reference masks for Stable Diffusion images: pass a mask folder or a segmenter "
-                             "(e.g. masks.GroundedSAM.from_pretrained()); the colour segmentation is toy-only")
-        reference = "toy"
     if nouns is None:
-        if pixel_space:
-            nouns = [toy_nouns(p) for p in prompts]
-        else:
-            nouns = [noun_phrases(p, tagger="perceptron") for p in prompts]
+        nouns_of = getattr(reference, "nouns_of", None) or (lambda p: noun_phrases(p, tagger="perceptron"))
+        nouns = [nouns_of(p) for p in prompts]
     if len(nouns) != len(prompts):
         raise ValueError(f"got nouns for {len(nouns)} prompts but {len(prompts)} prompts")
 
@@ -246,7 +218,7 @@ def segmentation_transfer(model, prompts: Sequence[str], seeds: Sequence[int] = 
                 continue
             # DAAM: word maps at the image's size; layer-mean: at the latent size
             maps = heat_maps(image_attention, positions[index], protocol=protocol, image_size=image.shape[:2])
-            masks = _reference_masks(reference, image, nouns[index], index, seed, colour_mode)
+            masks = _reference_masks(reference, image, nouns[index], index, seed)
             for noun, heat in zip(nouns[index], maps, strict=True):
                 mask = masks.get(noun)
                 present = mask is not None and bool(_as_mask(mask).any())
@@ -267,8 +239,8 @@ def segmentation_transfer(model, prompts: Sequence[str], seeds: Sequence[int] = 
         "records": records,
         "settings": {"protocol": protocol, "steps": steps, "guidance": guidance, "threshold": threshold,
                      "groups": list(groups),
-                     "images": len(jobs), "reference": reference if isinstance(reference, str) else
-                     type(reference).__name__ if not isinstance(reference, Path) else str(reference)},
+                     "images": len(jobs), "reference": str(reference) if isinstance(reference, (str, Path)) else
+                     getattr(reference, "name", type(reference).__name__)},
     }
 
 
@@ -286,59 +258,3 @@ def segmentation_table(result: Mapping[str, Any]) -> str:
         f"{result['missing']} | {result['settings']['threshold']} | {protocol} |",
     ]
     return "\n".join(lines)
-
-
-def cli(argv: list[str]) -> int:
-    """``python -m tokencompose evaluate segmentation``: attention heat maps vs masks of generated images (mIoU)."""
-    parser = ArgumentParser(prog="tokencompose evaluate segmentation", description=cli.__doc__)
-    parser.add_argument("--model", default="toy", help="toy, sd14, sd21, a folder or hub id (sample.load_model)")
-    parser.add_argument("--base", default=None, help="the base model of a bare fine-tuned UNet folder")
-    parser.add_argument("--prompts", default=None, help="file or text; toy default: --n-prompts random scenes")
-    parser.add_argument("--n-prompts", type=positive_int, default=20, help="toy: random 2-3 object prompts to draw")
-    parser.add_argument("--prompt-seed", type=non_negative_int, default=0, help="toy: seed of the random prompts")
-    parser.add_argument("--seeds", default="0", help="seeds of every prompt, e.g. 0-4")
-    parser.add_argument("--masks", default=None, help="SD: folder of {prompt_index}_{seed}/mask_{noun}.png")
-    parser.add_argument("--threshold", type=probability, default=DEFAULT_THRESHOLD)
-    parser.add_argument("--protocol", choices=PROTOCOLS, default=DEFAULT_PROTOCOL,
-                        help="heat maps as DAAM's code makes them (daam: down + up layers, each head upsampled and "
-                             "clamped, scored at image size; the default) or the earlier variant (layer-mean: mid + "
-                             "up layers, heads then layers averaged, scored at latent size)")
-    parser.add_argument("--steps", type=positive_int, default=50)
-    parser.add_argument("--guidance", type=finite_float, default=None)
-    parser.add_argument("--batch-size", type=positive_int, default=8)
-    parser.add_argument("--interval", choices=["normal", "bootstrap"], default="normal")
-    parser.add_argument("--device", type=device, default="auto")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
-    parser.add_argument("--out", type=result_file, default=None,
-                        help="write the result as JSON here (and a .md table beside it)")
-    args = parser.parse_args(argv)
-    try:
-        model = load_model(args.model, base=args.base, dtype=DTYPES[args.dtype], device=args.device)
-        seeds = parse_seeds(args.seeds)
-        if args.prompts is not None:
-            prompts = read_prompts(args.prompts)
-        else:
-            prompts = random_toy_prompts(args.n_prompts, seed=args.prompt_seed)
-        result = segmentation_transfer(model, prompts, seeds, reference=args.masks, steps=args.steps,
-                                       guidance=args.guidance, threshold=args.threshold, batch_size=args.batch_size,
-                                       interval=args.interval, protocol=args.protocol)
-    except (ValueError, FileNotFoundError, WeightsNotFoundError) as error:
-        parser.error(str(error))
-    table = segmentation_table(result)
-    logger.info("segmentation transfer of %s:\n%s", args.model, table)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(dict(result, model=str(args.model), prompts=prompts), indent=1))
-        out.with_suffix(".md").write_text(table + "\n")
-    if result["interval"] is None:  # written (the missing counts say why), but not a score: say so in the status
-        logger.error("nothing was scored: no generated image had a reference mask for its nouns (%d missing); "
-                     "more --steps or other prompts give the model a chance to draw the objects", result["missing"])
-        return 1
-    return 0
-
-
-def random_toy_prompts(n: int, seed: int = 0, objects: tuple[int, int] = (2, 3)) -> list[str]:
-    """``n`` toy captions of ``objects[0]..objects[1]`` categories (no excluded pair), reproducible by ``seed``."""
-    rng = np.random.default_rng(seed)
-    return [caption_for(sample_categories(rng, int(rng.integers(objects[0], objects[1] + 1)))) for _ in range(n)]

@@ -123,7 +123,8 @@ def run_visor(prompts: Sequence[Mapping[str, Any]], detector: Any, out_dir: str 
               generate_fn: GenerateFn | None = None, images_dir: str | Path | None = None,
               images_per_prompt: int = 4, model_name: str = "model", threshold: float = 0.1,
               subset_note: str = "", generate_batch_size: int = 16, progress: bool = True,
-              state: Any = None, provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
+              state: Any = None, provenance: Mapping[str, Any] | None = None, overwrite: bool = False
+              ) -> dict[str, Any]:
     """Generate (or read) ``images_per_prompt`` images a prompt, detect A and B, score; write JSON + markdown.
 
     Resumable like ``multigen.run_multigen`` (images ``{unique_id}_{j}.png``, seed j; detections in
@@ -134,7 +135,8 @@ def run_visor(prompts: Sequence[Mapping[str, Any]], detector: Any, out_dir: str 
              for p in prompts]
     detections = generate_and_detect(items, detector, out_dir, images_per_prompt, generate_fn, images_dir,
                                      save_threshold=0.01, generate_batch_size=generate_batch_size,
-                                     progress=progress, state=state, desc="VISOR", provenance=provenance)
+                                     progress=progress, state=state, desc="VISOR", provenance=provenance,
+                                     overwrite=overwrite)
     wanted = {f"{pid}_{j}" for pid, _, _ in items for j in range(images_per_prompt)}
     detections = {k: v for k, v in detections.items() if k in wanted}
     result: dict[str, Any] = {"model": model_name, **object_accuracy(detections, prompts, threshold),

@@ -17,7 +17,7 @@ every detection can be checked (DESIGN.md "The toy world"):
 - ``EXCLUDED_PAIRS``: pairs of categories that never appear together in generated training scenes, the
   held-out "uncommon combinations" of the evaluation (MultiGen measures composition of objects the model
   rarely saw together);
-- the world's detector lives with the other detectors: ``evaluate.toy_detector.ToyDetector`` (colour and
+- the world's detector lives with the other detectors: ``toy.detector.ToyDetector`` (colour and
   shape; in the attribute world the shape whatever the colour).
 
 Every category name is a common English noun that CLIP's BPE tokenizer encodes as one token
@@ -92,7 +92,7 @@ class Category:
 
 
 #: The default world: 10 shapes, 10 saturated colours at least 128 apart in RGB (0.5 apart in chromaticity).
-#: Every name is one CLIP BPE token followed by ``</w>`` (checked in tests/test_toyworld.py).
+#: Every name is one CLIP BPE token followed by ``</w>`` (checked in tests/test_toy_world.py).
 TOY_CATEGORIES: tuple[Category, ...] = (
     Category("circle", (255, 0, 0), "circle"),      # red
     Category("square", (0, 255, 0), "square"),      # green
@@ -131,7 +131,7 @@ class Colour:
 
 
 #: The attribute world's palette: 8 saturated colours ~0.5 or more apart in chromaticity (what the detector
-#: compares), each one CLIP BPE token (checked in tests/test_toyworld.py).
+#: compares), each one CLIP BPE token (checked in tests/test_toy_world.py).
 TOY_COLOURS: tuple[Colour, ...] = (
     Colour("red", (255, 0, 0)),
     Colour("green", (0, 255, 0)),
@@ -234,6 +234,35 @@ def caption_for(names: Sequence[str | Category], colours: Sequence[str | Colour]
     return f"a photo of {listed}."
 
 
+def toy_caption(names: Sequence[str], rng: np.random.Generator | None = None) -> str:
+    """A MultiGen caption template (``evaluate.multigen.make_prompts(template=)``) of the identity world:
+    ``caption_for(names)``, "a photo of a circle, a star and a ring." (``rng`` unused)."""
+    return caption_for(names)
+
+
+def toy_attribute_caption(names: Sequence[str], rng: np.random.Generator) -> str:
+    """The attribute world's MultiGen template: a distinct random colour word before each noun, drawn from
+    ``rng`` ("a photo of a red circle and a blue star.")."""
+    return caption_for(names, sample_colours(rng, len(names)))
+
+
+def multigen_template(colour_mode: str):
+    """The caption template of the toy world ``colour_mode`` for ``evaluate.multigen.make_prompts``."""
+    return toy_attribute_caption if check_colour_mode(colour_mode) == "attribute" else toy_caption
+
+
+def category_names(k: int | None = None) -> list[str]:
+    """The names of the first ``k`` toy categories (all by default), in ``TOY_CATEGORIES`` order."""
+    return [c.name for c in (TOY_CATEGORIES[:k] if k else TOY_CATEGORIES)]
+
+
+def toy_nouns(prompt: str) -> list[str]:
+    """The toy categories named in a toy caption, in caption order (each once)."""
+    words = re.findall(r"[a-z]+", prompt.lower())
+    names = {c.name for c in TOY_CATEGORIES}
+    return list(dict.fromkeys(w for w in words if w in names))
+
+
 def caption_colours(caption: str, names: Sequence[str]) -> list[str | None]:
     """The colour word right before each noun of ``names`` in an attribute-world ``caption`` (``None`` where
     the word before the noun is not a colour of ``TOY_COLOURS``)."""
@@ -303,6 +332,12 @@ def sample_categories(rng: np.random.Generator, k: int, categories: Sequence[Cat
         raise ValueError(f"no {k} categories of {names} avoid the excluded pairs "
                          f"{[tuple(sorted(p)) for p in pairs]}; lower the number of objects or exclude fewer pairs")
     return [categories[i] for i in found]
+
+
+def random_toy_prompts(n: int, seed: int = 0, objects: tuple[int, int] = (2, 3)) -> list[str]:
+    """``n`` toy captions of ``objects[0]..objects[1]`` categories (no excluded pair), reproducible by ``seed``."""
+    rng = np.random.default_rng(seed)
+    return [caption_for(sample_categories(rng, int(rng.integers(objects[0], objects[1] + 1)))) for _ in range(n)]
 
 
 def _count_probabilities(objects: tuple[int, int], object_weights: Sequence[float] | None,
@@ -609,6 +644,43 @@ class ToySceneBatches:
                                    self.resolution, self.value_range)
                     for image, caption, masks in zip(scenes.images, scenes.captions, scenes.masks, strict=True)]
         return collate(examples)
+
+
+
+def scene_batches(config: Any, objects: tuple[int, int] = (2, 4), colours: str | None = None):
+    """The toy world as a training data source (``train.BatchSource``) for ``train.train(..., batches=)``.
+
+    Fresh scenes of ``objects`` (min, max) objects (pairs in ``EXCLUDED_PAIRS`` never co-occur) at
+    ``config.resolution``, in the colour mode ``colours`` or else the base model's (``model_colour_mode`` of
+    ``config.pretrained``). Raises ``ValueError`` for a latent (VAE) preset: the scenes are pixel-space images.
+    """
+    low, high = objects
+    if not 1 <= low <= high:
+        raise ValueError(f"toy scene objects must be (min, max) with 1 <= min <= max, got {tuple(objects)!r}")
+    if not config.pixel_space:
+        raise ValueError(f"toy scenes are toy-world images, which only the pixel-space toy model takes; preset "
+                         f"{config.preset!r} needs train_data_dir (a dataset folder, data.py)")
+    colour_mode = check_colour_mode(colours or model_colour_mode(config.pretrained))
+
+    def source(tokenizer: Any, run_config: Any, rank: int = 0, world: int = 1) -> ToySceneBatches:
+        return ToySceneBatches(tokenizer, seed=run_config.seed, batch_size=run_config.train_batch_size,
+                               resolution=run_config.resolution, value_range=run_config.value_range,
+                               objects=(int(low), int(high)), colour_mode=colour_mode, rank=rank)
+
+    return source
+
+
+def add_scene_arguments(parser: Any) -> None:
+    """The ``train`` command's toy-scene flags (``--toy-scenes``, ``--toy-objects MIN MAX``)."""
+    parser.add_argument("--toy-scenes", action="store_true", help="toy preset: train on fresh in-memory scenes")
+    parser.add_argument("--toy-objects", type=positive_int, nargs=2, default=(2, 4), metavar=("MIN", "MAX"))
+
+
+def scene_batches_from_args(args: Any):
+    """For ``train --toy-scenes``: a function of the run's config giving its ``scene_batches`` (``None``
+    without the flag: the loop reads ``--train-data-dir``)."""
+    objects = tuple(args.toy_objects)
+    return lambda config: scene_batches(config, objects) if args.toy_scenes else None
 
 
 # ----------------------------------------------------------------------------------------------------------

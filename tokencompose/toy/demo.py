@@ -8,7 +8,7 @@
    curves and the score table.
 
 The numbers of a demo run are small-sample (a few hundred images, one seed, few steps): the full experiment
-with intervals and three seeds (issue 7, ``tokencompose.ablation`` over four variants) is not run here.
+with intervals and three seeds (issue 7, ``tokencompose.toy.ablation`` over four variants) is not run here.
 
 Where the time goes (``python -m cProfile -m tokencompose demo`` on the 2-core CPU, 2026-11-30, 302 s in all
 under the profiler): fine-tuning 232 s (backward 104 s, forward and losses 71 s, drawing and encoding the toy
@@ -29,6 +29,12 @@ from pathlib import Path
 
 import matplotlib
 
+from ..cli_args import ArgumentParser, output_folder, positive_int
+from ..config import TOY_BASE_DIR
+from ..heatmaps import generate_with_attention, noun_heat_maps
+from ..sample import load_model
+from ..stats import paired_interval
+from ..viz import attention_maps_figure, loss_curves, sample_grid
 from .ablation import (
     LABELS,
     AblationSettings,
@@ -38,12 +44,6 @@ from .ablation import (
     run_ablation,
     split_rows,
 )
-from .cli_args import ArgumentParser, output_folder, positive_int
-from .config import TOY_BASE_DIR
-from .heatmaps import generate_with_attention, noun_heat_maps
-from .sample import load_model
-from .stats import paired_interval
-from .viz import attention_maps_figure, loss_curves, sample_grid
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", settings: AblationSettings | 
         "least k of the prompt's named categories detected (the paper's definition), with 95% intervals clustered "
         "by prompt.", "",
         "A demo run is small: differences of a few points are within noise; the measured experiment is the "
-        "four-variant, three-seed ablation (tokencompose.ablation).", "",
+        "four-variant, three-seed ablation (tokencompose.toy.ablation).", "",
         "## Scores", "", _score_table(runs), "", verdict(runs), "",
         "## Samples (unseen combinations, seed 0)", "",
         *_figures(out, runs, settings, base),

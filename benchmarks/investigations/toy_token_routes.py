@@ -7,8 +7,8 @@ specificity of three token roles of each named object (``ablation.TOKEN_ROLES``)
 supervises), the colour word just before it ("a *red* circle"), and the two together, at random training
 timesteps (the gates' protocol) and at fixed ones.
 
-    python benchmarks/toy_token_routes.py                 # benchmarks/results/toy_token_routes.md
-    python benchmarks/toy_token_routes.py --smoke         # tiny sizes (tests)
+    python benchmarks/investigations/toy_token_routes.py                 # benchmarks/results/toy_token_routes.md
+    python benchmarks/investigations/toy_token_routes.py --smoke         # tiny sizes (tests)
 
 specificity = (attention share on the object's own mask / its area) / (share on the other named objects / their
 area); 1 = no preference. Each model's digest is in the table: a retrained base must be measured again.
@@ -24,12 +24,12 @@ from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
-from tokencompose.ablation import TOKEN_ROLES, attention_specificity  # noqa: E402
 from tokencompose.provenance import weights_digest  # noqa: E402
-from tokencompose.toyworld import model_colour_mode  # noqa: E402
+from tokencompose.toy.ablation import TOKEN_ROLES, attention_specificity  # noqa: E402
+from tokencompose.toy.world import model_colour_mode  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 #: label -> model folder: the attribute-world base, the noun-route base (warm-started from it in the identity
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += table(label, model, measured[label])
     lines += [f"Measured on {platform.machine()} CPU, torch threads {torch.get_num_threads()}, torch "
               f"{torch.__version__}, in {(time.time() - began) / 60:.1f} minutes by "
-              f"`python benchmarks/toy_token_routes.py{' --smoke' if args.smoke else ''}`.", ""]
+              f"`python benchmarks/investigations/toy_token_routes.py{' --smoke' if args.smoke else ''}`.", ""]
     text = "\n".join(lines)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)

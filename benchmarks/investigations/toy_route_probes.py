@@ -9,12 +9,12 @@ other-object density, 1 = no preference), the routing table (``probes.routing``:
 padding are taken away) and the noun-feature cosine (``probes.noun_feature_cosine``). The same measurements of
 the first base (``tokencompose/assets/toy_base``) are the control row.
 
-    python benchmarks/toy_route_probes.py train --name attr_zero --colours attribute --padding zero --steps 800
-    python benchmarks/toy_route_probes.py measure --name attr_zero      # or --name base (the first base)
-    python benchmarks/toy_route_probes.py train --name attr_to_identity --colours identity --padding zero \
+    python benchmarks/investigations/toy_route_probes.py train --name attr_zero --colours attribute --padding zero --steps 800
+    python benchmarks/investigations/toy_route_probes.py measure --name attr_zero      # or --name base (the first base)
+    python benchmarks/investigations/toy_route_probes.py train --name attr_to_identity --colours identity --padding zero \
         --text-encoder joint --loss-weighting min-snr --lr 5e-4 --steps 600 --threads 2 \
         --init-from tokencompose/assets/toy_base_attribute       # a warm start in another world
-    python benchmarks/toy_route_probes.py table                          # benchmarks/results/toy_route_probes.md
+    python benchmarks/investigations/toy_route_probes.py table                          # benchmarks/results/toy_route_probes.md
 
 Run one probe per process with ``--threads 1`` (two at a time on a 2-core machine).
 """
@@ -29,13 +29,13 @@ from pathlib import Path
 
 import torch
 
-from tokencompose.ablation import attention_specificity
 from tokencompose.config import TOY_CONTROL_BASE_DIR
-from tokencompose.pretrain import PretrainSettings, pretrain_toy
-from tokencompose.probes import ROUTING_ROWS, noun_feature_cosine, routing
+from tokencompose.toy.ablation import attention_specificity
+from tokencompose.toy.pretrain import PretrainSettings, pretrain_toy
+from tokencompose.toy.probes import ROUTING_ROWS, noun_feature_cosine, routing
 
 WORK = Path("outputs/route_probes")
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 GROUPS = ("down_16", "mid_8", "up_16")
 
 

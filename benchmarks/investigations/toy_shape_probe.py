@@ -11,8 +11,8 @@ prompts, one image each, DDIM 15, CFG 3, the attribute world's toy detector):
 - ``one_minsnr``: one-object scenes only, min-SNR-5.
 
 usage:
-  python benchmarks/toy_shape_probe.py VARIANT STEPS OUT_DIR      # one probe (run two at once, 1 thread each)
-  python benchmarks/toy_shape_probe.py --table OUT_DIR...          # benchmarks/results/toy_shape_probe.md
+  python benchmarks/investigations/toy_shape_probe.py VARIANT STEPS OUT_DIR      # one probe (run two at once, 1 thread each)
+  python benchmarks/investigations/toy_shape_probe.py --table OUT_DIR...          # benchmarks/results/toy_shape_probe.md
 """
 
 import json
@@ -25,16 +25,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
 BASE = "outputs/toy_base_attribute_4500"  # a copy of tokencompose/assets/toy_base_attribute at step 4500
 
 
 def probe(variant: str, steps: int, out: Path) -> None:
-    from tokencompose import probes
     from tokencompose.models import encode_text, load_components, save_toy_model
-    from tokencompose.toyworld import ToyScenes
+    from tokencompose.toy import probes
+    from tokencompose.toy.world import ToyScenes
 
     torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,12 @@
 """The toy world's colour-and-shape detector: the toy world's stand-in for OWLv2 (``evaluate.detectors``
 interface), exact on rendered scenes and robust to noise, tint and blur; it finds every rendered object and
-reports objects nobody asked for. In the attribute world (``toyworld.COLOUR_MODES``) it classifies each
+reports objects nobody asked for. In the attribute world (``toy.world.COLOUR_MODES``) it classifies each
 object's shape whatever its colour, and reports the colour. ``colour_segmentation`` gives reference masks of a
 generated image (segmentation transfer).
 
 Usage::
 
-    from tokencompose.evaluate.toy_detector import ToyDetector
+    from tokencompose.toy.detector import ToyDetector
     ToyDetector().detect(image)                          # [Detection(name="circle", score=1.0, box=...), ...]
     ToyDetector(colour_mode="attribute").detect(image)   # ... attribute="red"
 """
@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from tokencompose.evaluate.detectors import Detection
-from tokencompose.toyworld import (
+
+from .world import (
     BAR_ASPECT,
     SHAPES,
     TOY_CATEGORIES,
@@ -31,7 +32,9 @@ from tokencompose.toyworld import (
     check_colour_mode,
     check_world,
     chromaticity,
+    model_colour_mode,
     shape_mask,
+    toy_nouns,
 )
 
 _NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
@@ -104,6 +107,9 @@ class ToyDetector:
     unknown name raises ``ValueError``); it does not filter, so a caller can see objects nobody asked for
     and counts only the named ones itself. Several objects of one category give several detections.
     """
+
+    #: it reports every category it sees, so MultiGen can count objects nobody asked for (``nothing_extra``)
+    reports_all_categories = True
 
     def __init__(self, categories: Sequence[Category] = TOY_CATEGORIES, dark: float = 0.3,
                  max_colour_distance: float = 0.4, min_area: float = 0.02, min_side: float = 0.2,
@@ -265,3 +271,29 @@ def colour_segmentation(image: Any, categories: Sequence[Category] = TOY_CATEGOR
                         colour_mode: str = "identity") -> dict[str, np.ndarray]:
     """Reference masks of a (generated) toy image: ``{name: [H, W] bool}`` (``ToyDetector.segment``)."""
     return ToyDetector(categories, colour_mode=colour_mode).segment(image)
+
+
+@dataclass(frozen=True)
+class ToySegmenter:
+    """The toy world's reference masks for segmentation transfer (an ``evaluate.segmentation.Segmenter``):
+    the colour segmentation of each generated image (``colour_segmentation``, exact up to the model's colours),
+    and, through ``nouns_of``, the categories a toy caption names.
+
+    ``ToySegmenter.for_model(model)`` segments in the world a toy model folder was trained in (the attribute
+    world segments by shape, not colour: ``world.model_colour_mode``).
+    """
+
+    colour_mode: str = "identity"
+    #: recorded as the reference in segmentation transfer's settings
+    name: str = "toy"
+
+    @classmethod
+    def for_model(cls, model: Any) -> ToySegmenter:
+        return cls(model_colour_mode(model))
+
+    def __call__(self, image: Any, nouns: Sequence[str]) -> dict[str, np.ndarray | None]:
+        segmentation = colour_segmentation(np.asarray(image), colour_mode=self.colour_mode)
+        return {noun: segmentation.get(noun) for noun in nouns}
+
+    def nouns_of(self, prompt: str) -> list[str]:
+        return toy_nouns(prompt)

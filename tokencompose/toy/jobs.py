@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..provenance import StaleResultError, weights_digest
 from .ablation import VARIANTS, AblationSettings, attention_miou, evaluate_model, finetune
-from .provenance import StaleResultError, weights_digest
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +53,11 @@ def job_spec(work: Path, base: str, name: str, variant: str, seed: int, ratio: f
     settings' loss weights are kept ("base" = evaluate ``base`` without fine-tuning). The base's weights digest
     is part of the spec, so a retrained base never reuses a job."""
     use_token, use_pixel = VARIANTS.get(variant, (False, False))
+    # a term that is off has no weight, and with no term on, no window (L_LDM only is the same model either way)
     settings = dataclasses.replace(settings, token_weight=settings.token_weight if use_token else 0.0,
-                                   pixel_weight=settings.pixel_weight if use_pixel else 0.0)
+                                   pixel_weight=settings.pixel_weight if use_pixel else 0.0,
+                                   grounding_timesteps=settings.grounding_timesteps if use_token or use_pixel
+                                   else None)
     return {"name": name, "variant": variant, "seed": seed, "ratio": ratio, "base": base,
             "base_digest": weights_digest(base), "folder": str(Path(work) / name), "guidances": guidances,
             # JSON-normal (lists, not tuples) so that a cached job compares equal to its spec
@@ -129,7 +132,7 @@ def trained_model(folder: str | Path) -> Path:
 
 
 #: the settings that decide a fine-tune's weights (the rest of ``AblationSettings`` is evaluation)
-FINETUNE_KEYS = ("steps", "batch_size", "learning_rate", "token_weight", "pixel_weight")
+FINETUNE_KEYS = ("steps", "batch_size", "learning_rate", "token_weight", "pixel_weight", "grounding_timesteps")
 
 
 def finetune_identity(spec: dict[str, Any]) -> tuple:

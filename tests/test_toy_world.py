@@ -1,4 +1,4 @@
-"""toyworld.py: categories, shapes, exact masks, captions, excluded pairs, the dataset on disk, the CLI."""
+"""toy/world.py: categories, shapes, exact masks, captions, excluded pairs, the dataset on disk, the CLI."""
 
 import itertools
 import json
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tokencompose.toyworld import (
+from tokencompose.toy.world import (
     EXCLUDED_PAIRS,
     SHAPES,
     TOY_CATEGORIES,

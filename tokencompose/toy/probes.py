@@ -11,7 +11,7 @@ caption from the padding (issue 12's table).
 
 Usage (Python)::
 
-    from tokencompose.probes import routing
+    from tokencompose.toy.probes import routing
     routing("tokencompose/assets/toy_base")   # {"caption": 0.0042, "nouns replaced": ..., ...}
 """
 
@@ -24,16 +24,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..attention import attach_recorder
+from ..evaluate.multigen import image_outcome
+from ..evaluate.segmentation import segmentation_transfer
+from ..losses import resize_masks
+from ..models import encode_prompts, load_components
+from ..sample import generate_toy
+from ..tokens import noun_token_positions
 from .ablation import attention_specificity, held_out_prompts, toy_geometry
-from .attention import attach_recorder
-from .evaluate.multigen import image_outcome
-from .evaluate.segmentation import segmentation_transfer
-from .evaluate.toy_detector import ToyDetector
-from .losses import resize_masks
-from .models import encode_prompts, load_components
-from .sample import generate_toy
-from .tokens import noun_token_positions
-from .toyworld import (
+from .detector import ToyDetector, ToySegmenter
+from .world import (
     TOY_CATEGORIES,
     TOY_COLOURS,
     ToyScenes,
@@ -111,7 +111,7 @@ def routing(model_dir: str | Path, batches: int = 6, batch_size: int = 16, seed:
 
 def _swap(caption: str, nouns: Sequence[str], replacement: Sequence[str]) -> str:
     """The toy caption of ``replacement`` in place of ``nouns``, each keeping the colour word ``caption`` gave
-    its noun (``toyworld.caption_for``; no colours in the identity world)."""
+    its noun (``toy.world.caption_for``; no colours in the identity world)."""
     colours = caption_colours(caption, list(nouns))
     return caption_for(replacement, None if None in colours else colours)
 
@@ -343,7 +343,8 @@ def base_report(model_dir: str | Path, n: int = 128, seg_prompts: int = 48, inte
     seg += held_out_prompts(seg_prompts // 2, 4, unseen=False, seed=4321, colour_mode=colour_mode)
     transfer = segmentation_transfer(str(model_dir), [p.text for p in seg], seeds=(0,),
                                      nouns=[list(p.objects) for p in seg], steps=steps, guidance=guidance,
-                                     progress=progress, protocol=protocol)
+                                     progress=progress, protocol=protocol,
+                                     reference=ToySegmenter(colour_mode))
     report = {
         "model": str(model_dir), "colour_mode": colour_mode,
         "supervised_groups": list(geometry["groups"]),
@@ -443,3 +444,146 @@ def gates_markdown(reports: dict[str, dict]) -> str:
             lines.append(f"| {name} | {label} | {_pct(row['all_named'])} | "
                          + " / ".join(_pct(v) for v in row["mg"].values()) + f" | {_pct(row['errors']['missing'])} |")
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# early place: does a noun's map know where its object will be before the object is drawn?
+# --------------------------------------------------------------------------------------------------
+
+#: the bands of sampling steps the early-place probe reads: the first 2, 5 and 10 steps, and all of them
+EARLY_BANDS: tuple[int | None, ...] = (2, 5, 10, None)
+#: a noun map's peak: the share of its mass on its top ``PEAK_FRACTION`` of pixels (a flat map: that fraction)
+PEAK_FRACTION = 0.10
+
+
+def place_measures(noun_maps: torch.Tensor, regions: Sequence[np.ndarray | None]) -> list[dict[str, float | None]]:
+    """The early-place measures of one image's noun maps ``[N, H, W]`` (non-negative, any scale).
+
+    For noun i, with p_i its map normalised to sum 1:
+    - ``peak``: sum of p_i over its top ``PEAK_FRACTION`` of pixels (a flat map gives ``PEAK_FRACTION``);
+    - ``overlap``: max over the other nouns j of the histogram intersection sum_u min(p_i, p_j) (1: the same map;
+      ``None`` for a one-noun image);
+    - ``density``: with ``regions[i]`` the object's final region ([H, W] bool at the map's size, or None when the
+      object was not drawn), mean p_i inside the region / mean p_i outside (1: no preference; ``None`` when not
+      drawn or the region fills the image).
+    """
+    count, height, width = noun_maps.shape
+    flat = noun_maps.reshape(count, -1).double().clamp_min(0)
+    p = flat / flat.sum(dim=1, keepdim=True).clamp_min(1e-30)
+    top = max(1, int(round(PEAK_FRACTION * p.shape[1])))
+    peaks = p.sort(dim=1, descending=True).values[:, :top].sum(dim=1)
+    rows = []
+    for i in range(count):
+        others = [float(torch.minimum(p[i], p[j]).sum()) for j in range(count) if j != i]
+        density = None
+        region = regions[i]
+        if region is not None:
+            inside = torch.as_tensor(np.asarray(region, dtype=bool).reshape(-1))
+            if 0 < int(inside.sum()) < inside.numel():
+                density = float(p[i][inside].mean() / p[i][~inside].mean().clamp_min(1e-30))
+        rows.append({"peak": float(peaks[i]), "overlap": max(others) if others else None, "density": density})
+    return rows
+
+
+def _region_at(mask: np.ndarray | None, size: tuple[int, int]) -> np.ndarray | None:
+    """An object's final region at the attention maps' size (area-resized, > 0.5), or None."""
+    if mask is None or not np.asarray(mask).any():
+        return None
+    tensor = torch.as_tensor(np.asarray(mask, dtype=np.float32))[None, None]
+    return (F.interpolate(tensor, size=size, mode="area")[0, 0] > 0.5).numpy()
+
+
+def _band_summary(rows: Sequence[dict], key: str) -> dict | None:
+    """Mean of ``key`` over nouns with a 95% interval clustered by prompt: per-prompt means, then their mean."""
+    from ..stats import mean_interval
+
+    by_prompt: dict[int, list[float]] = {}
+    for row in rows:
+        if row[key] is not None:
+            by_prompt.setdefault(row["prompt"], []).append(row[key])
+    if not by_prompt:
+        return None
+    summary = mean_interval([float(np.mean(v)) for v in by_prompt.values()]).to_dict()
+    summary["nouns"] = sum(len(v) for v in by_prompt.values())
+    return summary
+
+
+def early_place(model_dir: str | Path, n: int = 128, count: int = 4, unseen: bool = False, seed: int = 1234,
+                steps: int = 25, guidance: float = 3.0, bands: Sequence[int | None] = EARLY_BANDS,
+                batch_size: int = 32, progress: bool = False) -> dict:
+    """Early-place probe: for ``n`` held-out ``count``-object prompts (one image each, seeds 0..n-1, DDIM
+    ``steps``), each noun's cross-attention map (mid + up layers, heads and layers averaged: the layer-mean
+    protocol) summed over the first k steps of each band, measured by ``place_measures`` and split by whether the
+    toy detector finds the noun's object in the final image (drawn) or not (missing).
+
+    Returns ``{"settings", "bands": {"first 2": {"drawn": {"peak", "overlap", "density"}, "missing": {...}}, ...},
+    "drawn_share"}``; each entry a mean with its 95% interval clustered by prompt (``None`` where no noun of the
+    split exists; ``density`` exists for drawn nouns only).
+    """
+    from ..heatmaps import aggregate_attention, recording
+
+    components = load_components(str(model_dir))
+    mode = model_colour_mode(model_dir)
+    prompts = held_out_prompts(n, count, unseen=unseen, seed=seed, colour_mode=mode)
+    wanted = sorted({b if b is not None else steps for b in bands})
+    if any(b < 1 or b > steps for b in wanted):
+        raise ValueError(f"bands must be step counts in 1..{steps} (or None: all steps), got {list(bands)}")
+    size = (components.unet.config.sample_size,) * 2
+    detector = ToyDetector(colour_mode=mode)
+    rows: list[dict] = []
+    for start in range(0, n, batch_size):
+        chunk = prompts[start:start + batch_size]
+        snapshots: dict[int, torch.Tensor] = {}
+        with recording(components.unet, classifier_free=guidance != 1.0, groups=("mid", "up"),
+                       protocol="layer-mean") as summed:
+            def step(index: int, timestep: int, summed=summed, snapshots=snapshots) -> None:
+                summed.step(index, timestep)
+                if summed.steps in wanted:  # the maps summed over the first `steps` steps: [B, 77, H, W]
+                    snapshots[summed.steps] = aggregate_attention(summed.maps(), size, protocol="layer-mean")
+
+            images = generate_toy(components, [p.text for p in chunk], list(range(start, start + len(chunk))),
+                                  steps=steps, guidance=guidance, progress=False, callback=step)
+        for offset, (prompt, image) in enumerate(zip(chunk, images, strict=True)):
+            nouns = list(prompt.objects)
+            positions = noun_token_positions(prompt.text, nouns, components.tokenizer)
+            segmentation = detector.segment(image)
+            found = {d.name for d in detector.detect(image, [c.name for c in detector.categories])}
+            regions = [_region_at(segmentation.get(noun), size) if noun in found else None for noun in nouns]
+            for k in wanted:
+                maps = snapshots[k][offset]  # [77, H, W]
+                noun_maps = torch.stack([maps[list(tokens)].sum(dim=0) for tokens in positions])
+                for noun, measures in zip(nouns, place_measures(noun_maps, regions), strict=True):
+                    rows.append({"prompt": start + offset, "noun": noun, "band": k, "drawn": noun in found,
+                                 **measures})
+    label = {b: "all" if b is None or b == steps else f"first {b}" for b in bands}
+    result_bands = {}
+    for b in bands:
+        k = steps if b is None else b
+        in_band = [r for r in rows if r["band"] == k]
+        result_bands[label[b]] = {
+            split: {key: _band_summary([r for r in in_band if r["drawn"] == (split == "drawn")], key)
+                    for key in ("peak", "overlap", "density")}
+            for split in ("drawn", "missing")}
+    last = [r for r in rows if r["band"] == wanted[-1]]
+    return {"settings": {"model": str(model_dir), "n": n, "count": count, "unseen": unseen, "seed": seed,
+                         "steps": steps, "guidance": guidance, "groups": ["mid", "up"], "protocol": "layer-mean",
+                         "peak_fraction": PEAK_FRACTION, "flat_peak": PEAK_FRACTION},
+            "bands": result_bands,
+            "drawn_share": float(np.mean([r["drawn"] for r in last])) if last else None}
+
+
+def early_place_markdown(result: dict) -> str:
+    """``early_place``'s result as a table: a row per band and split, mean [95% interval] of each measure."""
+    def cell(stat: dict | None, digits: int = 2) -> str:
+        if stat is None:
+            return "-"
+        return f"{stat['mean']:.{digits}f} [{stat['low']:.{digits}f}, {stat['high']:.{digits}f}] (n={stat['nouns']})"
+
+    lines = [f"| steps | noun's object | peak share (flat: {result['settings']['flat_peak']:.2f}) | "
+             "overlap with the most similar other noun | density on its final region (1: none) |",
+             "|---|---|---|---|---|"]
+    for band, splits in result["bands"].items():
+        for split, stats in splits.items():
+            lines.append(f"| {band} | {split} | {cell(stats['peak'])} | {cell(stats['overlap'])} | "
+                         f"{cell(stats['density'])} |")
+    return "\n".join(lines)

@@ -1,7 +1,7 @@
 """Pre-training the toy base model: L_LDM only, on toy scenes of mostly one or two objects.
 
 Like Stable Diffusion, the base should render single objects well and several badly, so that fine-tuning
-with and without token-level supervision has something to improve. Pairs in ``toyworld.EXCLUDED_PAIRS``
+with and without token-level supervision has something to improve. Pairs in ``toy.world.EXCLUDED_PAIRS``
 never appear together (the "uncommon combinations" evaluated later). Usage::
 
     python -m tokencompose pretrain-toy --steps 10000 --decay-start 6000 --out outputs/toy_base   # the first base's recipe
@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .checkpoints import flatten_optimizer, load_optimizer, publish
-from .cli_args import (
+from ..checkpoints import flatten_optimizer, load_optimizer, publish
+from ..cli_args import (
     ArgumentParser,
     device,
     input_folder,
@@ -42,13 +42,13 @@ from .cli_args import (
     positive_float,
     positive_int,
 )
-from .config import TOY_BASE_DIR
-from .models import PADDING_MODES, Components, build_toy_model, encode_prompts, encode_text, save_toy_model
-from .objective import NonFiniteLossError, all_finite
+from ..config import TOY_BASE_DIR
+from ..models import PADDING_MODES, Components, build_toy_model, encode_prompts, encode_text, save_toy_model
+from ..objective import NonFiniteLossError, all_finite
+from ..provenance import weights_digest
+from ..schedules import cooldown_learning_rate, update_average
 from .probes import base_report, gates_markdown
-from .provenance import weights_digest
-from .schedules import cooldown_learning_rate, update_average
-from .toyworld import COLOUR_MODES, EXCLUDED_PAIRS, TOY_CATEGORIES, ToyScenes
+from .world import COLOUR_MODES, EXCLUDED_PAIRS, TOY_CATEGORIES, ToyScenes
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class PretrainSettings:
     size: int = 32
     checkpoint_every: int = 500
     #: "identity" (each category its own colour: the first base) or "attribute" (random colours named in the
-    #: caption, ``toyworld.COLOUR_MODES``)
+    #: caption, ``toy.world.COLOUR_MODES``)
     colour_mode: str = "identity"
     #: what the UNet sees after the caption's end token: "encoded" (CLIP's outputs, as SD) or "zero"
     #: (``models.PADDING_MODES``)

@@ -7,7 +7,7 @@ four over three seeds. Usage from Python::
 
     results = run_ablation(["ldm", "both"], seeds=[0], steps=300, out_dir="outputs/demo")
 
-Unseen combinations: prompts that contain one of ``toyworld.EXCLUDED_PAIRS``, which no training scene (base
+Unseen combinations: prompts that contain one of ``toy.world.EXCLUDED_PAIRS``, which no training scene (base
 or fine-tuning) ever shows together: the toy version of SD's failure on uncommon combinations.
 """
 
@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .attention import attach_recorder
-from .config import TOY_BASE_DIR, get_config
-from .evaluate.multigen import (
+from ..attention import attach_recorder
+from ..config import TOY_BASE_DIR, get_config
+from ..evaluate.multigen import (
     MultiGenPrompt,
     at_least,
     detected_names,
@@ -34,17 +34,19 @@ from .evaluate.multigen import (
     load_detections,
     run_multigen,
 )
-from .evaluate.segmentation import segmentation_transfer
-from .evaluate.toy_detector import ToyDetector
-from .heatmaps import generate_with_attention, heat_maps
-from .losses import prepare_samples
-from .models import load_components
-from .objective import compute_losses, noised_prediction
-from .results import readme_blocks, title
-from .sample import Generator, load_model
-from .stats import cluster_interval, paired_interval
-from .tokens import noun_token_positions
-from .toyworld import (
+from ..evaluate.segmentation import segmentation_transfer
+from ..heatmaps import generate_with_attention, heat_maps
+from ..losses import prepare_samples
+from ..models import load_components
+from ..objective import compute_losses, noised_prediction
+from ..results import readme_blocks, title
+from ..sample import Generator, load_model
+from ..stats import cluster_interval, paired_interval
+from ..tokens import noun_token_positions
+from ..train import TrainOptions, train
+from ..viz import attention_comparison, score_bars
+from .detector import ToyDetector, ToySegmenter
+from .world import (
     EXCLUDED_PAIRS,
     TOY_CATEGORIES,
     TOY_COLOURS,
@@ -53,9 +55,8 @@ from .toyworld import (
     model_colour_mode,
     sample_categories,
     sample_colours,
+    scene_batches,
 )
-from .train import TrainOptions, toy_scene_batches, train
-from .viz import attention_comparison, score_bars
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,9 @@ class AblationSettings:
     seg_prompts: int = 0
     #: its protocol (``evaluate.segmentation``): "daam" (the paper's) or "layer-mean" (the first toy runs')
     seg_protocol: str = "daam"
+    #: the timesteps [low, high) whose samples carry the grounding terms (``Config.grounding_timesteps``);
+    #: ``None``: every timestep, the paper's uniform window
+    grounding_timesteps: tuple[int, int] | None = None
 
 
 def held_out_prompts(n: int, num_objects: int, unseen: bool, seed: int = 2024,
@@ -140,8 +144,9 @@ def finetune(variant: str, seed: int, settings: AblationSettings, out_dir: Path,
         max_train_steps=settings.steps, train_batch_size=settings.batch_size,
         gradient_accumulation_steps=1, learning_rate=settings.learning_rate, checkpointing_steps=settings.steps,
         token_weight=settings.token_weight if use_token else 0.0,
-        pixel_weight=settings.pixel_weight if use_pixel else 0.0, output_dir=str(out_dir))
-    return train(config, TrainOptions(toy_scenes=True, toy_objects=(2, 4), resume="latest", tensorboard=False))
+        pixel_weight=settings.pixel_weight if use_pixel else 0.0, output_dir=str(out_dir),
+        grounding_timesteps=None if settings.grounding_timesteps is None else tuple(settings.grounding_timesteps))
+    return train(config, TrainOptions(resume="latest", tensorboard=False), batches=scene_batches(config, (2, 4)))
 
 
 def image_outcomes(detections: dict[str, dict[str, Any]], prompts: Sequence[MultiGenPrompt],
@@ -272,7 +277,8 @@ def attention_miou(model_dir: str | Path, settings: AblationSettings) -> dict[st
     result = segmentation_transfer(str(model_dir), [p.text for p in prompts], seeds=(0,),
                                    nouns=[list(p.objects) for p in prompts], steps=settings.sample_steps,
                                    guidance=settings.guidance, batch_size=settings.generate_batch_size,
-                                   progress=False, protocol=settings.seg_protocol)
+                                   progress=False, protocol=settings.seg_protocol,
+                                   reference=ToySegmenter.for_model(model_dir))
     return {"miou": result["miou"], "interval": result["interval"], "pairs": result["pairs"],
             "missing": result["missing"], "protocol": settings.seg_protocol}
 
@@ -338,7 +344,7 @@ def _probe(model_dir: str | Path, batch_size: int, seed: int, groups: Sequence[s
                         groups=tuple(groups))
     components = load_components(str(model_dir))
     recorder = attach_recorder(components.unet, groups=sorted({g.partition("_")[0] for g in config.groups}))
-    scenes = toy_scene_batches(components.tokenizer, config, TrainOptions(toy_scenes=True, toy_objects=(2, 4)))
+    scenes = scene_batches(config, (2, 4))(components.tokenizer, config)
     return components, config, recorder, scenes, torch.Generator().manual_seed(seed)
 
 
