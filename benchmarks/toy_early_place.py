@@ -13,6 +13,7 @@ trained here. Results are cached under each model's weights digest, so a rerun m
 
     python benchmarks/toy_early_place.py                       # the base: ~2 CPU minutes
     python benchmarks/toy_early_place.py --finetune --seed 0   # + two fine-tunes (~6 min each on 2 cores)
+    python benchmarks/toy_early_place.py --model "L_LDM only=outputs/toy_window_high/ldm_seed0/train"  # any model
     python benchmarks/toy_early_place.py --smoke --out /tmp/x  # tiny sizes (tests)
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -65,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--finetune", action="store_true", help="also fine-tune and probe L_LDM only and both")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", action="append", default=[], metavar="LABEL=FOLDER",
+                        help="also probe this trained model folder (e.g. a job's train/ of benchmarks/toy_ablation.py)")
     parser.add_argument("--n", type=int, default=128)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--work", type=Path, default=REPO_ROOT / "outputs" / "toy_early_place")
@@ -75,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         args.n, args.steps = 4, 10
     torch.set_num_threads(min(2, torch.get_num_threads()))
     models = {"base (no fine-tuning)": Path(TOY_BASE_DIR)}
+    for item in args.model:
+        label, sep, folder = item.partition("=")
+        if not sep or not (Path(folder) / "unet").is_dir():
+            parser.error(f"--model {item!r}: expected LABEL=FOLDER with a trained model in FOLDER (its unet/)")
+        models[label] = Path(folder)
     if args.finetune:
         preset = dict(ABLATION_PRESETS["smoke" if args.smoke else "cpu"])
         scales = loss_scales(TOY_BASE_DIR, batches=1 if args.smoke else 8, batch_size=preset["batch_size"])
@@ -96,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{result.get('seconds', float('nan')) / 60:.1f} min.", "", early_place_markdown(result), ""]
     lines += [f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} CPU, torch {torch.__version__}, "
               f"{torch.get_num_threads()} torch threads; this run {minutes:.1f} min (cached models: 0). Produced by "
-              f"`python benchmarks/toy_early_place.py{' --finetune --seed ' + str(args.seed) if args.finetune else ''}`."]
+              f"`{' '.join(['python', 'benchmarks/toy_early_place.py', *map(shlex.quote, (argv if argv is not None else sys.argv[1:]))])}`."]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "toy_early_place.md").write_text("\n".join(lines) + "\n")
     (args.out / "toy_early_place.json").write_text(json.dumps(
