@@ -75,8 +75,10 @@ def report(scales: dict, sweep: dict | None, records: list[dict], preset: str, s
            note: str = "") -> str:
     by_variant = {v: [r for r in records if r["variant"] == v] for v in ("base", *VARIANTS)}
     counts = MG_KS
+    window = settings.get("grounding_timesteps")
+    where = f", grounding terms at t in [{window[0]}, {window[1]})" if window else ""
     lines = [
-        f"# Toy-world ablation (preset `{preset}`, base `{Path(base).name}`)", "",
+        f"# Toy-world ablation (preset `{preset}`, base `{Path(base).name}`{where})", "",
         f"Measured {datetime.date.today().isoformat()} on {machine}; {workers} worker process(es) x {threads} "
         "torch threads. Produced by `" + (command or f"python benchmarks/toy_ablation.py --preset {preset} --seeds "
                                           f"{' '.join(map(str, seeds))}") + "`.", "",

@@ -54,7 +54,7 @@ def measure(model: Path, args: argparse.Namespace, cache: Path) -> dict:
     key = f"{weights_digest(model)}_{'_'.join(f'{k}{v}' for k, v in settings.items())}"
     path = cache / f"{key}.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        return dict(json.loads(path.read_text()), cached=True)
     started = time.perf_counter()
     result = early_place(model, batch_size=32, **settings)
     result["seconds"] = time.perf_counter() - started
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(min(2, torch.get_num_threads()))
     models = {"base (no fine-tuning)": Path(TOY_BASE_DIR)}
     for item in args.model:
-        label, sep, folder = item.partition("=")
+        label, sep, folder = item.rpartition("=")  # a label may hold "=" ("r = 0.3"), a folder name rarely does
         if not sep or not (Path(folder) / "unet").is_dir():
             parser.error(f"--model {item!r}: expected LABEL=FOLDER with a trained model in FOLDER (its unet/)")
         models[label] = Path(folder)
@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     results = {name: measure(path, args, args.work / "cache") for name, path in models.items()}
     minutes = (time.perf_counter() - started) / 60
+    cached = sum(bool(r.pop("cached", False)) for r in results.values())
     lines = ["# Early place: does a noun's attention know where its object will be?", "",
              __doc__.split("\n\n")[1].replace("\n", " "), ""]
     for name, result in results.items():
@@ -104,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{result['drawn_share'] * 100:.1f}% of the named objects drawn; probe time "
                   f"{result.get('seconds', float('nan')) / 60:.1f} min.", "", early_place_markdown(result), ""]
     lines += [f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} CPU, torch {torch.__version__}, "
-              f"{torch.get_num_threads()} torch threads; this run {minutes:.1f} min (cached models: 0). Produced by "
+              f"{torch.get_num_threads()} torch threads; this invocation {minutes:.1f} min ({cached} of {len(results)} models "
+              f"read from the cache; each model's own probe time is above). Produced by "
               f"`{' '.join(['python', 'benchmarks/toy_early_place.py', *map(shlex.quote, (argv if argv is not None else sys.argv[1:]))])}`."]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "toy_early_place.md").write_text("\n".join(lines) + "\n")
