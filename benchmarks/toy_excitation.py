@@ -4,12 +4,16 @@ The toy ablation (``benchmarks/toy_ablation.py``) found that L_token and L_pixel
 (segmentation mIoU 0.61 -> 0.70, per-noun specificity up) but bring no neglected object back. Its lab notes
 (``benchmarks/toy_ablation_notes.md``) ask next whether grounding changes what an inference-time intervention on
 the same maps can do. This probe samples 4-object prompts from the base and from the ablation's "L_LDM only"
-and "+ L_token + L_pixel" fine-tunes of every seed in three ways (``probes.intervention``, every
+and "+ L_token + L_pixel" fine-tunes of every seed in four ways (``probes.intervention``; the edits act on every
 cross-attention layer, the first 40% of the DDIM steps):
 
 - ``none``: the plain sampler;
 - ``excite``: each noun token's attention multiplied by 3, rows renormalised (Attend-and-Excite's aim, a
   fixed boost instead of its latent optimisation);
+- ``attend-and-excite``: Attend-and-Excite itself (Chefer et al. 2023, ``tokencompose.attend_excite``): gradient
+  steps on the latent toward the most neglected noun's maximum attention in the first half of the steps, with
+  its iterative refinement; its settings (the authors' ``config.py``) scaled to 25 steps (updates in the first
+  12, refinement at steps 0 / 5 / 10), maps at 16 x 16 (the toy's down and up cross-attention layers);
 - ``oracle``: each noun token's map replaced by its object's mask in a layout rendered for the prompt (an
   upper bound on "every noun has a place": no model has these masks at test time).
 
@@ -19,7 +23,7 @@ prompts and sampling seeds for every model and mode). Prompts: ``ablation.held_o
 seed (``PROMPT_SEED``), not the ablation's held-out test prompts, and nothing here chooses anything.
 
 usage:
-  python benchmarks/toy_excitation.py --ablation-work outputs/toy_ablation_noun_s7     # ~20 min on 2 cores
+  python benchmarks/toy_excitation.py --ablation-work outputs/toy_ablation_noun_s7     # ~50 min on 2 cores
 Writes ``benchmarks/results/toy_excitation.md`` (+ ``.json``); each (model, mode) result is kept in ``--work``
 under the digest of the model's weights, so a changed model is sampled again.
 """
@@ -46,8 +50,9 @@ from tokencompose.stats import cluster_interval, paired_interval  # noqa: E402
 from tokencompose.toy.jobs import machine_description, trained_model  # noqa: E402
 from tokencompose.toy.probes import intervention  # noqa: E402
 
-MODES = ("none", "excite", "oracle")
-MODE_LABELS = {"none": "plain", "excite": "excitation (nouns x3)", "oracle": "oracle (layout masks)"}
+MODES = ("none", "excite", "attend-and-excite", "oracle")
+MODE_LABELS = {"none": "plain", "excite": "excitation (nouns x3)", "attend-and-excite": "Attend-and-Excite",
+               "oracle": "oracle (layout masks)"}
 VARIANT_LABELS = {"base": "base", "ldm": "L_LDM only", "both": "+ L_token + L_pixel"}
 COUNT = 4  # objects a prompt, as the base gates' intervention probe
 PROMPT_SEED = 1234  # the probes' prompts (probes.intervention's default), not the ablation's test prompts
@@ -110,7 +115,7 @@ def report(results: dict[str, dict[str, dict]], models: dict, digests: dict[str,
     by_variant = {v: [name for name, (variant, _, _) in models.items() if variant == v] for v in VARIANT_LABELS}
     numbers: dict = {"scores": {}, "gains": {}, "interaction": {}}
     lines = [
-        "# Toy world: does grounding make the nouns' attention steerable? (excitation and oracle attention)", "",
+        "# Toy world: does grounding make the nouns' attention steerable? (excitation, Attend-and-Excite, oracle)", "",
         f"Measured {datetime.date.today().isoformat()} on {machine_description()}, {torch.get_num_threads()} torch "
         f"threads. Produced by `{command}`. Sampling took {minutes:.1f} minutes (the sum of the "
         f"{sum(len(modes) for modes in results.values())} (model, mode) runs, as recorded when each ran).", "",
@@ -118,7 +123,9 @@ def report(results: dict[str, dict[str, dict]], models: dict, digests: dict[str,
         f"(`held_out_prompts`, prompt seed {settings['prompt_seed']}, not the ablation's test prompts), one image each (sampling seeds 0..{settings['n'] - 1}, "
         f"the same for every model and mode), DDIM {settings['steps']} steps, CFG {settings['guidance']}, toy "
         f"detector. The edits act on every cross-attention layer for the first {settings['fraction']:.0%} of the "
-        f"steps; excitation multiplies each noun token's attention by {settings['factor']:g}. Fine-tuned models: "
+        f"steps; excitation multiplies each noun token's attention by {settings['factor']:g}. Attend-and-Excite "
+        "moves the latent instead, with its own schedule (`attend_excite.ExciteSettings`, the authors' settings "
+        f"scaled to {settings['steps']} steps). Fine-tuned models: "
         f"the ablation's seeds {seeds}, pooled (each (seed, prompt) one cluster). 95% intervals over prompts.", "",
         "## MG3 and MG4 by model and sampling", "",
         "| model | sampling | MG3 | MG4 (all named) |", "|---|---|---|---|",

@@ -122,7 +122,7 @@ def test_excite_edit_raises_the_nouns_share_everywhere():
         AttentionEdit("oracle", positions=[[[3]]])
 
 
-@pytest.mark.parametrize("mode", ["none", "oracle", "excite"])
+@pytest.mark.parametrize("mode", ["none", "oracle", "excite", "attend-and-excite"])
 def test_intervention_runs_on_a_tiny_model(tmp_path, mode):
     folder = _toy_folder(tmp_path / "m", padding="zero", colour_mode="attribute")
     result = intervention(folder, mode=mode, n=3, count=2, steps=3, batch_size=2)

@@ -103,14 +103,25 @@ def setup_tokenizer_cli(argv: list[str]) -> int:
 
 def train_cli(argv: list[str]) -> int:
     """``python -m tokencompose train [flags]``: the loop's flags (``train.build_parser``) and the toy world's
-    scene flags (``toy.world.add_scene_arguments``: ``--toy-scenes``, ``--toy-objects``). The command line is
-    where the two meet: the loop takes its batches from here and knows no world."""
+    scene flags (``toy.world.add_scene_arguments``: ``--toy-scenes``, ``--toy-objects``) and own-sample flags
+    (``toy.own_samples.add_own_sample_arguments``: ``--own-samples``). The command line is where the two meet:
+    the loop takes its batches and its objective from here and knows no world."""
     from tokencompose import train  # imported when the command runs, as ``dispatch`` does for the others
-    from tokencompose.toy import world
+    from tokencompose.cli_args import UserError
+    from tokencompose.toy import own_samples, world
 
     parser = train.build_parser()
     world.add_scene_arguments(parser)
+    own_samples.add_own_sample_arguments(parser)
     args = parser.parse_args(argv)
+    try:
+        own_batches, own_objective = own_samples.own_samples_from_args(args)
+    except ValueError as error:
+        raise UserError(f"tokencompose train: {error}") from error
+    if own_batches is not None:
+        if args.train_data_dir:
+            parser.error("--own-samples trains on toy scenes and the model's own samples, not on --train-data-dir")
+        return train.run_from_args(args, own_batches, own_objective)
     return train.run_from_args(args, world.scene_batches_from_args(args))
 
 

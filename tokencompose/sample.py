@@ -27,6 +27,10 @@ Usage::
     python -m tokencompose sample --model toy --prompts "a photo of a circle and a star." --seeds 0-3 --out out/
     python -m tokencompose sample --model outputs/unet --base sd14 --prompts prompts.json --seeds 0-9 --out out/
     python -m tokencompose sample --model sd14 --prompts coco_obj_comp_5_1k.json --mode authors --out out/
+    python -m tokencompose sample --model toy --prompts "a photo of a circle and a star." --method attend-and-excite --out ae/
+
+``--method attend-and-excite`` samples with Attend-and-Excite (``attend_excite``), the paper's strongest
+inference-time baseline: the same weights, the latent moved toward each subject's attention.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ import json
 import logging
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +50,15 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .attend_excite import (
+    SAMPLING_METHODS,
+    AttendExcite,
+    ExciteSettings,
+    excite_pipeline,
+    subject_nouns,
+    subject_token_indices,
+    toy_excite_settings,
+)
 from .cli_args import (
     ArgumentParser,
     InputFileError,
@@ -69,6 +83,9 @@ SD_GUIDANCE = 7.5
 
 #: a step callback of the toy sampler: ``callback(step_index, timestep)``, called after each UNet call
 StepCallback = Callable[[int, int], None]
+#: a latent update of the toy sampler: ``x = update(step_index, timestep, x)`` before each step's UNet call
+#: (``attend_excite.AttendExcite``)
+LatentUpdate = Callable[[int, int, torch.Tensor], torch.Tensor]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -80,10 +97,11 @@ def initial_noise(seeds: Sequence[int], shape: tuple[int, ...]) -> torch.Tensor:
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def ddim_sample(unet, scheduler, cond: torch.Tensor, uncond: torch.Tensor, noise: torch.Tensor, steps: int = 50,
                 guidance: float = 3.0, value_range: tuple[float, float] = (0.0, 1.0),
-                callback: StepCallback | None = None, autocast: torch.dtype | None = None) -> torch.Tensor:
+                callback: StepCallback | None = None, autocast: torch.dtype | None = None,
+                latent_update: LatentUpdate | None = None) -> torch.Tensor:
     """DDIM (eta = 0) with classifier-free guidance and x0 clamped to ``value_range`` at every step.
 
     Args:
@@ -95,6 +113,8 @@ def ddim_sample(unet, scheduler, cond: torch.Tensor, uncond: torch.Tensor, noise
             with ``keep="cond"``); with guidance == 1 only ``cond``.
         autocast: run the UNet under ``torch.autocast`` in this dtype (e.g. ``torch.bfloat16``: matrix units
             of recent CPUs, ``benchmarks/toy_sampling.py``); the DDIM update stays in the noise's dtype.
+        latent_update: ``x = latent_update(i, t, x)`` before step ``i``'s UNet call (Attend-and-Excite moves
+            ``x_t`` there; it may enable gradients inside, the sampler itself keeps none).
     Returns:
         ``[B, C, H, W]`` samples in ``value_range``.
     """
@@ -107,6 +127,8 @@ def ddim_sample(unet, scheduler, cond: torch.Tensor, uncond: torch.Tensor, noise
         a_t = alphas[t]
         a_prev = alphas[timesteps[i + 1]] if i + 1 < len(timesteps) else torch.tensor(1.0, device=x.device)
         t_batch = torch.full((x.shape[0],), int(t), device=x.device)
+        if latent_update is not None:
+            x = latent_update(i, int(t), x)
         with torch.autocast(x.device.type, dtype=autocast, enabled=autocast is not None):
             if guidance == 1.0:
                 eps = unet(x, t_batch, cond).sample.float()
@@ -125,13 +147,18 @@ def ddim_sample(unet, scheduler, cond: torch.Tensor, uncond: torch.Tensor, noise
 def generate_toy(components: Components, prompts: Sequence[str], seeds: Sequence[int], steps: int = 50,
                  guidance: float = 3.0, batch_size: int = 64, value_range: tuple[float, float] = (0.0, 1.0),
                  progress: bool = True, callback: StepCallback | None = None,
-                 autocast: torch.dtype | None = None) -> np.ndarray:
+                 autocast: torch.dtype | None = None, excite: ExciteSettings | None = None,
+                 token_indices: Sequence[Sequence[int]] | None = None) -> np.ndarray:
     """Images ``[N, H, W, 3]`` uint8 for ``prompts[i]`` with ``seeds[i]`` from a pixel-space toy model.
 
-    ``callback`` and ``autocast`` are passed to ``ddim_sample`` for every batch (see there).
+    ``callback`` and ``autocast`` are passed to ``ddim_sample`` for every batch (see there). With ``excite``
+    (``attend_excite.ExciteSettings``) every batch is sampled with Attend-and-Excite's latent updates on the
+    subjects ``token_indices[i]`` of prompt ``i`` (``attend_excite.subject_token_indices``).
     """
     if len(prompts) != len(seeds):
         raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; pass one seed per prompt")
+    if excite is not None and (token_indices is None or len(token_indices) != len(prompts)):
+        raise ValueError("Attend-and-Excite needs the subject token indices of every prompt (token_indices)")
     unet = components.unet
     size = unet.config.sample_size
     shape = (unet.config.in_channels, size, size)
@@ -142,9 +169,12 @@ def generate_toy(components: Components, prompts: Sequence[str], seeds: Sequence
         chunk = list(prompts[start:start + batch_size])
         cond = encode_prompts(components, chunk).to(unet.device, unet.dtype)
         noise = initial_noise(seeds[start:start + batch_size], shape).to(unet.device, unet.dtype)
-        x = ddim_sample(unet, components.scheduler, cond, uncond_one.expand(len(chunk), -1, -1), noise,
-                        steps=steps, guidance=guidance, value_range=value_range, callback=callback,
-                        autocast=autocast)
+        hook = (AttendExcite(unet, cond, token_indices[start:start + batch_size], steps, excite)
+                if excite is not None else nullcontext())
+        with hook:
+            x = ddim_sample(unet, components.scheduler, cond, uncond_one.expand(len(chunk), -1, -1), noise,
+                            steps=steps, guidance=guidance, value_range=value_range, callback=callback,
+                            autocast=autocast, latent_update=hook if excite is not None else None)
         low, high = value_range
         x = (x.float() - low) / (high - low)
         images.append((x.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
@@ -465,24 +495,50 @@ def default_guidance(model: Any) -> float:
     return TOY_GUIDANCE if isinstance(model, Components) and model.vae is None else SD_GUIDANCE
 
 
+def check_method(method: str) -> str:
+    """``method`` if it is one of ``SAMPLING_METHODS``, else ``ValueError`` saying which there are."""
+    if method not in SAMPLING_METHODS:
+        raise ValueError(f"unknown sampling method {method!r}: use 'plain' (the pipeline as it is) or "
+                         "'attend-and-excite' (Chefer et al. 2023: latent updates toward each subject's attention)")
+    return method
+
+
 def generate_batch(model: Any, prompts: Sequence[str], seeds: Sequence[int], steps: int = 50,
                    guidance: float | None = None, height: int | None = None, width: int | None = None,
-                   callback: Callable[..., Any] | None = None) -> np.ndarray:
+                   callback: Callable[..., Any] | None = None, method: str = "plain",
+                   nouns: Sequence[Sequence[str]] | None = None, excite: ExciteSettings | None = None) -> np.ndarray:
     """Images ``[N, H, W, 3]`` uint8 for ``prompts[i]`` with ``seeds[i]``, in one batch.
 
     ``model``: toy ``Components`` (DDIM, ``callback(i, t)`` as in ``ddim_sample``) or a pipeline (its own
     scheduler; ``callback(i, t)`` is called from the pipeline's ``callback_on_step_end``). Latent-space
     ``Components`` are wrapped in a pipeline (``pipeline_from_components``).
+
+    ``method="attend-and-excite"`` samples with Attend-and-Excite (``attend_excite``; ``excite`` its settings,
+    default the authors'): the toy model with ``attend_excite.AttendExcite``, SD with diffusers'
+    ``StableDiffusionAttendAndExcitePipeline`` on the same components. Its subjects are ``nouns[i]`` (e.g. a
+    MultiGen prompt's categories), or, when ``nouns`` is None, the POS tagger's nouns of each prompt
+    (``attend_excite.subject_nouns``).
     """
     if len(prompts) != len(seeds):
         raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; pass one seed per prompt")
+    check_method(method)
     guidance = default_guidance(model) if guidance is None else guidance
+    excited = method == "attend-and-excite"
+    if excited:
+        excite = excite or ExciteSettings()
+        nouns = [subject_nouns(p) for p in prompts] if nouns is None else nouns
+        if len(nouns) != len(prompts):
+            raise ValueError(f"got {len(nouns)} noun lists for {len(prompts)} prompts")
     if isinstance(model, Components) and model.vae is None:
         size = model.unet.config.sample_size
         if (height or size) != size or (width or size) != size:
             raise ValueError(f"the toy model samples {size} x {size} images; got height={height}, width={width}")
+        indices = subject_token_indices(prompts, nouns, model.tokenizer) if excited else None
+        if excited and excite == ExciteSettings():  # the defaults: the maps at the toy's finest attention level
+            excite = toy_excite_settings(size)
         return generate_toy(model, list(prompts), list(seeds), steps=steps, guidance=guidance,
-                            batch_size=max(1, len(prompts)), progress=False, callback=callback)
+                            batch_size=max(1, len(prompts)), progress=False, callback=callback,
+                            excite=excite if excited else None, token_indices=indices)
     if isinstance(model, Components):
         model = pipeline_from_components(model)
     if not is_pipeline(model):
@@ -497,8 +553,19 @@ def generate_batch(model: Any, prompts: Sequence[str], seeds: Sequence[int], ste
         def step_end(pipe, i, t, kwargs):  # diffusers' callback_on_step_end signature
             callback(i, int(t))
             return {}
-    output = model(prompt=list(prompts), height=height, width=width, num_inference_steps=steps,
-                   guidance_scale=guidance, generator=generators, output_type="np", callback_on_step_end=step_end)
+    if excited:
+        if callback is not None:
+            raise ValueError("a step callback is not supported with Attend-and-Excite on Stable Diffusion")
+        indices = subject_token_indices(prompts, nouns, model.tokenizer)
+        pipe = excite_pipeline(model)
+        pipe.set_progress_bar_config(disable=True)
+        output = pipe(prompt=list(prompts), token_indices=indices, height=height, width=width,
+                      num_inference_steps=steps, guidance_scale=guidance, generator=generators, output_type="np",
+                      **excite.pipeline_arguments(steps))
+    else:
+        output = model(prompt=list(prompts), height=height, width=width, num_inference_steps=steps,
+                       guidance_scale=guidance, generator=generators, output_type="np",
+                       callback_on_step_end=step_end)
     images = np.asarray(output.images, dtype=np.float32)  # [N, H, W, 3] in [0, 1]
     return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
 
@@ -510,11 +577,15 @@ class Generator:
     so that images of another model or setting are never reused."""
 
     def __init__(self, model: Any, steps: int = 50, guidance: float | None = None, height: int | None = None,
-                 width: int | None = None, mode: str = "fast") -> None:
+                 width: int | None = None, mode: str = "fast", method: str = "plain",
+                 nouns_of: Callable[[str], Sequence[str]] | None = None, excite: ExciteSettings | None = None) -> None:
         if mode not in SAMPLING_MODES:
             raise ValueError(f"unknown sampling mode {mode!r}: use one of {', '.join(SAMPLING_MODES)}")
         self.model = load_model(model)
         self.steps, self.height, self.width, self.mode = steps, height, width, mode
+        self.method = check_method(method)
+        self.nouns_of = nouns_of or subject_nouns
+        self.excite = (excite or ExciteSettings()) if method == "attend-and-excite" else None
         self.guidance = default_guidance(self.model) if guidance is None else guidance
         self._provenance: dict[str, Any] | None = None
 
@@ -527,11 +598,15 @@ class Generator:
         if self._provenance is None:
             self._provenance = {"model": model_digest(self.model), "steps": self.steps, "guidance": self.guidance,
                                 "height": self.height, "width": self.width, "mode": self.mode}
+            if self.excite is not None:  # (plain sampling keeps the record it always had: its folders stay valid)
+                self._provenance.update(method=self.method, excite=json.loads(json.dumps(asdict(self.excite))))
         return self._provenance
 
     def __call__(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
+        nouns = [list(self.nouns_of(p)) for p in prompts] if self.excite is not None else None
         return generate_batch(self.model, prompts, seeds, steps=self.steps, guidance=self.guidance,
-                              height=self.height, width=self.width)
+                              height=self.height, width=self.width, method=self.method, nouns=nouns,
+                              excite=self.excite)
 
 
 #: the names ``generate`` writes into an output folder (``provenance.claim_folder`` guards them)
@@ -562,7 +637,8 @@ def _check_prompt_record(out_dir: Path, prompts: Sequence[str]) -> bool:
 def generate(model: Any, prompts: Sequence[str], seeds: Sequence[int], steps: int = 50,
              guidance: float | None = None, out_dir: str | Path | None = None, batch_size: int = 8,
              height: int | None = None, width: int | None = None, progress: bool = True, mode: str = "fast",
-             overwrite: bool = False) -> list[Path] | np.ndarray:
+             overwrite: bool = False, method: str = "plain", nouns_of: Callable[[str], Sequence[str]] | None = None
+             ) -> list[Path] | np.ndarray:
     """One image per (prompt, seed): ``len(prompts) * len(seeds)`` images, prompt-major.
 
     Args:
@@ -578,6 +654,8 @@ def generate(model: Any, prompts: Sequence[str], seeds: Sequence[int], steps: in
         batch_size: images a forward pass.
         mode: the sampling mode the model was prepared for (``prepare_for_sampling``); recorded in the folder's
             manifest, so images of the other mode are not reused.
+        method: "plain" or "attend-and-excite" (``generate_batch``; recorded in the manifest too), with the
+            subjects of each prompt from ``nouns_of(prompt)`` (default: the POS tagger's nouns).
 
     Returns:
         With ``out_dir``: the paths of all images in (prompt, seed) order. Without: ``[N, H, W, 3]`` uint8.
@@ -588,7 +666,8 @@ def generate(model: Any, prompts: Sequence[str], seeds: Sequence[int], steps: in
         raise ValueError(f"nothing to generate: {len(prompts)} prompts, {len(seeds)} seeds")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    generator = Generator(model, steps, guidance, height, width, mode)  # its provenance keys out_dir
+    generator = Generator(model, steps, guidance, height, width, mode, method=method,  # its provenance keys out_dir
+                          nouns_of=nouns_of)
     jobs = [(index, int(seed)) for index in range(len(prompts)) for seed in seeds]
     todo = jobs
     folder = None
@@ -744,6 +823,10 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--scheduler", choices=["default", "ddim"], default="default",
                         help="SD only: the base's own scheduler (the authors') or DDIM")
     parser.add_argument("--limit", type=positive_int, default=None, help="only the first N prompts")
+    parser.add_argument("--method", choices=SAMPLING_METHODS, default="plain",
+                        help="plain (default) or attend-and-excite (Chefer et al. 2023: latent updates toward each "
+                        "subject's attention in the first half of the steps; subjects: the POS tagger's nouns of "
+                        "each prompt, less frame words such as 'photo')")
     parser.add_argument("--overwrite", action="store_true",
                         help="let files in --out that this project did not write, under image names, be replaced")
     args = parser.parse_args(argv)
@@ -763,7 +846,7 @@ def cli(argv: list[str]) -> int:
         model = prepare_for_sampling(model, settings)
         paths = generate(model, prompts, seeds, steps=args.steps, guidance=args.guidance, out_dir=args.out,
                          batch_size=settings.batch_size, height=args.height, width=args.width, mode=settings.mode,
-                         overwrite=args.overwrite)
+                         overwrite=args.overwrite, method=args.method)
     except (ValueError, FileNotFoundError) as error:  # seeds, prompts, sizes, another run's prompts in --out
         if isinstance(error, UserError):
             raise

@@ -131,6 +131,11 @@ SPIKE_WINDOW, SPIKE_WARMUP = 50, 20
 #: run sees the batches it would have seen. ``dataset_batches`` reads a dataset folder; the toy world's
 #: ``tokencompose.toy.world.scene_batches`` draws fresh scenes.
 BatchSource = Callable[[Any, "Config", int, int], Callable[[int, int], dict]]
+#: what a step minimises: ``objective(components, recorder, batch, config, generator) -> losses`` with at least
+#: ``ldm``, ``token``, ``pixel`` and ``total`` (the one backpropagated). Default ``objective.compute_losses``
+#: (Eq. 5); the toy world's own-sample fine-tune (``tokencompose.toy.own_samples``) adds terms on the model's
+#: own samples. Extra entries are logged in the history (and TensorBoard) beside the columns of ``log.csv``.
+Objective = Callable[[Components, Any, dict, "Config", torch.Generator], dict]
 
 #: memory-lean settings, applied on top of a preset by ``--profile`` (see the module docstring's table)
 PROFILES: dict[str, dict[str, Any]] = {
@@ -386,8 +391,8 @@ def dataset_batches(tokenizer, config: Config, rank: int = 0, world: int = 1, sk
 
 
 def train(config: Config, options: TrainOptions | None = None, components: Components | None = None,
-          on_step: Callable[[dict[str, float]], None] | None = None, batches: BatchSource | None = None
-          ) -> TrainResult:
+          on_step: Callable[[dict[str, float]], None] | None = None, batches: BatchSource | None = None,
+          objective: Objective | None = None) -> TrainResult:
     """Fine-tune ``config.pretrained``'s UNet with Eq. (5); returns where the UNet is and the loss history.
 
     Args:
@@ -399,6 +404,8 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
         batches: what the run trains on, a ``BatchSource`` called once with (tokenizer, config, rank, world);
             default ``dataset_batches`` (``config.train_data_dir``). The toy world's fresh scenes:
             ``tokencompose.toy.world.scene_batches(config)``; the loop itself knows no world.
+        objective: what each micro-batch's step minimises (``Objective``); default Eq. (5)
+            (``objective.compute_losses``).
 
     Raises:
         ValueError: a bad config / option value (message names the field).
@@ -530,7 +537,7 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
                 last = micro == accumulation - 1
                 # gradients are averaged across processes only on the last micro-step
                 with nullcontext() if last else accelerator.no_sync(unet):
-                    losses = compute_losses(step_components, recorder, batch, config, generator)
+                    losses = (objective or compute_losses)(step_components, recorder, batch, config, generator)
                     _stop_if_not_finite(losses, step + 1, micro, accumulation, batch, last_checkpoint, accelerator)
                     # backward the mean over the accumulated micro-batches
                     accelerator.backward(losses["total"] / accumulation)
@@ -751,19 +758,22 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, TrainOptions]:
 
 
 def run_from_args(args: argparse.Namespace,
-                  batches_for: Callable[[Config], BatchSource | None] | None = None) -> int:
+                  batches_for: Callable[[Config], BatchSource | None] | None = None,
+                  objective_for: Callable[[Config], Objective | None] | None = None) -> int:
     """The ``train`` command on parsed flags (``build_parser``): fine-tune, print where the UNet is.
 
     ``batches_for(config)``: the data source the command line chose for the run's config (``train
     --toy-scenes``: the toy world's scenes, ``__main__.train_cli``); ``None`` or no function: the dataset
-    folder ``--train-data-dir``.
+    folder ``--train-data-dir``. ``objective_for(config)``: the objective it chose (``train --own-samples``);
+    ``None``: Eq. (5).
     Exit status 2 with one line on stderr (``__main__.main``) for a bad flag, a setting the run cannot use, a
     dataset that fails validation, another run's folder, missing weights or a run that diverged (the divergence
     guard names the last good checkpoint).
     """
     try:
         config, options = config_from_args(args)
-        result = train(config, options, batches=batches_for(config) if batches_for else None)
+        result = train(config, options, batches=batches_for(config) if batches_for else None,
+                       objective=objective_for(config) if objective_for else None)
     except (ValueError, ImportError) as error:  # check_config, the base model's settings, an optional package
         if isinstance(error, (DatasetError, RunFolderError)):
             raise

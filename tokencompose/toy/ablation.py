@@ -63,7 +63,11 @@ logger = logging.getLogger(__name__)
 #: variant -> (uses L_token, uses L_pixel), the rows of the paper's Table 2
 VARIANTS: dict[str, tuple[bool, bool]] = {
     "ldm": (False, False), "pixel": (False, True), "token": (True, False), "both": (True, True)}
-LABELS = {"ldm": "L_LDM only", "pixel": "+ L_pixel", "token": "+ L_token", "both": "+ L_token + L_pixel"}
+LABELS = {"ldm": "L_LDM only", "pixel": "+ L_pixel", "token": "+ L_token", "both": "+ L_token + L_pixel",
+          "own": "own samples (CoMat's idea)"}
+#: variants beyond the paper's Table 2 (not run by default): "own" = L_LDM on real scenes + L_token, L_pixel and
+#: a presence term on the model's own samples (``own_samples``), at the same lambda and gamma as "both"
+EXTRA_VARIANTS: dict[str, tuple[bool, bool]] = {"own": (True, True)}
 
 
 @dataclass(frozen=True)
@@ -134,10 +138,12 @@ def toy_geometry(model_dir: str | Path = str(TOY_BASE_DIR)) -> dict[str, Any]:
     return {"resolution": size, "groups": (f"mid_{size // 4}", f"up_{size // 2}"), "unsupervised": (f"down_{size // 2}",)}
 
 
-def finetune(variant: str, seed: int, settings: AblationSettings, out_dir: Path, base: str = str(TOY_BASE_DIR)):
+def finetune(variant: str, seed: int, settings: AblationSettings, out_dir: Path, base: str = str(TOY_BASE_DIR),
+             own: dict | None = None):
     """Fine-tune the toy base with ``variant``'s losses on fresh 2-4-object scenes at the base's image size;
-    returns the TrainResult."""
-    use_token, use_pixel = VARIANTS[variant]
+    returns the TrainResult. ``variant="own"``: the own-sample fine-tune (``own_samples``; ``own`` its
+    ``OwnSampleSettings`` fields), lambda and gamma as "both"."""
+    use_token, use_pixel = {**VARIANTS, **EXTRA_VARIANTS}[variant]
     geometry = toy_geometry(base)
     config = get_config(
         "toy", pretrained=base, seed=seed, resolution=geometry["resolution"], groups=geometry["groups"],
@@ -146,6 +152,16 @@ def finetune(variant: str, seed: int, settings: AblationSettings, out_dir: Path,
         token_weight=settings.token_weight if use_token else 0.0,
         pixel_weight=settings.pixel_weight if use_pixel else 0.0, output_dir=str(out_dir),
         grounding_timesteps=None if settings.grounding_timesteps is None else tuple(settings.grounding_timesteps))
+    if variant == "own":
+        from .own_samples import OwnSampleObjective, OwnSampleSettings, own_sample_batches
+
+        own_settings = OwnSampleSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in (own or {}).items()})
+        objective = OwnSampleObjective(own_settings)
+        result = train(config, TrainOptions(resume="latest", tensorboard=False),
+                       batches=own_sample_batches(config, own_settings), objective=objective)
+        # what the own samples looked like during the run (share of named objects drawn, presence term)
+        (Path(out_dir) / "own_trace.json").write_text(json.dumps(objective.trace))
+        return result
     return train(config, TrainOptions(resume="latest", tensorboard=False), batches=scene_batches(config, (2, 4)))
 
 

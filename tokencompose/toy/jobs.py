@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..provenance import StaleResultError, weights_digest
-from .ablation import VARIANTS, AblationSettings, attention_miou, evaluate_model, finetune
+from .ablation import EXTRA_VARIANTS, VARIANTS, AblationSettings, attention_miou, evaluate_model, finetune
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +48,12 @@ def init_worker(threads: int) -> None:
 
 
 def job_spec(work: Path, base: str, name: str, variant: str, seed: int, ratio: float, settings: AblationSettings,
-             guidances: list[float], miou: bool) -> dict[str, Any]:
+             guidances: list[float], miou: bool, own: dict | None = None) -> dict[str, Any]:
     """The description of one job for ``run_job`` (folder ``work / name``); ``variant`` picks which of the
     settings' loss weights are kept ("base" = evaluate ``base`` without fine-tuning). The base's weights digest
-    is part of the spec, so a retrained base never reuses a job."""
-    use_token, use_pixel = VARIANTS.get(variant, (False, False))
+    is part of the spec, so a retrained base never reuses a job. ``own``: the ``own_samples.OwnSampleSettings``
+    fields of the "own" variant (part of the spec and of the fine-tune's identity)."""
+    use_token, use_pixel = {**VARIANTS, **EXTRA_VARIANTS}.get(variant, (False, False))
     # a term that is off has no weight, and with no term on, no window (L_LDM only is the same model either way)
     settings = dataclasses.replace(settings, token_weight=settings.token_weight if use_token else 0.0,
                                    pixel_weight=settings.pixel_weight if use_pixel else 0.0,
@@ -62,7 +63,7 @@ def job_spec(work: Path, base: str, name: str, variant: str, seed: int, ratio: f
             "base_digest": weights_digest(base), "folder": str(Path(work) / name), "guidances": guidances,
             # JSON-normal (lists, not tuples) so that a cached job compares equal to its spec
             "settings": json.loads(json.dumps(dataclasses.asdict(settings))),
-            "miou": miou}
+            "miou": miou, **({"own": json.loads(json.dumps(own))} if variant == "own" else {})}
 
 
 def run_job(spec: dict[str, Any]) -> dict[str, Any]:
@@ -73,7 +74,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     done = folder / "job.json"
     if done.is_file():
         cached = json.loads(done.read_text())
-        changed = [key for key in ("settings", "guidances", "base_digest") if cached.get(key) != spec.get(key)]
+        changed = [key for key in ("settings", "guidances", "base_digest", "own") if cached.get(key) != spec.get(key)]
         if changed:
             raise StaleResultError(f"{folder} holds a job made with other {', '.join(changed)} (e.g. a retrained "
                                    "base); delete that folder or use another --work")
@@ -89,7 +90,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         logger.warning("job %s: fine-tune shared with %s (same base, variant, seed and training settings)",
                        spec["name"], shared.name)
     else:
-        result = finetune(spec["variant"], spec["seed"], settings, folder / "train", spec["base"])
+        result = finetune(spec["variant"], spec["seed"], settings, folder / "train", spec["base"], own=spec.get("own"))
         model_dir = result.unet_dir.parent
     train_minutes = (time.time() - began) / 60
     note, losses = None, {}
@@ -108,6 +109,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         scores[str(guidance)] = evaluate_model(model_dir, cfg_settings, folder / f"eval_cfg{guidance}", spec["name"])
     miou = attention_miou(model_dir, settings) if spec.get("miou") else None
     record = {**{k: spec[k] for k in ("name", "variant", "seed", "ratio", "guidances")}, "settings": spec["settings"],
+              **({"own": spec["own"]} if "own" in spec else {}),
               "base_digest": spec["base_digest"], "device": device_description(),
               "train_minutes": train_minutes, "eval_minutes": (time.time() - began) / 60, "losses": losses,
               "scores": scores, "miou": miou, **({"note": note} if note else {})}
@@ -139,7 +141,7 @@ def finetune_identity(spec: dict[str, Any]) -> tuple:
     """What makes a job's fine-tuned weights: base weights, variant, seed and ``FINETUNE_KEYS``. Two jobs with
     the same identity train bit-identical models (same data order, noise and seed), whatever they evaluate."""
     return (spec["base_digest"], spec["variant"], spec["seed"],
-            *(json.dumps(spec["settings"].get(k)) for k in FINETUNE_KEYS))
+            *(json.dumps(spec["settings"].get(k)) for k in FINETUNE_KEYS), json.dumps(spec.get("own")))
 
 
 def same_finetune(spec: dict[str, Any]) -> Path | None:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..attend_excite import toy_excite_settings
 from ..attention import attach_recorder
 from ..evaluate.multigen import image_outcome
 from ..evaluate.segmentation import segmentation_transfer
@@ -273,9 +274,11 @@ def intervention(model_dir: str | Path, mode: str = "none", n: int = 64, count: 
                  guidance: float = 3.0, batch_size: int = 32) -> dict:
     """Composition (``composition_scores``) of a toy model on ``n`` held-out ``count``-object prompts, sampled
     with an ``AttentionEdit`` (``mode`` "oracle" or "excite", or "none" for the plain sampler) on every
-    cross-attention layer for the first ``fraction`` of the DDIM steps. The same prompts and seeds for every
-    mode, so modes compare image by image. The oracle's layout for prompt ``i`` is a scene rendered for it
-    with ``numpy.random.default_rng([seed, i])``."""
+    cross-attention layer for the first ``fraction`` of the DDIM steps, or with Attend-and-Excite's latent
+    updates (``mode="attend-and-excite"``, ``attend_excite.ExciteSettings``: its own schedule, the first half
+    of the steps; ``fraction`` and ``factor`` do not apply). The same prompts and seeds for every mode, so modes
+    compare image by image. The oracle's layout for prompt ``i`` is a scene rendered for it with
+    ``numpy.random.default_rng([seed, i])``."""
 
     components = load_components(str(model_dir))
     colour_mode = model_colour_mode(model_dir)
@@ -291,6 +294,12 @@ def intervention(model_dir: str | Path, mode: str = "none", n: int = 64, count: 
                                        guidance=guidance, progress=False))
             continue
         positions = [noun_token_positions(p.text, list(p.objects), components.tokenizer) for p in chunk]
+        if mode == "attend-and-excite":
+            indices = [[t for noun in noun_positions for t in noun] for noun_positions in positions]
+            images.append(generate_toy(components, texts, list(range(start, start + len(chunk))), steps=steps,
+                                       guidance=guidance, progress=False, excite=toy_excite_settings(size),
+                                       token_indices=indices))
+            continue
         masks = None
         if mode == "oracle":
             masks = []
