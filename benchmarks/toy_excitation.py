@@ -31,6 +31,7 @@ under the digest of the model's weights, so a changed model is sampled again.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import shlex
@@ -43,6 +44,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import torch  # noqa: E402
 
+from tokencompose.attend_excite import ExciteSettings  # noqa: E402
 from tokencompose.config import TOY_BASE_DIR  # noqa: E402
 from tokencompose.provenance import weights_digest  # noqa: E402
 from tokencompose.results import repository_path  # noqa: E402
@@ -186,7 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     models = models_of(args.base, Path(args.ablation_work), args.seeds)
     settings = {"n": args.prompts, "count": COUNT, "unseen": not args.seen, "prompt_seed": PROMPT_SEED,
                 "steps": args.steps, "guidance": args.guidance, "fraction": args.fraction, "factor": args.factor,
-                "batch_size": args.batch_size}
+                "batch_size": args.batch_size,
+                # Attend-and-Excite's settings (the maps' side follows each model: half its image): part of the
+                # cache key, so changed settings sample again
+                "attend_excite": json.loads(json.dumps(dataclasses.asdict(ExciteSettings())))}
     digests = {name: weights_digest(folder) for name, (_, _, folder) in models.items()}  # once: it reads every file
     results: dict[str, dict[str, dict]] = {}
     for name, (_, _, folder) in models.items():
