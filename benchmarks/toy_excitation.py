@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import hashlib
 import json
 import shlex
 import sys
@@ -77,17 +78,21 @@ def models_of(base: str | Path, ablation_work: Path, seeds: list[int]) -> dict[s
 
 def run(folder: Path, digest: str, mode: str, settings: dict, work: Path) -> dict:
     """``probes.intervention`` of one model (``digest``: ``provenance.weights_digest`` of ``folder``) and mode,
-    cached in ``work`` under that digest and the settings (a retrained model or other settings are sampled
-    again)."""
-    cached = work / f"{digest}_{mode}.json"
+    cached in ``work`` under that digest and a hash of the mode and settings (a retrained model or other settings
+    are sampled again; each setting keeps its own file). ``settings`` may name a ``band`` of steps and an oracle
+    ``overlap`` (``probes.intervention``)."""
+    key = hashlib.sha256(json.dumps([mode, settings], sort_keys=True).encode()).hexdigest()[:12]
+    cached = work / f"{digest}_{mode}_{key}.json"
     if cached.is_file():
         record = json.loads(cached.read_text())
         if record["settings"] == settings:
             return record
     began = time.time()
+    band = settings.get("band")
     scores = intervention(folder, mode, n=settings["n"], count=settings["count"], unseen=settings["unseen"],
                           fraction=settings["fraction"], factor=settings["factor"], seed=settings["prompt_seed"],
-                          steps=settings["steps"], guidance=settings["guidance"], batch_size=settings["batch_size"])
+                          steps=settings["steps"], guidance=settings["guidance"], batch_size=settings["batch_size"],
+                          band=tuple(band) if band is not None else None, overlap=settings.get("overlap", 0.0))
     record = {"settings": settings, "scores": scores, "minutes": (time.time() - began) / 60}
     work.mkdir(parents=True, exist_ok=True)
     cached.write_text(json.dumps(record))

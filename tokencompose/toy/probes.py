@@ -239,13 +239,32 @@ class AttentionEdit:
     """
 
     def __init__(self, mode: str, positions: Sequence[Sequence[Sequence[int]]],
-                 masks: Sequence[torch.Tensor] | None = None, factor: float = 3.0, guided: bool = True) -> None:
+                 masks: Sequence[torch.Tensor] | None = None, factor: float = 3.0, guided: bool = True,
+                 overlap: float = 0.0) -> None:
         if mode not in ("oracle", "excite"):
             raise ValueError(f"mode must be 'oracle' or 'excite', got {mode!r}")
         if mode == "oracle" and masks is None:
             raise ValueError("the oracle needs the layout's masks: one [nouns, H, W] tensor per prompt")
+        if not 0.0 <= overlap <= 1.0:
+            raise ValueError(f"overlap must lie in [0, 1], got {overlap}")
         self.mode, self.positions, self.masks, self.factor, self.guided = mode, positions, masks, factor, guided
+        self.overlap = overlap
         self.active = True
+
+    def layout_maps(self, sample: int, side: int) -> torch.Tensor:
+        """The oracle's target maps of prompt ``sample`` at ``side x side``: ``[nouns, H*W]``, each summing to 1
+        (an empty mask stays all zero). With ``overlap`` = a, each noun's normalised mask is mixed with the
+        normalised union of the prompt's masks, ``(1 - a) M_i / |M_i| + a U / |U|``: two disjoint objects' maps
+        then share a fraction a of their mass (histogram intersection ``sum_u min(p, q)`` = a), so the layout
+        keeps each noun's place but loses its exclusivity as a grows."""
+        masks = resize_masks(self.masks[sample].float(), (side, side)).flatten(1).float()  # [N, H*W]
+        sizes = masks.sum(-1, keepdim=True)
+        maps = masks / sizes.clamp_min(1.0)
+        if self.overlap > 0:
+            union = masks.amax(0, keepdim=True)
+            maps = torch.where(sizes > 0, (1 - self.overlap) * maps + self.overlap * union / union.sum().clamp_min(1.0),
+                               maps)
+        return maps
 
     def __call__(self, key: str, probs: torch.Tensor) -> torch.Tensor:
         """``probs`` [B, heads, H*W, T] -> edited ``probs`` (rows sum to 1)."""
@@ -257,34 +276,40 @@ class AttentionEdit:
         for sample, noun_positions in enumerate(self.positions):
             row = probs[start + sample]  # [heads, H*W, T]
             if self.mode == "oracle":
-                masks = resize_masks(self.masks[sample].float(), (side, side)).flatten(1).to(row.dtype)  # [N, H*W]
+                maps = self.layout_maps(sample, side).to(row.dtype)  # [N, H*W], each sums to 1
             for noun, token_list in enumerate(noun_positions):
                 for token in token_list:
                     if self.mode == "excite":
                         row[..., token] *= self.factor
-                    elif masks[noun].sum() > 0:
+                    elif maps[noun].sum() > 0:
                         mass = row[..., token].sum(-1, keepdim=True)  # [heads, 1]
-                        row[..., token] = masks[noun] / masks[noun].sum() * mass
+                        row[..., token] = maps[noun] * mass
             probs[start + sample] = row / row.sum(-1, keepdim=True).clamp_min(1e-12)
         return probs
 
 
 def intervention(model_dir: str | Path, mode: str = "none", n: int = 64, count: int = 4, unseen: bool = False,
                  fraction: float = 0.4, factor: float = 3.0, seed: int = 1234, steps: int = 25,
-                 guidance: float = 3.0, batch_size: int = 32) -> dict:
+                 guidance: float = 3.0, batch_size: int = 32, band: tuple[int, int] | None = None,
+                 overlap: float = 0.0) -> dict:
     """Composition (``composition_scores``) of a toy model on ``n`` held-out ``count``-object prompts, sampled
     with an ``AttentionEdit`` (``mode`` "oracle" or "excite", or "none" for the plain sampler) on every
     cross-attention layer for the first ``fraction`` of the DDIM steps, or with Attend-and-Excite's latent
     updates (``mode="attend-and-excite"``, ``attend_excite.ExciteSettings``: its own schedule, the first half
     of the steps; ``fraction`` and ``factor`` do not apply). The same prompts and seeds for every mode, so modes
     compare image by image. The oracle's layout for prompt ``i`` is a scene rendered for it with
-    ``numpy.random.default_rng([seed, i])``."""
+    ``numpy.random.default_rng([seed, i])``.
+
+    ``band = (first, stop)`` makes the edit act on DDIM steps ``first .. stop - 1`` instead of the first
+    ``fraction`` (step 0 is the noisiest); ``overlap`` blends the oracle's masks (``AttentionEdit.layout_maps``)."""
 
     components = load_components(str(model_dir))
     colour_mode = model_colour_mode(model_dir)
     prompts = held_out_prompts(n, count, unseen=unseen, seed=seed, colour_mode=colour_mode)
     size = components.unet.config.sample_size
-    cutoff = int(round(fraction * steps))  # the edit acts on DDIM steps 0 .. cutoff - 1
+    first, cutoff = band if band is not None else (0, int(round(fraction * steps)))  # edited: steps first..cutoff-1
+    if not 0 <= first < cutoff <= steps:
+        raise ValueError(f"band ({first}, {cutoff}) must satisfy 0 <= first < stop <= steps ({steps})")
     images = []
     for start in range(0, n, batch_size):
         chunk = prompts[start:start + batch_size]
@@ -312,12 +337,13 @@ def intervention(model_dir: str | Path, mode: str = "none", n: int = 64, count: 
                 scene = render_scene([get_category(o) for o in prompt.objects], layout_rng, size=size,
                                      colours=colours)
                 masks.append(torch.from_numpy(np.stack([scene.masks[o] for o in prompt.objects])))
-        edit = AttentionEdit(mode, positions, masks, factor=factor, guided=guidance != 1.0)
+        edit = AttentionEdit(mode, positions, masks, factor=factor, guided=guidance != 1.0, overlap=overlap)
+        edit.active = first == 0
         recorder = attach_recorder(components.unet, groups=("down", "mid", "up"), detach=True, edit=edit)
 
         def step_end(i: int, t: int, edit: AttentionEdit = edit, recorder=recorder) -> None:
             recorder.reset()  # the records are not needed, only the edit
-            edit.active = i + 1 < cutoff
+            edit.active = first <= i + 1 < cutoff
 
         try:
             images.append(generate_toy(components, texts, list(range(start, start + len(chunk))), steps=steps,
