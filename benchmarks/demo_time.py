@@ -1,7 +1,6 @@
 """How long a newcomer waits for ``make demo``: from a fresh clone, set-up included (issue 16).
 
-Each run clones the repository's committed HEAD into a new folder beside it (so that ``../shared`` resolves as
-in the project), then times ``make setup`` (a new virtual environment and every package) and ``make demo``
+Each run clones the repository's committed HEAD into a new folder beside it (as a user's clone), then times ``make setup`` (a new virtual environment and every package) and ``make demo``
 separately. The median of the runs goes to ``benchmarks/results/demo_time.md`` with the machine.
 
     python benchmarks/demo_time.py --runs 3            # the issue's measurement (three fresh clones)

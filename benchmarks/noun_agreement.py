@@ -2,7 +2,7 @@
 
 The reference is the authors' training metadata (4526 COCO captions, each with the noun phrases that
 flair's ``flair/pos-english`` and their chunking rule produced), kept beside the repository at
-``../shared/reference/tokencompose/coco_gsam_metadata.jsonl``. For each caption we compare phrase
+``data/reference/coco_gsam_metadata.jsonl``. For each caption we compare phrase
 sets (exact, case-sensitive strings) and micro-average precision, recall and F1 over all captions.
 
 usage: python benchmarks/noun_agreement.py [--tagger perceptron] [--limit N] [--examples 8]
@@ -24,7 +24,7 @@ from pathlib import Path
 from tokencompose.nouns import Agreement, get_tagger, phrase_agreement, read_reference_phrases
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = REPO_ROOT.parent / "shared" / "reference" / "tokencompose" / "coco_gsam_metadata.jsonl"
+REFERENCE = REPO_ROOT / "data" / "reference" / "coco_gsam_metadata.jsonl"
 OUTPUT = REPO_ROOT / "benchmarks" / "results" / "noun_agreement.md"
 
 
@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.reference.is_file():
         print(
             f"error: reference file {args.reference} not found. It is the authors' coco_gsam_metadata.jsonl "
-            "(github.com/mlpc-ucsd/TokenCompose), expected at ../shared/reference/tokencompose/ beside the "
-            "repository root; pass another copy with --reference PATH.",
+            "(github.com/mlpc-ucsd/TokenCompose), carried at data/reference/ in this repository; "
+            "pass another copy with --reference PATH.",
             file=sys.stderr,
         )
         return 2

@@ -5,9 +5,12 @@ The URL lives in one place, ``[project.urls] Repository``. A fork sets its own U
     python scripts/colab_setup.py          # rewrite the set-up cell (cell 2) of notebooks/0*.ipynb and solutions/
     python scripts/colab_setup.py --check  # exit 1 if a notebook's cell differs (the tests run this)
 
-The cell does nothing outside Colab (a checkout has run ``make setup``). On Colab it installs the package from
-the repository, with bitsandbytes on a GPU runtime (8-bit AdamW, the ``t4`` training profile); while the URL
-is still the placeholder it says so and how to fix it, and installs nothing, instead of raising.
+The cell does nothing outside Colab (a checkout has run ``make setup``). On Colab it installs the package, with
+bitsandbytes on a GPU runtime (8-bit AdamW, the ``t4`` training profile), from a copy of the repository: one
+already at ``/content/tokencompose``, else a zip the user uploaded (``/content/tokencompose*.zip``), else a clone
+of the address in its form field (``REPO_URL``, prefilled from pyproject), and says which. With none of them it
+says what to do and installs nothing. While pyproject's URL is the placeholder, the note above the cell has no
+badge (it would open a repository that does not exist) and says how to open the notebook on Colab instead.
 """
 
 from __future__ import annotations
@@ -25,27 +28,53 @@ CELL_INDEX = 2  # after the title cell and the "Run on Colab" cell (CELL_INDEX -
 
 NOTE = """### Run on Colab
 [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url})
-On Colab, run the next cell first: it installs the package (with the shipped toy base model) from the
-repository, and bitsandbytes on a GPU runtime (the `t4` training profile). In a checkout of the repository
-`make setup` has already installed everything and the cell does nothing.
+On Colab, run the next cell first. It installs the package from the repository named in its form field
+(prefilled with this project's address), or from a copy you upload as a zip (`tokencompose*.zip`, in the Files
+panel under `/content`), and says which it did; bitsandbytes comes with it on a GPU runtime (the `t4` training
+profile). In a checkout of the repository `make setup` has already installed everything and the cell does nothing.
 """
 
-TEMPLATE = '''# Run on Colab: install the package from its repository (from a checkout, `make setup` already did it).
-import shutil
-import subprocess
-import sys
+NOTE_NO_URL = """### Run on Colab
+On Colab (colab.research.google.com, *File > Upload notebook*, this file), run the next cell first. It installs
+the package from the repository you paste into its form field (`REPO_URL`), or from a copy of the repository you
+upload as a zip (`tokencompose*.zip`, in the Files panel under `/content`), and says which it did. In a checkout
+of the repository `make setup` has already installed everything and the cell does nothing. (Maintainers: set
+`[project.urls] Repository` in `pyproject.toml` and run `python scripts/colab_setup.py`: the field is then
+prefilled and a badge here opens this notebook on Colab.)
+"""
 
-REPO_URL = "{url}"  # written by scripts/colab_setup.py from pyproject.toml
+TEMPLATE = '''# Run on Colab: install tokencompose (in a checkout `make setup` already did, and this cell does nothing).
+REPO_URL = "{url}"  # @param {{type:"string"}}
+import glob, os, shutil, subprocess, sys, zipfile  # noqa: E401
+
 if "google.colab" in sys.modules:
-    if "{placeholder}" in REPO_URL:
-        print("This notebook does not know its repository yet: in a new cell run\\n"
-              "    REPO_URL = 'https://github.com/<you>/tokencompose'  # the repository that holds tokencompose\\n"
-              "then run this cell again (maintainers: set [project.urls] Repository in pyproject.toml and run "
-              "python scripts/colab_setup.py). Nothing was installed.")
+    home = "/content/tokencompose"  # the repository's copy: package, notebooks and data/reference/
+    uploads = sorted(glob.glob("/content/tokencompose*.zip"))
+    if os.path.isfile(f"{{home}}/pyproject.toml"):
+        source = f"the copy already at {{home}}"
+    elif uploads:  # a copy of the repository uploaded as a zip
+        with zipfile.ZipFile(uploads[-1]) as archive:
+            archive.extractall("/content/upload")
+        found = sorted(glob.glob("/content/upload/**/pyproject.toml", recursive=True), key=len)
+        if not found:
+            raise SystemExit(f"{{uploads[-1]}} holds no pyproject.toml: upload a zip of the whole repository")
+        shutil.move(os.path.dirname(found[0]), home)
+        source = f"the uploaded copy {{uploads[-1]}}"
+    elif REPO_URL.startswith(("https://", "git@")) and "{placeholder}" not in REPO_URL:
+        subprocess.run(["git", "clone", "--quiet", "--depth", "1", REPO_URL, home], check=True)
+        source = f"the repository {{REPO_URL}}"
     else:
+        source = None
+        print(f"Nothing was installed: REPO_URL ({{REPO_URL!r}}) is not a repository address. Paste the address of "
+              "the repository that holds tokencompose into the form field above, or upload a zip of the "
+              "repository (tokencompose*.zip) to /content, then run this cell again.")
+    if source:
         extras = "[colab]" if shutil.which("nvidia-smi") else ""  # bitsandbytes for the t4 profile on a GPU
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"tokencompose{{extras}} @ git+{{REPO_URL}}"],
-                       check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-e", f"{{home}}{{extras}}"], check=True)
+        subprocess.run([sys.executable, "-m", "tokencompose", "setup-tokenizer"], check=True)
+        sys.path.insert(0, home)  # this kernel sees the editable install without a restart
+        os.chdir(f"{{home}}/notebooks")
+        print(f"tokencompose installed from {{source}}; working folder {{home}}/notebooks")
 '''
 
 
@@ -61,6 +90,8 @@ def cell_source(url: str) -> str:
 def note_source(url: str, notebook: str) -> str:
     """The "Run on Colab" markdown cell with its badge (Colab opens a notebook straight from GitHub);
     ``notebook`` is the path inside ``notebooks/`` ("03_attention_capture.ipynb", "solutions/...")."""
+    if PLACEHOLDER in url:
+        return NOTE_NO_URL
     colab = url.replace("https://github.com/", "https://colab.research.google.com/github/")
     return NOTE.format(colab_url=f"{colab}/blob/main/notebooks/{notebook}")
 

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from tokencompose import data
+from tokencompose.config import REFERENCE_DIR
 from tokencompose.data import (
     DatasetError,
     Problem,
@@ -28,7 +29,7 @@ from tokencompose.data import (
 )
 from tokencompose.tokens import PhraseNotFoundError, noun_token_positions
 
-REFERENCE = Path("/work/shared/reference/tokencompose/coco_gsam_metadata.jsonl")
+REFERENCE = REFERENCE_DIR / "coco_gsam_metadata.jsonl"
 R = 10
 START, END, CAT = 49406, 49407, 2368  # CLIP ids of <|startoftext|>, <|endoftext|>, "cat</w>"
 
@@ -404,7 +405,6 @@ def test_authors_layout_trains_unchanged(tmp_path, tokenizer):
     assert torch.equal(example["masks"][0], expected_mask((2, 6), (5, 10)))
 
 
-@pytest.mark.skipif(not REFERENCE.is_file(), reason="the authors' reference metadata is not here")
 def test_authors_reference_metadata_parses(tokenizer):
     items = list(read_metadata(REFERENCE))
     problems = [item for item in items if isinstance(item, Problem)]

@@ -26,6 +26,9 @@ ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 #: met): the default toy base.
 TOY_NOUN_BASE_DIR = ASSETS_DIR / "toy_base_noun"
 TOY_BASE_DIR = TOY_NOUN_BASE_DIR
+#: The authors' reference files, carried in the repository (``data/reference/``, under the authors' licence:
+#: its README): MultiGen's prompt sets and their COCO training metadata. Present in a clone, not in a wheel.
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "data" / "reference"
 #: The first toy base, kept as the named negative control "caption read from the padding": it reads the caption
 #: from the positions after the end token and its noun attention does not prefer its own object (its card).
 TOY_CONTROL_BASE_DIR = ASSETS_DIR / "toy_base"

@@ -49,6 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config import REFERENCE_DIR
+
 logger = logging.getLogger(__name__)
 
 #: The Penn Treebank noun tags; the authors' test ``"NN" in tag`` accepts exactly these on that tag set.
@@ -372,9 +374,8 @@ def noun_phrases(caption: str, tagger: str | Tagger = "auto") -> list[str]:
 
 
 def reference_metadata_path() -> Path:
-    """The authors' COCO metadata shipped beside the repo: ``../shared/reference/tokencompose/coco_gsam_metadata.jsonl``."""
-    repo_root = Path(__file__).resolve().parents[1]
-    return repo_root.parent / "shared" / "reference" / "tokencompose" / "coco_gsam_metadata.jsonl"
+    """The authors' COCO training metadata, carried in the repository: ``data/reference/coco_gsam_metadata.jsonl``."""
+    return REFERENCE_DIR / "coco_gsam_metadata.jsonl"
 
 
 def read_reference_phrases(
@@ -385,8 +386,8 @@ def read_reference_phrases(
     if not path.is_file():
         raise FileNotFoundError(
             f"reference metadata {path} not found: it is the authors' coco_gsam_metadata.jsonl "
-            "(github.com/mlpc-ucsd/TokenCompose), expected in ../shared/reference/tokencompose/ "
-            "beside the repository"
+            "(github.com/mlpc-ucsd/TokenCompose), carried in data/reference/ of a clone of this repository; "
+            "pass the path of a copy (a pip-installed package does not carry it)"
         )
     examples: list[tuple[str, list[str]]] = []
     with path.open(encoding="utf-8") as handle:

@@ -45,7 +45,7 @@ from tokencompose.evaluate import multigen, segmentation, visor
 from tokencompose.evaluate.detectors import OwlDetector
 from tokencompose.heatmaps import PROTOCOLS
 from tokencompose.models import Components, WeightsNotFoundError
-from tokencompose.provenance import check_folder
+from tokencompose.provenance import check_folder, check_outputs, record_written, result_and_table
 from tokencompose.sample import (
     DTYPES,
     Generator,
@@ -66,7 +66,8 @@ def _add_common(parser: argparse.ArgumentParser, detector: str, images_per_promp
     parser.add_argument("--out", required=True, type=output_folder,
                         help="output folder (images/, detections/, results)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="let files in --out that this project did not write, under its result names, be replaced")
+                        help="no effect, kept for scripts: the results this project wrote in --out are replaced as "
+                             "needed; files it did not write are never replaced")
     parser.add_argument("--model", help="model to sample from: toy, sd14, sd21, a folder or hub id")
     parser.add_argument("--base", help="for a fine-tuned UNet folder: the model it was fine-tuned from")
     parser.add_argument("--images", type=input_folder,
@@ -117,12 +118,23 @@ def make_detector(name: str, device: str, num_categories: int | None = None, col
     return OwlDetector.from_pretrained(name, device=device)
 
 
-def _check_out(args: argparse.Namespace, out: Path) -> None:
-    """Before any model loads: ``--out``'s images and detections hold no file this project did not write
-    (``provenance.check_folder``; ``--overwrite`` hands them over)."""
+#: the files ``evaluate multigen`` / ``visor`` write into ``--out`` themselves (figures; the generated prompt set),
+#: beside the result files of ``multigen.RESULT_FILES``
+FIGURE_FILES: dict[str, tuple[str, ...]] = {"multigen": ("multigen.png", "examples.png"), "visor": ("examples.png",)}
+
+
+def _out_files(evaluation: str, prompt_file: Path | None = None) -> tuple[str, ...]:
+    """Every file name ``evaluate EVALUATION`` writes into ``--out`` (not counting images/ and detections/)."""
+    return (*multigen.RESULT_FILES[evaluation], *FIGURE_FILES[evaluation], *([prompt_file.name] if prompt_file else []))
+
+
+def _check_out(args: argparse.Namespace, out: Path, names: tuple[str, ...]) -> None:
+    """Before anything is read or any model loads: ``--out``'s images and detections, and the files ``names`` it
+    will write, hold no file this project did not write (the output-folder rule, ``provenance``)."""
     if not args.images:
-        check_folder(out / "images", ("*_*.png",), overwrite=args.overwrite)
-    check_folder(out / "detections", ("[0-9]*.json",), overwrite=args.overwrite)
+        check_folder(out / "images", ("*_*.png",))
+    check_folder(out / "detections", ("[0-9]*.json",))
+    multigen.check_result_files(out, names)
 
 
 def make_generate_fn(args: argparse.Namespace, device: str, subjects: dict[str, list[str]] | None = None) -> Any:
@@ -201,9 +213,11 @@ def multigen_cli(argv: list[str]) -> int:
     _check_source(parser, args)
     out = Path(args.out)
     source = Path(args.prompts)
+    generated_prompts = out / "prompts.json" if source.suffix != ".json" else None
+    _check_out(args, out, _out_files("multigen", generated_prompts))
     if source.suffix == ".json" and not source.is_file():
         parser.error(f"prompt file {source} not found (the authors' files: coco_obj_comp_5_1k.json, "
-                     "ade20k_obj_comp_5_1k.json from mlpc-ucsd/TokenCompose, folder multigen/)")
+                     "ade20k_obj_comp_5_1k.json, are in data/reference/ of a clone of this repository)")
     counts_text = args.num_objects or ("2,3,4" if args.prompts == "toy" else "5")
     try:
         counts = [positive_int(k) for k in counts_text.split(",")]
@@ -235,11 +249,12 @@ def multigen_cli(argv: list[str]) -> int:
     _check_toy_names(args, [name for prompt in used for name in prompt.objects], f"--prompts {args.prompts!r}")
     state = multigen.process_state()
     device = _device(state, args.device)
-    _check_out(args, out)
     # model and detector before --out exists: one that cannot load (offline, a bad path) leaves nothing behind
     generate_fn = _generate_fn(args, device, {p.text: list(p.objects) for p in used})
     detector = make_detector(args.detector, device, args.num_categories, colour_mode)
     out.mkdir(parents=True, exist_ok=True)
+    if state.is_main_process:  # checked above: absent or this project's
+        record_written(out, dict.fromkeys(_out_files("multigen", prompt_file)))
     if prompt_file is not None:
         multigen.save_prompts(prompts, prompt_file)
     prompts = used
@@ -247,7 +262,7 @@ def multigen_cli(argv: list[str]) -> int:
     result = multigen.run_multigen(prompts, detector, out, generate_fn=generate_fn,
                                    images_dir=args.images, images_per_prompt=args.n_images, model_name=name,
                                    threshold=args.threshold, generate_batch_size=args.batch_size or 1,  # None: --images, nothing generated
-                                   progress=not args.quiet, state=state, overwrite=args.overwrite)
+                                   progress=not args.quiet, state=state)
     if state.is_main_process:
         results = [*earlier, result]
         (out / "multigen.md").write_text(multigen.multigen_table(results) + "\n", encoding="utf-8")
@@ -268,6 +283,7 @@ def visor_cli(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     _check_source(parser, args)
     out = Path(args.out)
+    _check_out(args, out, _out_files("visor"))
     try:
         categories = ([c.name for c in _toy_categories(args.num_categories)] if args.categories == "toy"
                       else multigen.load_categories(args.categories))
@@ -282,16 +298,17 @@ def visor_cli(argv: list[str]) -> int:
             else f"all {full} prompts")
     state = multigen.process_state()
     device = _device(state, args.device)
-    _check_out(args, out)
     subjects = {p["text"]: [p["obj_1_attributes"][0], p["obj_2_attributes"][0]] for p in prompts}
     generate_fn = _generate_fn(args, device, subjects)  # before --out exists, as in multigen_cli
     detector = make_detector(args.detector, device, args.num_categories, model_colour_mode(args.model))
     out.mkdir(parents=True, exist_ok=True)
+    if state.is_main_process:  # checked above: absent or this project's
+        record_written(out, dict.fromkeys(_out_files("visor")))
     name = args.name or args.model or Path(args.images).name
     result = visor.run_visor(prompts, detector, out, generate_fn=generate_fn,
                              images_dir=args.images, images_per_prompt=args.n_images, model_name=name,
                              threshold=args.threshold, subset_note=note, generate_batch_size=args.batch_size or 1,  # None: --images, nothing generated
-                             progress=not args.quiet, state=state, overwrite=args.overwrite)
+                             progress=not args.quiet, state=state)
     if state.is_main_process:
         images_dir = Path(args.images) if args.images else out / "images"
         _examples(args, out, images_dir, [f"{p['unique_id']}_0" for p in prompts])
@@ -327,6 +344,9 @@ def segmentation_cli(argv: list[str]) -> int:
     parser.add_argument("--out", type=result_file, default=None,
                         help="write the result as JSON here (and a .md table beside it)")
     args = parser.parse_args(argv)
+    written = result_and_table(args.out)
+    if args.out:  # the output-folder rule: both names absent or this project's, before any model loads
+        check_outputs(Path(args.out).parent, written)
     try:
         model = load_model(args.model, base=args.base, dtype=DTYPES[args.dtype], device=args.device)
         seeds = parse_seeds(args.seeds)
@@ -346,6 +366,7 @@ def segmentation_cli(argv: list[str]) -> int:
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
+        record_written(out.parent, dict.fromkeys(written))
         out.write_text(json.dumps(dict(result, model=str(args.model), prompts=prompts), indent=1))
         out.with_suffix(".md").write_text(table + "\n")
     if result["interval"] is None:  # written (the missing counts say why), but not a score: say so in the status
