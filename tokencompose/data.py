@@ -708,7 +708,7 @@ def cli(argv: list[str]) -> int:
                         help="hub id or folder whose tokenizer to use (default: the offline CLIP tokenizer)")
     args = parser.parse_args(argv)
 
-    _, problems, n_records = _scan(args.root, clip_tokenizer(args.tokenizer), args.seg_dir)
+    _, problems, n_records = _scan(args.root, clip_tokenizer(args.tokenizer, fallback=False), args.seg_dir)
     for problem in problems:
         print(problem)
     print(f"{n_records} records, {len(problems)} problems")
