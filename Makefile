@@ -65,10 +65,13 @@ bench: setup
 	$(PY) benchmarks/noun_agreement.py
 	$(PY) benchmarks/toy_ablation.py --preset cpu --seeds 0 1 2
 	$(PY) benchmarks/toy_investigation.py --preset cpu
+	$(PY) benchmarks/toy_levers.py
 	$(PY) scripts/readme_results.py
 
-# the README's results section, copied from benchmarks/results/*.md and the toy base model card
+# benchmarks/README.md's results and the README's finding, copied from benchmarks/results/ (toy_levers.md is
+# itself generated from the other results files) and the toy base model card
 readme: setup
+	$(PY) benchmarks/toy_levers.py
 	$(PY) scripts/readme_results.py
 
 lint: setup

@@ -212,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     stem = Path(args.results)
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".md").write_text(text)
+    # sampling minutes of each mode, summed over the models (its cost beside plain sampling's: toy_levers.py)
+    numbers["minutes"] = {mode: sum(results[name][mode]["minutes"] for name in results) for mode in MODES}
     stem.with_suffix(".json").write_text(json.dumps({"settings": settings, "seeds": args.seeds, **numbers}, indent=1))
     print(text)
     return 0
