@@ -34,4 +34,4 @@ def test_setup_installs_the_notebooks_extra_and_it_holds_jupyterlab():
 def test_make_lab_opens_the_notebooks_in_jupyterlab():
     recipe = targets()["lab"]
     assert any("jupyter lab" in line and "notebooks" in line for line in recipe), recipe
-    assert "lab" in (ROOT / "README.md").read_text().split("## The notebooks")[1][:400]
+    assert "make lab" in (ROOT / "README.md").read_text().split("## Open the notebooks")[1][:400]
