@@ -43,3 +43,48 @@ def test_repository_path_names_folders_inside_the_checkout_relative_to_it(tmp_pa
 
     assert repository_path(tmp_path / "repo" / "assets" / "base", root=tmp_path / "repo") == "assets/base"
     assert repository_path(tmp_path / "elsewhere", root=tmp_path / "repo") == str(tmp_path / "elsewhere")
+
+
+LEVERS = """# Levers
+
+<!-- finding:begin -->
+| | paper | toy |
+|---|---|---|
+| MG3 gain | +25.4 | -2.0 |
+<!-- finding:end -->
+
+<!-- readme:begin -->
+| lever | gain |
+<!-- readme:end -->
+"""
+
+
+def test_finding_block_is_the_table_between_the_finding_markers_only():
+    from tokencompose.results import finding_block
+
+    block = finding_block(LEVERS)
+    assert block.splitlines() == ["| | paper | toy |", "|---|---|---|", "| MG3 gain | +25.4 | -2.0 |"]
+    assert finding_block("<!-- readme:begin -->\n| a |\n<!-- readme:end -->\n") == ""
+    assert finding_block("<!-- finding:begin -->\nnever closed\n") == ""
+
+
+def test_finding_table_reads_the_repository_file_and_refuses_a_missing_one(tmp_path):
+    import pytest
+
+    from tokencompose.results import FINDING_FILE, finding_table
+
+    (tmp_path / FINDING_FILE).parent.mkdir(parents=True)
+    (tmp_path / FINDING_FILE).write_text(LEVERS, encoding="utf-8")
+    assert "| MG3 gain | +25.4 | -2.0 |" in finding_table(tmp_path)
+    (tmp_path / FINDING_FILE).write_text("# Levers\n\nno block yet\n", encoding="utf-8")
+    with pytest.raises(FileNotFoundError, match="toy_levers.py"):
+        finding_table(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        finding_table(tmp_path / "elsewhere")
+
+
+def test_the_committed_finding_names_the_paper_and_the_l_ldm_only_control():
+    from tokencompose.results import finding_table
+
+    table = finding_table()
+    assert "paper, SD 1.4" in table and "L_LDM only" in table and "oracle layout" in table

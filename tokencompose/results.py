@@ -12,6 +12,10 @@ from pathlib import Path
 
 #: a headline block of a results file (the markers are HTML comments: invisible on GitHub)
 READ_ME_BLOCK = re.compile(r"<!-- readme:begin -->\n(.*?)<!-- readme:end -->", re.DOTALL)
+#: the finding block of ``benchmarks/results/toy_levers.md`` (the paper's numbers beside the toy's)
+FINDING_BLOCK = re.compile(r"<!-- finding:begin -->\n(.*?)<!-- finding:end -->", re.DOTALL)
+#: where ``benchmarks/toy_levers.py`` writes the finding, relative to the repository
+FINDING_FILE = Path("benchmarks") / "results" / "toy_levers.md"
 
 
 def readme_blocks(text: str) -> list[str]:
@@ -30,3 +34,26 @@ def repository_path(folder: str | Path, root: str | Path | None = None) -> str:
     root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
     path = Path(folder).resolve()
     return path.relative_to(root.resolve()).as_posix() if path.is_relative_to(root.resolve()) else str(folder)
+
+
+def finding_block(text: str) -> str:
+    """The finding block of a results file's ``text`` without its markers, or ``""`` if it has none."""
+    match = FINDING_BLOCK.search(text)
+    return match.group(1) if match else ""
+
+
+def finding_table(root: str | Path | None = None) -> str:
+    """The finding table of ``benchmarks/results/toy_levers.md`` in the repository ``root`` (default: the checkout
+    this package lives in), so a notebook shows the committed numbers instead of typing them.
+
+    Raises:
+        FileNotFoundError: the file is absent (an install without the repository's ``benchmarks/`` folder), or
+            it has no finding block (run ``python benchmarks/toy_levers.py``).
+    """
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
+    path = root / FINDING_FILE
+    table = finding_block(path.read_text(encoding="utf-8")) if path.is_file() else ""
+    if not table.strip():
+        raise FileNotFoundError(f"no finding in {path}: it is written by python benchmarks/toy_levers.py in a "
+                                "checkout of the repository")
+    return table
