@@ -87,7 +87,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,8 +123,12 @@ logger = logging.getLogger(__name__)
 #: columns of ``log.csv``
 CSV_COLUMNS = ("step", "ldm", "token", "pixel", "total", "lr", "seconds")
 CHECKPOINT_PREFIX = "checkpoint-"
-#: the loss-spike guard (``TrainOptions.loss_spike_factor``): its window of recent steps, and the steps it waits
+#: the loss-spike guard (``TrainOptions.loss_spike_factor``): its window of recent steps, and the steps after which
+#: their median is the running level (before that a step is judged against the largest loss since the start)
 SPIKE_WINDOW, SPIKE_WARMUP = 50, 20
+#: the factor by which a jump is recognised when the guard is off (``loss_spike_factor`` 0): a checkpoint written
+#: after such a jump is never named "the last good checkpoint"
+DEFAULT_SPIKE_FACTOR = 100.0
 
 #: what a run trains on: called once as ``source(tokenizer, config, rank, world)``, it returns a callable
 #: ``(step, micro) -> batch`` (a collated dict: ``data.collate``) that depends on its arguments only, so a resumed
@@ -163,7 +167,8 @@ class TrainOptions:
     #: (without it, such a folder is refused: a new run mixed into an old one's folder loses both)
     overwrite: bool = False
     #: the divergence guard's loss test: stop when a step's loss exceeds this factor times the median of the
-    #: last ``SPIKE_WINDOW`` steps (after ``SPIKE_WARMUP`` steps); ``None`` or 0: only non-finite losses stop a run
+    #: last ``SPIKE_WINDOW`` steps (from the second step on: before ``SPIKE_WARMUP`` steps, times the largest loss
+    #: since the start); ``None`` or 0: only non-finite losses stop a run
     loss_spike_factor: float | None = 100.0
     #: write TensorBoard logs when ``torch.utils.tensorboard`` can be imported
     tensorboard: bool = True
@@ -521,6 +526,12 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
         csv_handle, csv_writer = _open_csv(output_dir / "log.csv", start)
         board = _tensorboard(output_dir, options.tensorboard)
     last_checkpoint = resumed_from
+
+    def good_checkpoint(newest: int, last: Path | None, row: dict[str, float] | None = None) -> Path | None:
+        """The checkpoint a guard names as good (``last_good_checkpoint``) when it stops at this step."""
+        return last_good_checkpoint(output_dir, newest, last, [*result.history, *([row] if row else [])],
+                                    options.loss_spike_factor)
+
     weight_norm: float | None = None  # of the UNet's weights after the previous step (divergence guard)
     start_norm = weight_norm_of(base_unet)  # of the weights this run starts from (the guard's other reference)
     accumulation = config.gradient_accumulation_steps
@@ -538,7 +549,8 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
                 # gradients are averaged across processes only on the last micro-step
                 with nullcontext() if last else accelerator.no_sync(unet):
                     losses = (objective or compute_losses)(step_components, recorder, batch, config, generator)
-                    _stop_if_not_finite(losses, step + 1, micro, accumulation, batch, last_checkpoint, accelerator)
+                    _stop_if_not_finite(losses, step + 1, micro, accumulation, batch,
+                                        good_checkpoint(step, last_checkpoint), accelerator)
                     # backward the mean over the accumulated micro-batches
                     accelerator.backward(losses["total"] / accumulation)
                 for name, value in losses.items():
@@ -550,7 +562,8 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
             optimizer.zero_grad(set_to_none=True)
             # a finite loss can still leave exploded or non-finite weights (a huge learning rate): stop before
             # anything is saved
-            weight_norm = _stop_if_weights_diverged(base_unet, step + 1, lr, last_checkpoint, weight_norm, start_norm)
+            weight_norm = _stop_if_weights_diverged(base_unet, step + 1, lr, good_checkpoint(step, last_checkpoint),
+                                                    weight_norm, start_norm)
             if ema is not None:
                 ema.step(base_unet.parameters())
 
@@ -560,7 +573,8 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
                                              reduction="mean")
                 sums = dict(zip(names, reduced.tolist(), strict=True))
             row = {"step": step + 1, **sums, "lr": lr, "seconds": time.perf_counter() - began}
-            _stop_if_loss_spiked(row, result.history, options.loss_spike_factor, output_dir)
+            _stop_if_loss_spiked(row, result.history, options.loss_spike_factor,
+                                 good_checkpoint(step - 1, last_checkpoint, row))
             result.history.append(row)
             result.final_step = step + 1
             if main:
@@ -599,27 +613,67 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
     return result
 
 
+def spike_level(totals: Sequence[float]) -> tuple[float, str] | None:
+    """The level a step's total loss is judged against, from the totals of the run's steps before it, and what it
+    is: the median of the last ``SPIKE_WINDOW`` steps once there are ``SPIKE_WARMUP``; before that (no running
+    level yet) the largest loss since the start, at the second step the starting loss itself. ``None`` at the
+    first step."""
+    if not totals:
+        return None
+    if len(totals) < SPIKE_WARMUP:
+        return float(max(totals)), f"the largest loss of the {len(totals)} step(s) since the start"
+    recent = list(totals[-SPIKE_WINDOW:])
+    return float(np.median(recent)), f"the median of the last {len(recent)} steps"
+
+
+def first_jump(history: Sequence[dict[str, float]], factor: float | None) -> int | None:
+    """The first step of ``history`` whose total loss is more than ``factor`` (``DEFAULT_SPIKE_FACTOR`` when 0 or
+    None) times ``spike_level`` of the steps before it; ``None`` when none jumped."""
+    factor = factor or DEFAULT_SPIKE_FACTOR
+    totals = [float(row["total"]) for row in history]
+    for index, total in enumerate(totals):
+        level = spike_level(totals[:index])
+        if level is not None and total > factor * level[0]:
+            return int(history[index]["step"])
+    return None
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    suffix = path.name[len(CHECKPOINT_PREFIX):]
+    return int(suffix) if path.name.startswith(CHECKPOINT_PREFIX) and suffix.isdigit() else None
+
+
+def last_good_checkpoint(output_dir: Path, newest: int, last: Path | None, history: Sequence[dict[str, float]],
+                         factor: float | None) -> Path | None:
+    """The checkpoint a guard names as good: the newest of ``output_dir``'s checkpoints and ``last`` (the last one
+    written or resumed from) at step ``newest`` or before, and written before the weights of any jump of the loss
+    in ``history`` (``first_jump``: the loss of step j is that of the weights after step j - 1, so a checkpoint of
+    step j - 1 or later holds weights that jumped). ``None`` when there is no such checkpoint."""
+    jump = first_jump(history, factor)
+    limit = newest if jump is None else min(newest, jump - 2)
+    candidates = [*_checkpoint_dirs(output_dir), *([last] if last is not None else [])]
+    good = [(_checkpoint_step(c), c) for c in candidates if (_checkpoint_step(c) or limit + 1) <= limit]
+    return max(good, key=lambda pair: pair[0])[1] if good else None
+
+
 def _stop_if_loss_spiked(row: dict[str, float], history: list[dict[str, float]], factor: float | None,
-                         output_dir: Path) -> None:
+                         checkpoint: Path | None) -> None:
     """The divergence guard's loss test: ``NonFiniteLossError`` when this step's total loss is more than ``factor``
-    times the median of the last ``SPIKE_WINDOW`` steps of this run (finite, but diverging: a loss that jumped
-    100000x was saved as 'the last good checkpoint' before). The weights that gave the jump are those of the step
-    before, so the checkpoint it names as good is one written before them; nothing of this step is saved."""
-    recent = [h["total"] for h in history[-SPIKE_WINDOW:]]
-    if not factor or len(recent) < SPIKE_WARMUP:
-        return
-    level = float(np.median(recent))
-    if not row["total"] > factor * level:
+    times ``spike_level`` of the steps before it, from the second step on (finite, but diverging: a loss going
+    0.004 -> 313 at step 2 was saved and named 'the last good checkpoint' while the guard waited 20 steps). The
+    weights that gave the jump are those of the step before, so ``checkpoint`` (``last_good_checkpoint``) is one
+    written before them; nothing of this step is saved."""
+    level = spike_level([h["total"] for h in history])
+    if not factor or level is None or not row["total"] > factor * level[0]:
         return
     step = int(row["step"])
-    good = [c for c in _checkpoint_dirs(output_dir) if int(c.name[len(CHECKPOINT_PREFIX):]) < step - 1]
-    where = (f"the last good checkpoint is {good[-1]} (resume from it with --resume {good[-1]})" if good else
-             "no checkpoint before the jump was written")
+    where = (f"the last good checkpoint is {checkpoint} (resume from it with --resume {checkpoint})" if checkpoint
+             else "no checkpoint before the jump was written")
     raise NonFiniteLossError(
-        f"step {step}: the loss jumped to {row['total']:.4g}, {row['total'] / level:.3g} times the median of the "
-        f"last {len(recent)} steps ({level:.4g}; the guard stops above {factor:g}x, TrainOptions.loss_spike_factor "
-        f"/ --loss-spike-factor, 0 turns it off); nothing of this step was saved; {where}. Lower the learning rate.",
-        step=step, captions=[], checkpoint=good[-1] if good else None)
+        f"step {step}: the loss jumped to {row['total']:.4g}, {row['total'] / level[0]:.3g} times {level[1]} "
+        f"({level[0]:.4g}; the guard stops above {factor:g}x, TrainOptions.loss_spike_factor / --loss-spike-factor, "
+        f"0 turns it off); nothing of this step was saved; {where}. Lower the learning rate.",
+        step=step, captions=[], checkpoint=checkpoint)
 
 
 def _stop_if_not_finite(losses: dict[str, torch.Tensor], step: int, micro: int, accumulation: int, batch: dict,
@@ -632,7 +686,7 @@ def _stop_if_not_finite(losses: dict[str, torch.Tensor], step: int, micro: int, 
     values = ", ".join(f"{name}={float(losses[name].detach()):.4g}" for name in ("ldm", "token", "pixel"))
     captions = list(batch["text"])
     where = f"the last good checkpoint is {checkpoint} (resume with --resume latest)" if checkpoint else \
-        "no checkpoint was written yet"
+        "no good checkpoint was written (none yet, or none from before the loss jumped)"
     raise NonFiniteLossError(
         f"step {step} (micro-batch {micro + 1} of {accumulation}): the loss is not finite ({values}) on the "
         f"batch with captions {captions}. Training stopped before this step changed any weight; {where}. "
@@ -665,7 +719,7 @@ def _stop_if_weights_diverged(unet, step: int, lr: float, checkpoint: Path | Non
             start is None or norm <= MAX_WEIGHT_DRIFT * start):
         return norm
     where = f"the last good checkpoint is {checkpoint} (resume with --resume latest)" if checkpoint else \
-        "no checkpoint was written yet"
+        "no good checkpoint was written (none yet, or none from before the loss jumped)"
     raise NonFiniteLossError(
         f"step {step}: the UNet's weights diverged in the optimizer step (learning rate {lr:g}; weight norm "
         f"{previous if previous is not None else float('nan'):.4g} -> {norm:.4g}, "
