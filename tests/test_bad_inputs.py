@@ -561,3 +561,131 @@ def test_evaluate_segmentation_and_latency_check_their_flags(argv, flag, capsys)
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert flag in err and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------------------------------
+# the output-folder rule in every command that writes (issue 37, item 1): a user's files survive, by digest
+# --------------------------------------------------------------------------------------------------
+
+USERS_FILES = {"notes.txt": b"my notes", "holiday.jpg": b"\xff\xd8 a photo", "drafts/plan.md": b"# my plan"}
+
+
+def digests(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``folder``, by relative path."""
+    import hashlib
+
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def users_folder(folder: Path, extra: dict[str, bytes] | None = None) -> Path:
+    """A folder of the user's files (``USERS_FILES`` and ``extra``)."""
+    for name, data in {**USERS_FILES, **(extra or {})}.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    """A 16 px toy model folder (seconds to sample and train)."""
+    from tokencompose.models import build_toy_model, save_toy_model
+
+    folder = tmp_path_factory.mktemp("tiny") / "base"
+    save_toy_model(build_toy_model(sample_size=16, seed=0), folder)
+    return folder
+
+
+class _FakeGroundedSAM:
+    """Grounded-SAM's stand-in for ``prepare``: the top half of the image for every noun."""
+
+    class settings:  # noqa: N801 - what the command logs of the real one's settings
+        name, detector_id, segmenter_id, box_threshold, text_threshold = "fake", "-", "-", 0.3, 0.25
+
+    def masks_for_nouns(self, image, nouns):
+        mask = np.zeros((image.height, image.width), dtype=bool)
+        mask[: image.height // 2] = True
+        return {noun: mask for noun in nouns}
+
+
+def _prepare_inputs(root: Path) -> list:
+    images = root / "in"
+    images.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(images / "cat.png")
+    captions = root / "captions.jsonl"
+    captions.write_text(json.dumps({"file_name": "cat.png", "text": "a cat on a table"}) + "\n")
+    return ["--images", images, "--captions", captions, "--tagger", "perceptron", "--no-progress"]
+
+
+#: command -> (argv builder of (tmp_path, base, output folder), a name the command writes in that folder, the exit
+#: status of a whole run, or None where a whole run takes too long here: only the refusal is run). Every command that writes: sample, evaluate *, train, toy-data, demo, prepare,
+#: pretrain-toy, setup-tokenizer (evaluate fid writes nothing).
+WRITERS = {
+    "sample": (lambda t, b, o: ["sample", "--model", b, "--prompts", "a photo of a circle.", "--seeds", "0",
+                                "--steps", "1", "--out", o], "0_0.png", 0),
+    "evaluate multigen": (lambda t, b, o: ["evaluate", "multigen", "--prompts", "toy", "--num-prompts", "1",
+                                           "--images", _toy_images(t / "imgs", [0]), "--detector", "toy",
+                                           "--n-images", "1", "--out", o, "--quiet"], "multigen.md", 0),
+    "evaluate visor": (lambda t, b, o: ["evaluate", "visor", "--categories", "toy", "--limit", "1", "--model", b,
+                                        "--steps", "1", "--detector", "toy", "--n-images", "1", "--out", o,
+                                        "--quiet", "--examples", "0"], "visor.json", 0),
+    "evaluate segmentation": (lambda t, b, o: ["evaluate", "segmentation", "--model", b, "--n-prompts", "1",
+                                               "--steps", "1", "--out", o / "seg.json"], "seg.md", 1),  # 1: nothing scored
+    "evaluate latency": (lambda t, b, o: ["evaluate", "latency", "--base", b, "--finetuned", b, "--runs", "1",
+                                          "--warmup", "0", "--steps", "1", "--out", o / "lat.json"], "lat.json", 0),
+    "train": (lambda t, b, o: ["train", "--pretrained", b, "--toy-scenes", "--resolution", "16", "--groups", "mid_4",
+                               "up_8", "--max-train-steps", "1", "--train-batch-size", "1", "--no-progress",
+                               "--output-dir", o], "training_config.json", 0),
+    "toy-data": (lambda t, b, o: ["toy-data", "--out", o, "-n", "2", "--size", "16"], "images/00000.png", 0),
+    "prepare": (lambda t, b, o: ["prepare", *_prepare_inputs(t), "--out", o], "seg/cat/mask_cat.png", 0),
+    "demo": (lambda t, b, o: ["demo", "--base", b, "--steps", "1", "--prompts", "1", "--out", o], "report.md", None),
+    "pretrain-toy": (lambda t, b, o: ["pretrain-toy", "--out", o, "--work-dir", t / "work", "--steps", "1",
+                                      "--batch-size", "2", "--size", "16"], "README.md", None),
+}
+
+
+def _with_overwrite(argv: list) -> list:
+    """``argv`` with ``--overwrite`` where the command has it (it must not hand a user's file over either)."""
+    has_it = argv[0] in ("sample", "train", "toy-data", "pretrain-toy") or argv[:2] in (["evaluate", "multigen"],
+                                                                                         ["evaluate", "visor"])
+    return [*argv, "--overwrite"] if has_it else argv
+
+
+@pytest.mark.parametrize("command", sorted(WRITERS))
+def test_every_writing_command_keeps_the_users_files(tmp_path, tiny_base, capsys, monkeypatch, command):
+    """The output-folder rule, command by command: the user's files in the output folder survive a run (by
+    digest); a user's file under a name the command writes is refused, --overwrite included, naming it, and
+    nothing under the folder changes before the refusal."""
+    from tokencompose import prepare
+
+    monkeypatch.setattr(prepare.GroundedSAM, "from_pretrained", staticmethod(lambda *a, **k: _FakeGroundedSAM()))
+    build, ours, finishes = WRITERS[command]
+    if finishes is not None:
+        kept = users_folder(tmp_path / "kept")
+        before = digests(kept)
+        status, err = run(capsys, *build(tmp_path, tiny_base, kept))
+        assert status == finishes, err
+        after = digests(kept)
+        assert {name: after.get(name) for name in before} == before  # every file of the user's, unchanged
+        assert set(after) - set(before), "the command wrote nothing: the case tests nothing"
+    clash = users_folder(tmp_path / "clash", {ours: b"the user's own file under our name"})
+    before = digests(clash)
+    status, err = run(capsys, *_with_overwrite(build(tmp_path, tiny_base, clash)))
+    assert_named(status, err, "error:", Path(ours).name, "did not write", "Move them out")
+    assert digests(clash) == before  # nothing deleted, overwritten or added (not even a manifest)
+
+
+def test_setup_tokenizer_keeps_the_users_files_in_its_cache_folder(tmp_path, monkeypatch):
+    """setup-tokenizer writes only its ``clip_tokenizer/`` folder under ``$TOKENCOMPOSE_CACHE``."""
+    import gzip
+
+    from tokencompose import tokens
+
+    bpe = tmp_path / tokens.BPE_FILE
+    bpe.write_bytes(gzip.compress((tokens.offline_tokenizer_dir() / "merges.txt").read_bytes()))
+    cache = users_folder(tmp_path / "cache")
+    before = digests(cache)
+    monkeypatch.setenv("TOKENCOMPOSE_CACHE", str(cache))
+    assert main(["setup-tokenizer", "--bpe", str(bpe)]) == 0
+    after = digests(cache)
+    assert {name: after[name] for name in before} == before and "clip_tokenizer/vocab.json" in after

@@ -57,10 +57,11 @@ def test_sample_refuses_a_folder_of_the_users_photos(tmp_path, base, capsys):
     assert run(capsys, "sample", "--model", base, "--prompts", "a photo of a circle.", "--seeds", "0", "--steps",
                "1", "--out", other)[0] == 0
     assert (other / "holiday.jpg").read_bytes() == b"jpeg" and (other / "0_0.png").is_file()
-    # --overwrite hands the photos over
-    assert run(capsys, "sample", "--model", base, "--prompts", "a photo of a circle.", "--seeds", "0", "--steps",
-               "1", "--out", photos, "--overwrite")[0] == 0
-    assert not (photos / "beach_2019.png").exists() and (photos / "notes.txt").read_text() == "mine"
+    # --overwrite replaces this project's files only: the photos are still refused, and kept
+    status, err = run(capsys, "sample", "--model", base, "--prompts", "a photo of a circle.", "--seeds", "0",
+                      "--steps", "1", "--out", photos, "--overwrite")
+    assert status == 2 and "beach_2019.png" in err and "--overwrite included" in err
+    assert snapshot(photos) == before
 
 
 def test_a_refused_sample_keeps_the_first_runs_images(tmp_path):

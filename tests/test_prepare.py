@@ -94,9 +94,11 @@ def read_records(out: Path) -> list[dict]:
 
 
 def snapshot(out: Path) -> dict[str, tuple[int, bytes]]:
-    """mtime (ns) and bytes of every file under ``out`` except metadata.jsonl."""
+    """mtime (ns) and bytes of every file under ``out`` except metadata.jsonl and the list of what prepare wrote
+    (``provenance.record_written``: it grows with every record)."""
     return {str(p.relative_to(out)): (p.stat().st_mtime_ns, p.read_bytes())
-            for p in out.rglob("*") if p.is_file() and p.name != "metadata.jsonl"}
+            for p in out.rglob("*") if p.is_file() and p.name != "metadata.jsonl"
+            and not p.name.startswith("written-")}
 
 
 def run(images, captions, out, segmenter, **kwargs):
@@ -196,7 +198,7 @@ def test_out_dir_may_be_the_images_folder(tmp_path):
     report = run(images, captions, images, RectangleSegmenter())
     assert report.written == 4 and (images / "img0.png").read_bytes() == before
     assert sorted(p.name for p in images.iterdir()) == ["img0.png", "img1.png", "img3.png", "metadata.jsonl",
-                                                        "seg", "sub"]
+                                                        "seg", "sub", "written-0.json"]  # (what prepare wrote)
 
 
 # ---- resuming ---------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def test_claim_folder_removes_only_its_own_results_of_another_record(tmp_path):
     assert (folder / "0_0.png").is_file()
     claim_folder(folder, {"model": "a", "steps": 0}, patterns=("*_*.png",))
     assert not (folder / "0_0.png").exists() and (folder / "notes.txt").is_file()
-    assert written_files(folder) is None  # a new record starts a new list
+    assert written_files(folder) == {}  # the removed results are forgotten; nothing of the old record is listed
 
 
 def test_claim_folder_never_touches_files_it_did_not_write(tmp_path):
@@ -65,7 +65,7 @@ def test_claim_folder_never_touches_files_it_did_not_write(tmp_path):
     with pytest.raises(OutputFolderError, match=r"1 file\(s\) this project did not write \(holiday_2019.png\)"):
         claim_folder(photos, {"model": "a"}, patterns=("*_*.png",))
     assert sorted(p.name for p in photos.iterdir()) == before  # nothing written, nothing deleted
-    with pytest.raises(OutputFolderError, match="--overwrite"):
+    with pytest.raises(OutputFolderError, match="--overwrite included. Move them out"):
         check_folder(photos, ("*_*.png",))
     # a folder this project claimed, with one image of its own and one the user dropped in
     run = tmp_path / "run"
@@ -76,9 +76,10 @@ def test_claim_folder_never_touches_files_it_did_not_write(tmp_path):
     with pytest.raises(OutputFolderError, match="1_0.png"):
         claim_folder(run, {"model": "b"}, patterns=("*_*.png",))
     assert (run / "0_0.png").read_bytes() == b"ours" and (run / "1_0.png").read_bytes() == b"the user's"
-    # --overwrite hands the user's file over
-    claim_folder(run, {"model": "b"}, patterns=("*_*.png",), overwrite=True)
-    assert not (run / "0_0.png").exists() and not (run / "1_0.png").exists()
+    # once the user moved their file away, only this project's own result is removed
+    (run / "1_0.png").rename(tmp_path / "1_0.png")
+    claim_folder(run, {"model": "b"}, patterns=("*_*.png",))
+    assert not (run / "0_0.png").exists() and (tmp_path / "1_0.png").read_bytes() == b"the user's"
     with pytest.raises(OutputFolderError, match="is a file"):
         claim_folder(tmp_path / "run" / "manifest.json", {"model": "a"}, patterns=("*_*.png",))
 

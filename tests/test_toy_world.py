@@ -300,8 +300,10 @@ def test_make_toy_dataset_is_deterministic(tmp_path):
 
 
 def test_make_toy_dataset_refuses_to_overwrite(tmp_path):
+    from tokencompose.provenance import OutputFolderError
+
     make_toy_dataset(tmp_path, 2)
-    with pytest.raises(FileExistsError, match="overwrite"):
+    with pytest.raises(OutputFolderError, match="--overwrite"):
         make_toy_dataset(tmp_path, 2)
     make_toy_dataset(tmp_path, 1, seed=5, overwrite=True)
     assert len(read_dataset(tmp_path)) == 1 and len(list((tmp_path / "images").iterdir())) == 1
@@ -317,7 +319,9 @@ def test_cli_writes_a_dataset(tmp_path):
         nouns = [noun for noun, _ in record["attn_list"]]
         assert 2 <= len(nouns) <= 3 and set(nouns) <= set(NAMES[:6])
         assert Image.open(out / record["file_name"]).size == (64, 64)
-    with pytest.raises(SystemExit):
+    from tokencompose.provenance import OutputFolderError
+
+    with pytest.raises(OutputFolderError, match="--overwrite"):
         cli(["--out", str(out), "-n", "5"])  # exists
     with pytest.raises(SystemExit):
         cli(["--out", str(tmp_path / "x"), "-n", "5", "--max-objects", "11"])

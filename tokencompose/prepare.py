@@ -61,6 +61,7 @@ from .masks import (
     save_mask,
 )
 from .nouns import TaggerUnavailableError, noun_phrases
+from .provenance import check_outputs, record_written, unknown_origin_error, written_files
 
 logger = logging.getLogger(__name__)
 
@@ -284,9 +285,43 @@ def _write_masks(out_dir: Path, caption: Caption, nouns: Sequence[str], masks: M
             name, number = f"{stem}_{number}.png", number + 1
         used.add(name.lower())
         relative = f"{folder}/{name}"
+        record_written(out_dir, {relative: None})  # (checked: absent or this project's)
         save_mask(mask, out_dir / relative)
         attn_list.append([noun, relative])
     return attn_list
+
+
+def _is_source(source: Path, target: Path) -> bool:
+    """Whether ``target`` is the image ``source`` itself (``--out`` is ``--images``, or a hard link)."""
+    try:
+        return os.path.samefile(source, target)
+    except OSError:
+        return False
+
+
+def check_prepare_folder(images_dir: str | os.PathLike, captions: Sequence[Caption],
+                         out_dir: str | os.PathLike) -> None:
+    """The output-folder rule for ``prepare`` (``provenance``), changing nothing: ``metadata.jsonl``, each
+    caption's image copy and its ``seg/<id>/`` masks in ``out_dir`` absent or written by this project (an image
+    that *is* its source, ``--out`` = ``--images``, is not written); ``provenance.OutputFolderError`` names the
+    rest. Called before any model loads."""
+    images_dir, out_dir = Path(images_dir), Path(out_dir)
+    check_outputs(out_dir, [METADATA_FILE], what="a dataset")
+    if not out_dir.is_dir():
+        return
+    ours = set(written_files(out_dir) or {})
+    foreign = []
+    for caption in captions:
+        target = out_dir / caption.file_name
+        if os.path.lexists(target) and caption.file_name not in ours and not _is_source(images_dir / caption.file_name,
+                                                                                       target):
+            foreign.append(caption.file_name)
+        masks = out_dir / SEG_DIR / image_id(caption.file_name)
+        if masks.is_dir():
+            foreign += [name for path in sorted(masks.iterdir())
+                        if (name := path.relative_to(out_dir).as_posix()) not in ours]
+    if foreign:
+        raise unknown_origin_error(out_dir, foreign)
 
 
 def prepare_dataset(
@@ -319,7 +354,9 @@ def prepare_dataset(
         raise FileNotFoundError(f"images folder {str(images_dir)!r} not found: pass --images the folder that the "
                                 "captions' file_name values are relative to")
     caption_list = _unique_captions(caption_list)
+    check_prepare_folder(images_dir, caption_list, out_dir)  # before anything is written (or truncated)
     out_dir.mkdir(parents=True, exist_ok=True)
+    record_written(out_dir, {METADATA_FILE: None})
     metadata_path = out_dir / METADATA_FILE
     done = finished_file_names(metadata_path)
     pending = [c for c in caption_list if c.file_name not in done]
@@ -341,7 +378,9 @@ def prepare_dataset(
             nouns = noun_phrases(caption.text, tagger=tagger)
             masks = segmenter.masks_for_nouns(image, list(nouns)) if nouns else {}
             attn_list = _write_masks(out_dir, caption, nouns, masks, image.size)
-            _place_image(source, out_dir / caption.file_name, link_images)
+            if not _is_source(source, out_dir / caption.file_name):
+                record_written(out_dir, {caption.file_name: None})
+                _place_image(source, out_dir / caption.file_name, link_images)
             record = {"file_name": caption.file_name, "text": caption.text, "attn_list": attn_list}
             metadata.write(json.dumps(record) + "\n")
             metadata.flush()
@@ -395,9 +434,11 @@ def cli(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
         captions = read_captions(args.captions)
+        unique = _unique_captions(captions)
     except (OSError, ValueError) as error:
         logger.error("%s", error)
         return 2
+    check_prepare_folder(args.images, unique, args.out)  # before any model loads
     try:
         segmenter = GroundedSAM.from_pretrained(args.detector, args.segmenter, device=args.device,
                                                 box_threshold=args.box_threshold,

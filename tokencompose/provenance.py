@@ -5,9 +5,16 @@ ablation, the demo, the notebooks): ``claim_folder(folder, record, patterns)`` k
 the record that made the folder's results (``model_digest`` of the loaded weights, the sampling settings, the
 inputs, the package version) and removes (or refuses) results made by anything else before new ones are written.
 
-The output-folder rule (``claim_folder``): a command deletes or overwrites only files this project recorded as
-written there (``record_written``), and checks before it changes anything; files of unknown origin under the
-names results take are refused (``OutputFolderError``), or handed over with ``--overwrite``.
+The output-folder rule, one for every command that writes (``sample``, ``evaluate``, ``train``, ``toy-data``,
+``demo``, ``prepare``, ``pretrain-toy``, ``setup-tokenizer``): a command checks every input and its output folder
+first, then writes; it deletes or overwrites only files that the folder's list of what this project wrote
+(``record_written``, ``written-*.json``) holds, never a file of the user's, ``--overwrite`` included. A file of
+unknown origin under one of the names a command writes is refused (``OutputFolderError``, naming it and saying
+what to do); files of other names are never touched. ``--overwrite`` lets a command replace *its own* earlier
+results where it would otherwise refuse (a finished dataset, model or run); it never empties a folder.
+Folders of results keyed by what made them use ``claim_folder``; single named outputs (a report, a model, a
+dataset) use ``check_outputs`` before anything is written, ``record_written`` before or as each file is written,
+and ``remove_written`` to delete only what the list holds.
 
 ``weights_digest(folder)`` is a SHA-256 over a model folder's weights and configs (``*.safetensors``,
 ``*.json``, sorted by relative path, each file's path and bytes hashed): a retrained or swapped model gives a
@@ -20,6 +27,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,11 +47,12 @@ MEASUREMENT_FILES = frozenset({"gates.json"})
 
 def weights_digest(folder: str | Path, length: int = 16) -> str:
     """Hex SHA-256 (first ``length`` characters) of every ``*.safetensors`` and ``*.json`` file under
-    ``folder`` (path and content) except measurements stored beside the weights (``MEASUREMENT_FILES``: they
+    ``folder`` (path and content) except the lists of what this project wrote there (``written-*.json``) and
+    measurements stored beside the weights (``MEASUREMENT_FILES``: they
     name the digest they were made on); ``FileNotFoundError`` when there is none."""
     folder = Path(folder)
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json")
-                   and p.name not in MEASUREMENT_FILES)
+                   and p.name not in MEASUREMENT_FILES and not p.name.startswith("written-"))
     if not files:
         raise FileNotFoundError(f"no weights or configs (*.safetensors, *.json) under {folder}")
     digest = hashlib.sha256()
@@ -84,8 +94,8 @@ def model_digest(model: Any) -> str:
 
 
 class OutputFolderError(UserError):
-    """An output folder holds files this project did not write where it would write its own: nothing was
-    changed; the message names them and how to proceed (another folder, or ``--overwrite``)."""
+    """An output folder holds files this project did not write where it would write its own (or, without
+    ``--overwrite``, an earlier result of its own): nothing was changed; the message names them and what to do."""
 
 
 #: side files of a folder listing what this project wrote there: one a writing process (``record_written``)
@@ -118,8 +128,12 @@ def record_written(folder: str | Path, files: dict[str, Any], part: str = "0") -
     path = Path(folder) / f"{WRITTEN_PREFIX}{part}.json"
     current = _read_json(path) or {}
     current.update(files)
+    _write_json(path, current)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(current, indent=0, sort_keys=True), encoding="utf-8")
+    tmp.write_text(json.dumps(data, indent=0, sort_keys=True), encoding="utf-8")
     tmp.replace(path)
 
 
@@ -128,10 +142,22 @@ def _result_files(folder: Path, patterns: Sequence[str]) -> list[str]:
                    if p.is_file() and p.name != MANIFEST and not p.name.startswith(WRITTEN_PREFIX)})
 
 
-def check_folder(folder: str | Path, patterns: Sequence[str], overwrite: bool = False) -> list[str]:
+def _shown(names: Sequence[str], limit: int = 5) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def unknown_origin_error(folder: Path, foreign: Sequence[str]) -> OutputFolderError:
+    """The one message of the rule for files this project did not write under the names it would write."""
+    return OutputFolderError(
+        f"{folder} holds {len(foreign)} file(s) this project did not write ({_shown(foreign)}) under the names "
+        "this command writes; tokencompose never deletes or overwrites a file it did not write, --overwrite "
+        "included. Move them out of that folder, or choose another output folder")
+
+
+def check_folder(folder: str | Path, patterns: Sequence[str]) -> list[str]:
     """The first half of ``claim_folder``, changing nothing: ``OutputFolderError`` when ``folder`` holds files
-    under the result names ``patterns`` that this project did not write (unless ``overwrite``); returns them.
-    Commands call it before any model loads, so a refusal costs nothing."""
+    under the result names ``patterns`` that this project did not write. Commands call it before any model
+    loads, so a refusal costs nothing. Returns the result files present (all of them this project's)."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OutputFolderError(f"{folder} is a file, not a folder: choose a folder for the results")
@@ -141,25 +167,88 @@ def check_folder(folder: str | Path, patterns: Sequence[str], overwrite: bool = 
     listed = written_files(folder)
     ours = set(listed) if listed is not None else set(present) if (folder / MANIFEST).is_file() else set()
     foreign = [name for name in present if name not in ours]
-    if foreign and not overwrite:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+    if foreign:
+        raise unknown_origin_error(folder, foreign)
+    return present
+
+
+def _existing(folder: Path, names: Sequence[str], patterns: Sequence[str]) -> list[str]:
+    """``names`` (paths relative to ``folder``) that exist, and the files matching ``patterns``, sorted."""
+    found = {name for name in names if os.path.lexists(folder / name)}
+    found |= {p.relative_to(folder).as_posix() for pattern in patterns for p in folder.glob(pattern)
+              if p.is_file() and not p.name.startswith(WRITTEN_PREFIX) and p.name != MANIFEST}
+    return sorted(found)
+
+
+def check_outputs(folder: str | Path, names: Sequence[str] = (), patterns: Sequence[str] = (), *,
+                  replace: bool = True, what: str = "results", also_ours: Sequence[str] = ()) -> list[str]:
+    """The output-folder rule for named outputs, changing nothing: call it before anything is written.
+
+    ``names``: the paths (relative to ``folder``, files or folders) the command will write; ``patterns``: globs of
+    the names its results take (e.g. ``"images/[0-9]*.png"``). Any of them present that the folder's written list
+    (``record_written``; plus ``also_ours``, an earlier version's files recognised by their content) does not
+    hold raises ``OutputFolderError`` naming them. When not ``replace`` (the command was not given
+    ``--overwrite``), this project's own earlier ``what`` there is refused too. Returns this project's files
+    present, which the command may replace or remove (``remove_written``)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputFolderError(f"{folder} is a file, not a folder: choose a folder for the {what}")
+    if not folder.is_dir():
+        return []
+    present = _existing(folder, names, patterns)
+    ours = set(written_files(folder) or {}) | set(also_ours)
+    foreign = [name for name in present if name not in ours]
+    if foreign:
+        raise unknown_origin_error(folder, foreign)
+    if present and not replace:
         raise OutputFolderError(
-            f"{folder} holds {len(foreign)} file(s) this project did not write ({shown}) under the names its "
-            "results take; tokencompose never deletes or overwrites them. Choose another output folder, or pass "
-            "--overwrite (overwrite=True) to let this command replace them")
-    return foreign
+            f"{folder} already holds {what} this project wrote ({_shown(present)}); pass --overwrite to replace "
+            "them (only files this project wrote are replaced), or choose another output folder")
+    return present
+
+
+def result_and_table(path: str | Path | None) -> list[str]:
+    """The names a ``--out x.json`` result writes in its folder: ``x.json`` and the ``x.md`` table beside it
+    (none without a path), for ``check_outputs`` / ``record_written``."""
+    if not path:
+        return []
+    path = Path(path)
+    return [path.name, path.with_suffix(".md").name]
+
+
+def remove_written(folder: str | Path, names: Sequence[str]) -> list[str]:
+    """Delete those of ``names`` (relative paths, files or folders) that the written list of ``folder`` holds and
+    forget them; a name it does not hold is never touched. Returns what was removed."""
+    folder = Path(folder)
+    listed = written_files(folder) or {}
+    removed = []
+    for name in names:
+        path = folder / name
+        if name not in listed or not os.path.lexists(path):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        removed.append(name)
+    if removed:
+        for part in folder.glob(f"{WRITTEN_PREFIX}*.json"):
+            entries = _read_json(part) or {}
+            kept = {k: v for k, v in entries.items() if k not in removed}
+            if kept != entries:
+                _write_json(part, kept)
+    return removed
 
 
 def claim_folder(folder: str | Path, record: dict[str, Any], patterns: Sequence[str],
-                 on_mismatch: str = "regenerate", overwrite: bool = False) -> Path:
+                 on_mismatch: str = "regenerate") -> Path:
     """Make ``folder`` hold only results made by ``record`` (model digest, settings, inputs; the package version
     is added), so that no result of another model, setting or input is ever read back.
 
-    The output-folder rule, the same for every command: a command deletes or overwrites only files that this
-    project recorded as written there (``record_written``); it checks first and refuses before it changes
-    anything. Files matching ``patterns`` (the names results take, e.g. ``"*_*.png"``) that the project did not
-    write (a user's photos; results of unknown origin) raise ``OutputFolderError`` naming them, unless
-    ``overwrite`` (``--overwrite``) hands them over. Files of other names are never touched.
+    The output-folder rule (module docstring): files matching ``patterns`` (the names results take, e.g.
+    ``"*_*.png"``) that this project did not write (a user's photos; results of unknown origin) raise
+    ``OutputFolderError`` naming them, before anything changes; they are never deleted. Files of other names are
+    never touched.
 
     ``folder/manifest.json`` keeps the record. When it differs from ``record``, the project's own results are
     deleted and logged (``on_mismatch="regenerate"``) or ``StaleResultError`` names what changed (``"refuse"``).
@@ -169,14 +258,12 @@ def claim_folder(folder: str | Path, record: dict[str, Any], patterns: Sequence[
         raise ValueError(f"on_mismatch must be 'regenerate' or 'refuse', got {on_mismatch!r}")
     folder = Path(folder)
     # 1. check everything: refuse before changing anything
-    foreign = check_folder(folder, patterns, overwrite)
+    present = check_folder(folder, patterns)  # every one of them this project's
     record = json.loads(json.dumps({**record, "tokencompose": __version__}, sort_keys=True, default=str))
     path = folder / MANIFEST
     old = _read_json(path) if path.is_file() else None
-    present = _result_files(folder, patterns) if folder.is_dir() else []
-    listed = written_files(folder) if folder.is_dir() else None
     same = old == record
-    stale = [] if same else [name for name in present if name not in foreign]
+    stale = [] if same else present
     if stale and on_mismatch == "refuse":
         changed = ("no manifest" if not isinstance(old, dict) else
                    "changed: " + ", ".join(f"{k} {old.get(k)!r} -> {record.get(k)!r}"
@@ -185,20 +272,13 @@ def claim_folder(folder: str | Path, record: dict[str, Any], patterns: Sequence[
                                "use another output folder, delete it, or allow regenerating")
     # 2. act
     folder.mkdir(parents=True, exist_ok=True)
-    if foreign:  # overwrite: the user handed them over
-        logger.warning("%s: --overwrite: %d file(s) this project did not write are replaced", folder, len(foreign))
-        for name in foreign:
-            (folder / name).unlink()
-    if same and listed is None and present:  # an earlier version's folder: list its results as ours from now on
-        record_written(folder, {name: None for name in present if name not in foreign})
+    if present and written_files(folder) is None:  # an earlier version's folder: its results are listed as ours
+        record_written(folder, {name: None for name in present})
     if same:
         return folder
     if stale:
         logger.warning("%s: %d results of another model or settings removed", folder, len(stale))
-        for name in stale:
-            (folder / name).unlink()
-    for part in folder.glob(f"{WRITTEN_PREFIX}*.json"):
-        part.unlink()
+        remove_written(folder, stale)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=1, sort_keys=True), encoding="utf-8")
     tmp.replace(path)

@@ -613,9 +613,11 @@ class Generator:
 IMAGE_PATTERNS = ("*_*.png", "prompts.json")
 
 
-def _check_prompt_record(out_dir: Path, prompts: Sequence[str]) -> bool:
+def _check_prompt_record(out_dir: Path, prompts: Sequence[str], overwrite: bool = False) -> bool:
     """``out_dir/prompts.json`` keeps the prompts behind the indices of the file names; a resumed run must match
-    (``ValueError`` otherwise, before anything is changed). Returns whether the record must be (re)written."""
+    (``ValueError`` otherwise, before anything is changed), unless ``overwrite``: then the record is replaced and
+    the images this project made for the old prompts are regenerated (their written tags name the old prompt).
+    Returns whether the record must be (re)written."""
     record = out_dir / "prompts.json"
     if not record.is_file():
         return True
@@ -627,9 +629,12 @@ def _check_prompt_record(out_dir: Path, prompts: Sequence[str]) -> bool:
     common = min(len(old), len(prompts))
     for index in range(common):
         if old[index] != prompts[index]:
+            if overwrite:
+                return True
             raise ValueError(
                 f"{record} says image {index}_*.png is of prompt {old[index]!r}, but prompt {index} is now "
-                f"{prompts[index]!r}; write to another --out folder (or delete it) to sample a different list"
+                f"{prompts[index]!r}; write to another --out folder, or pass --overwrite to replace this project's images "
+                "of the old list"
             )
     return len(prompts) > len(old)
 
@@ -649,8 +654,9 @@ def generate(model: Any, prompts: Sequence[str], seeds: Sequence[int], steps: in
         out_dir: where to write ``{prompt_index}_{seed}.png``; existing files are skipped (resume) when the
             folder's ``manifest.json`` says the same weights and settings made them, and removed otherwise
             (``provenance.claim_folder``); ``prompts.json`` there records the prompt list (a resumed run with
-            other prompts is refused). Files under those names that this project did not write are refused
-            (``provenance.OutputFolderError``), never deleted, unless ``overwrite``.
+            other prompts is refused, unless ``overwrite``: then this project's images of the old prompts are
+            replaced). Files under those names that this project did not write are refused
+            (``provenance.OutputFolderError``), never deleted or overwritten, ``overwrite`` included.
         batch_size: images a forward pass.
         mode: the sampling mode the model was prepared for (``prepare_for_sampling``); recorded in the folder's
             manifest, so images of the other mode are not reused.
@@ -675,9 +681,9 @@ def generate(model: Any, prompts: Sequence[str], seeds: Sequence[int], steps: in
         folder = Path(out_dir)
         # check everything before changing anything: the prompt record, then the folder (provenance's rule:
         # only files this project wrote are replaced; others under result names are refused)
-        write_record = _check_prompt_record(folder, list(prompts)) if folder.is_dir() else True
-        claim_folder(folder, generator.provenance, patterns=IMAGE_PATTERNS, overwrite=overwrite)
-        if write_record:
+        write_record = _check_prompt_record(folder, list(prompts), overwrite) if folder.is_dir() else True
+        claim_folder(folder, generator.provenance, patterns=IMAGE_PATTERNS)
+        if write_record or not (folder / "prompts.json").is_file():  # (another model's run: it was removed)
             (folder / "prompts.json").write_text(json.dumps({"prompts": list(prompts)}, indent=1))
             record_written(folder, {"prompts.json": None})
         written = written_files(folder) or {}
@@ -828,7 +834,8 @@ def cli(argv: list[str]) -> int:
                         "subject's attention in the first half of the steps; subjects: the POS tagger's nouns of "
                         "each prompt, less frame words such as 'photo')")
     parser.add_argument("--overwrite", action="store_true",
-                        help="let files in --out that this project did not write, under image names, be replaced")
+                        help="replace this project's images in --out made for another prompt list (files this "
+                        "project did not write are never replaced)")
     args = parser.parse_args(argv)
     try:
         settings = sampling_settings(args.mode, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
@@ -839,8 +846,8 @@ def cli(argv: list[str]) -> int:
         seeds = parse_seeds(args.seeds)
         prompts = read_prompts(args.prompts)[: args.limit]
         if Path(args.out).is_dir():  # the folder's files and prompt record, before any weights are read
-            check_folder(args.out, IMAGE_PATTERNS, overwrite=args.overwrite)
-            _check_prompt_record(Path(args.out), prompts)
+            check_folder(args.out, IMAGE_PATTERNS)
+            _check_prompt_record(Path(args.out), prompts, args.overwrite)
         model = load_model(args.model, base=args.base, dtype=settings.dtype, device=settings.device,
                            scheduler=args.scheduler)
         model = prepare_for_sampling(model, settings)

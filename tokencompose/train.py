@@ -116,6 +116,7 @@ from .config import ASSETS_DIR, PRESETS, Config, get_config
 from .data import DatasetBatches, DatasetError, TokenComposeDataset, seed_for
 from .models import Components, load_components
 from .objective import NonFiniteLossError, all_finite, compute_losses
+from .provenance import check_outputs, record_written, remove_written, written_files
 from .schedules import fine_tuning_ema, fine_tuning_schedule
 
 logger = logging.getLogger(__name__)
@@ -265,6 +266,51 @@ def check_config(config: Config, options: TrainOptions, has_batches: bool = Fals
 # --------------------------------------------------------------------------------------------------
 # checkpoints (safetensors + JSON, written then renamed)
 # --------------------------------------------------------------------------------------------------
+
+#: what a run writes into ``output_dir`` (the output-folder rule guards these names)
+RUN_FILES = ("unet", "unet.tmp", "text_encoder", "scheduler", "pretrain_settings.json", "training_config.json",
+             "log.csv", "tensorboard", "checkpoints")
+#: what shows that a run finished there
+_FINISHED = ("unet", "training_config.json")
+
+
+def earlier_run_files(output_dir: Path) -> list[str]:
+    """``RUN_FILES`` present in a run folder an earlier version wrote (no written list, but a
+    ``training_config.json`` that is a run's config): those count as this project's."""
+    config = output_dir / "training_config.json"
+    if written_files(output_dir) is not None or not config.is_file():
+        return []
+    try:
+        saved = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(saved, dict) or not {"pretrained", "output_dir"} <= set(saved):
+        return []
+    return [name for name in RUN_FILES if os.path.lexists(output_dir / name)]
+
+
+def check_run_folder(config: Config, options: TrainOptions) -> list[str]:
+    """The output-folder rule for a run (``provenance.check_outputs``), before any model loads and changing
+    nothing: files of unknown origin under ``RUN_FILES`` in ``output_dir`` are refused, naming them
+    (``OutputFolderError``); an earlier run of this project there is continued only with ``options.resume`` from
+    its checkpoints, and replaced only with ``options.overwrite`` (``RunFolderError`` otherwise), so a finished run
+    whose checkpoints are gone is never overwritten by a new one. Returns this project's files there."""
+    output_dir = Path(config.output_dir)
+    ours = check_outputs(output_dir, RUN_FILES, what="a training run", also_ours=earlier_run_files(output_dir))
+    if options.overwrite:
+        return ours
+    earlier = _checkpoint_dirs(output_dir)
+    if options.resume is None and earlier:
+        raise RunFolderError(
+            f"{output_dir} holds another run's checkpoints ({', '.join(p.name for p in earlier[-3:])}); "
+            "continue it with --resume latest, replace it with --overwrite, or choose another --output-dir")
+    finished = [name for name in _FINISHED if name in ours]
+    if finished and not earlier:
+        raise RunFolderError(
+            f"{output_dir} holds a finished run ({', '.join(finished)}) whose checkpoints are gone, so it cannot be "
+            "resumed and a new run would overwrite it; replace it with --overwrite, or choose another --output-dir")
+    return ours
+
 
 def _checkpoint_dirs(output_dir: Path) -> list[Path]:
     """Complete checkpoints of a run, oldest first."""
@@ -418,6 +464,7 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
     """
     options = options or TrainOptions()
     check_config(config, options, has_batches=batches is not None)
+    ours = check_run_folder(config, options)  # before any model loads; nothing is changed by a refusal
     output_dir = Path(config.output_dir)
     accelerator = _make_accelerator(config)
     if components is None:
@@ -455,18 +502,15 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
     optimizer = _make_optimizer(unet, config)
     ema = fine_tuning_ema(unet.parameters(), config.ema_decay) if config.use_ema else None
 
-    # a new run never mixes into another run's folder
+    # a new run never mixes into another run's folder (check_run_folder refused it without --overwrite)
     earlier = _checkpoint_dirs(output_dir)
-    if options.resume is None and earlier:
-        if not options.overwrite:
-            raise RunFolderError(
-                f"{output_dir} holds another run's checkpoints ({', '.join(p.name for p in earlier[-3:])}); "
-                "continue it with --resume latest, replace it with --overwrite, or choose another --output-dir")
+    if options.resume is None and ours:
         if accelerator.is_main_process:
-            logger.warning("--overwrite: removing the earlier run's checkpoints and log in %s", output_dir)
-            shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
-            (output_dir / "log.csv").unlink(missing_ok=True)
+            logger.warning("starting afresh: removing the earlier run's checkpoints and log in %s", output_dir)
+            record_written(output_dir, dict.fromkeys(ours))  # (an earlier version's run: listed as ours first)
+            remove_written(output_dir, ["checkpoints", "log.csv"])
         accelerator.wait_for_everyone()
+        earlier = []
 
     # resume: weights, optimizer, EMA and step from a checkpoint (before the log is opened); a checkpoint that
     # cannot be read (a corrupt newest one) falls back to the one before it, with a warning
@@ -523,6 +567,7 @@ def train(config: Config, options: TrainOptions | None = None, components: Compo
     main = accelerator.is_main_process
     if main:
         output_dir.mkdir(parents=True, exist_ok=True)
+        record_written(output_dir, dict.fromkeys(RUN_FILES))  # checked: absent or this project's
         csv_handle, csv_writer = _open_csv(output_dir / "log.csv", start)
         board = _tensorboard(output_dir, options.tensorboard)
     last_checkpoint = resumed_from
@@ -790,7 +835,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", nargs="?", const="latest", default=None,
                         help="continue from the newest checkpoint of --output-dir, or from the folder given")
     parser.add_argument("--overwrite", action="store_true",
-                        help="start afresh in an --output-dir that holds another run, deleting its checkpoints")
+                        help="start afresh in an --output-dir that holds an earlier run of this project's, replacing "
+                             "it (files this project did not write are never replaced)")
     parser.add_argument("--loss-spike-factor", type=non_negative_float, default=100.0,
                         help="stop when a step's loss exceeds this many times the median of the last steps "
                              "(default 100; 0: only non-finite losses stop a run)")

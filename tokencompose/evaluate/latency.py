@@ -42,6 +42,7 @@ from tokencompose.cli_args import (
     result_file,
 )
 from tokencompose.models import Components, WeightsNotFoundError
+from tokencompose.provenance import check_outputs, record_written, result_and_table
 from tokencompose.sample import DTYPES, generate, is_pipeline, load_model, read_prompts
 
 logger = logging.getLogger(__name__)
@@ -222,6 +223,9 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--out", type=result_file, default=None,
                         help="write the result as JSON here (and a .md table beside it)")
     args = parser.parse_args(argv)
+    written = result_and_table(args.out)
+    if args.out:  # the output-folder rule: both names absent or this project's, before any model loads
+        check_outputs(Path(args.out).parent, written)
     try:
         prompts = read_prompts(args.prompts) if args.prompts else list(DEFAULT_PROMPTS)
         prompts = (prompts * args.batch)[: max(args.batch, 1)]
@@ -237,6 +241,7 @@ def cli(argv: list[str]) -> int:
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
+        record_written(out.parent, dict.fromkeys(written))
         out.write_text(json.dumps(dict(result, base_model=args.base, finetuned_model=args.finetuned), indent=1))
         out.with_suffix(".md").write_text(result["table"] + "\n")
     return 0

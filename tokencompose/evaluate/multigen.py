@@ -52,7 +52,14 @@ from tqdm.auto import tqdm
 
 from tokencompose.cli_args import UserError
 from tokencompose.evaluate.detectors import Detection, draw_detections, to_pil
-from tokencompose.provenance import MANIFEST, WRITTEN_PREFIX, claim_folder, record_written, written_files
+from tokencompose.provenance import (
+    MANIFEST,
+    WRITTEN_PREFIX,
+    check_outputs,
+    claim_folder,
+    record_written,
+    written_files,
+)
 from tokencompose.stats import cluster_interval
 
 logger = logging.getLogger(__name__)
@@ -438,11 +445,28 @@ def _external_images_record(folder: Path) -> dict[str, Any]:
     return record
 
 
+#: the result files an evaluation writes into its output folder, beside ``images/`` and ``detections/``
+#: (``run_multigen`` / ``run_visor`` the first ones, ``evaluate``'s command the figures and prompt sets)
+RESULT_FILES: dict[str, tuple[str, ...]] = {
+    "multigen": ("multigen.json", "multigen.md"),
+    "visor": ("visor.json", "visor.md", "visor_prompts.json"),
+}
+
+
+def check_result_files(out_dir: str | Path, names: Sequence[str]) -> None:
+    """The output-folder rule for an evaluation's result files (``provenance.check_outputs``): ``names`` in
+    ``out_dir`` that this project did not write are refused, naming them, before anything changes. A folder an
+    earlier version evaluated into (detections with a manifest, no written list) counts its results as its own."""
+    out_dir = Path(out_dir)
+    earlier = (out_dir / "detections" / MANIFEST).is_file() and written_files(out_dir) is None
+    check_outputs(out_dir, names, also_ours=names if earlier else ())
+
+
 def generate_and_detect(items: Sequence[tuple[int, str, Sequence[str]]], detector: Any, out_dir: str | Path,
                         images_per_prompt: int, generate_fn: GenerateFn | None = None,
                         images_dir: str | Path | None = None, save_threshold: float = 0.01,
                         generate_batch_size: int = 16, progress: bool = True, state: Any = None,
-                        desc: str = "", provenance: Mapping[str, Any] | None = None, overwrite: bool = False
+                        desc: str = "", provenance: Mapping[str, Any] | None = None
                         ) -> dict[str, dict[str, Any]]:
     """Images ``{id}_{j}.png`` (j = seed = 0..N-1) for each ``(id, text, query names)``, detected and saved.
 
@@ -459,7 +483,7 @@ def generate_and_detect(items: Sequence[tuple[int, str, Sequence[str]]], detecto
       first one's images. Detections are claimed for (images, detector, save threshold, the items' content): a
       prompt file whose prompts differ is never scored on the old images or detections. An image is reused
       only when this project made it for the same prompt. Files of unknown origin under those names are
-      refused (``provenance.OutputFolderError``), never deleted, unless ``overwrite``.
+      refused (``provenance.OutputFolderError``), never deleted or overwritten.
 
     Returns every detection of the folder (all processes), once all processes are done.
     """
@@ -481,11 +505,11 @@ def generate_and_detect(items: Sequence[tuple[int, str, Sequence[str]]], detecto
                                              ).encode()).hexdigest()[:16]
     if state.is_main_process:
         if generate_fn is not None:
-            claim_folder(image_folder, images_record, patterns=("*_*.png",), overwrite=overwrite)
+            claim_folder(image_folder, images_record, patterns=("*_*.png",))
         claim_folder(detection_folder, {"images": images_record, "detector": type(detector).__name__,
                                         "detector_settings": _detector_settings(detector),
                                         "save_threshold": save_threshold, "items": items_digest},
-                     patterns=("[0-9]*.json",), overwrite=overwrite)
+                     patterns=("[0-9]*.json",))
     state.wait_for_everyone()
     rank = str(state.process_index)
     image_folder.mkdir(parents=True, exist_ok=True)
@@ -554,22 +578,24 @@ def run_multigen(prompts: Sequence[MultiGenPrompt], detector: Any, out_dir: str 
                  generate_fn: GenerateFn | None = None, images_dir: str | Path | None = None,
                  images_per_prompt: int = 10, model_name: str = "model", threshold: float = 0.1,
                  save_threshold: float = 0.01, report_extra: bool | None = None, generate_batch_size: int = 16,
-                 progress: bool = True, state: Any = None, provenance: Mapping[str, Any] | None = None,
-                 overwrite: bool = False) -> dict[str, Any]:
+                 progress: bool = True, state: Any = None, provenance: Mapping[str, Any] | None = None
+                 ) -> dict[str, Any]:
     """Generate (or read), detect, score; write ``multigen.json`` and ``multigen.md`` in ``out_dir``.
 
     ``report_extra`` (default: when the detector reports every category it sees, its
     ``reports_all_categories``: the toy world's) adds ``nothing_extra``. Resumable: a
     second run with the same ``provenance`` (model digest, settings; see ``generate_and_detect``) regenerates
     no image on disk and re-detects no image already in ``out_dir/detections``; another model's images and
-    detections in the folder are removed first.
+    detections in the folder are removed first. A ``multigen.json`` or ``.md`` there that this project did not
+    write is refused before anything changes (``check_result_files``).
     Returns the result dict (every process gets it; only the main process writes files).
     """
     state = state or process_state()
+    check_result_files(out_dir, RESULT_FILES["multigen"])
     items = [(i, p.text, p.objects) for i, p in enumerate(prompts)]
     detections = generate_and_detect(items, detector, out_dir, images_per_prompt, generate_fn, images_dir,
                                      save_threshold, generate_batch_size, progress, state, desc="MultiGen",
-                                     provenance=provenance, overwrite=overwrite)
+                                     provenance=provenance)
     wanted = {f"{i}_{j}" for i in range(len(prompts)) for j in range(images_per_prompt)}
     detections = {k: v for k, v in detections.items() if k in wanted}
     result: dict[str, Any] = {
@@ -583,6 +609,7 @@ def run_multigen(prompts: Sequence[MultiGenPrompt], detector: Any, out_dir: str 
         result["nothing_extra"] = nothing_extra_share(detections, prompts, threshold)
     if state.is_main_process:
         out_dir = Path(out_dir)
+        record_written(out_dir, dict.fromkeys(RESULT_FILES["multigen"]))
         write_json(result, out_dir / "multigen.json")
         (out_dir / "multigen.md").write_text(multigen_table([result]) + "\n", encoding="utf-8")
     return result

@@ -34,7 +34,15 @@ from typing import Any
 
 import numpy as np
 
-from tokencompose.evaluate.multigen import GenerateFn, generate_and_detect, process_state, write_json
+from tokencompose.evaluate.multigen import (
+    RESULT_FILES,
+    GenerateFn,
+    check_result_files,
+    generate_and_detect,
+    process_state,
+    write_json,
+)
+from tokencompose.provenance import record_written
 
 logger = logging.getLogger(__name__)
 
@@ -123,20 +131,19 @@ def run_visor(prompts: Sequence[Mapping[str, Any]], detector: Any, out_dir: str 
               generate_fn: GenerateFn | None = None, images_dir: str | Path | None = None,
               images_per_prompt: int = 4, model_name: str = "model", threshold: float = 0.1,
               subset_note: str = "", generate_batch_size: int = 16, progress: bool = True,
-              state: Any = None, provenance: Mapping[str, Any] | None = None, overwrite: bool = False
-              ) -> dict[str, Any]:
+              state: Any = None, provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Generate (or read) ``images_per_prompt`` images a prompt, detect A and B, score; write JSON + markdown.
 
     Resumable like ``multigen.run_multigen`` (images ``{unique_id}_{j}.png``, seed j; detections in
     ``out_dir/detections``; ``provenance`` as there: another model's images are never reused). ``subset_note`` (e.g. "500 of 25280 prompts, seed 0") goes into the outputs.
     """
     state = state or process_state()
+    check_result_files(out_dir, RESULT_FILES["visor"])  # a visor.json of unknown origin: refused, nothing changed
     items = [(int(p["unique_id"]), p["text"], (p["obj_1_attributes"][0], p["obj_2_attributes"][0]))
              for p in prompts]
     detections = generate_and_detect(items, detector, out_dir, images_per_prompt, generate_fn, images_dir,
                                      save_threshold=0.01, generate_batch_size=generate_batch_size,
-                                     progress=progress, state=state, desc="VISOR", provenance=provenance,
-                                     overwrite=overwrite)
+                                     progress=progress, state=state, desc="VISOR", provenance=provenance)
     wanted = {f"{pid}_{j}" for pid, _, _ in items for j in range(images_per_prompt)}
     detections = {k: v for k, v in detections.items() if k in wanted}
     result: dict[str, Any] = {"model": model_name, **object_accuracy(detections, prompts, threshold),
@@ -145,6 +152,7 @@ def run_visor(prompts: Sequence[Mapping[str, Any]], detector: Any, out_dir: str 
                               "prompt_set": subset_note or f"all {len(prompts)} prompts"}
     if state.is_main_process:
         out_dir = Path(out_dir)
+        record_written(out_dir, dict.fromkeys(RESULT_FILES["visor"]))
         write_json(result, out_dir / "visor.json")
         (out_dir / "visor.md").write_text(visor_table([result]) + "\n", encoding="utf-8")
         (out_dir / "visor_prompts.json").write_text(json.dumps(list(prompts), indent=1), encoding="utf-8")

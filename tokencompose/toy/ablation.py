@@ -27,8 +27,10 @@ import torch
 from ..attention import attach_recorder
 from ..config import TOY_BASE_DIR, get_config
 from ..evaluate.multigen import (
+    RESULT_FILES,
     MultiGenPrompt,
     at_least,
+    check_result_files,
     detected_names,
     image_outcome,
     load_detections,
@@ -39,11 +41,12 @@ from ..heatmaps import generate_with_attention, heat_maps
 from ..losses import prepare_samples
 from ..models import load_components
 from ..objective import compute_losses, noised_prediction
+from ..provenance import check_folder, check_outputs, record_written, written_files
 from ..results import readme_blocks, title
 from ..sample import Generator, load_model
 from ..stats import cluster_interval, paired_interval
 from ..tokens import noun_token_positions
-from ..train import TrainOptions, train
+from ..train import RUN_FILES, TrainOptions, earlier_run_files, train
 from ..viz import attention_comparison, score_bars
 from .detector import ToyDetector, ToySegmenter
 from .world import (
@@ -299,12 +302,49 @@ def attention_miou(model_dir: str | Path, settings: AblationSettings) -> dict[st
             "missing": result["missing"], "protocol": settings.seg_protocol}
 
 
+#: the file ``run_ablation`` writes beside its runs' folders
+ABLATION_RESULTS = "results.json"
+
+
+def earlier_ablation_results(out_dir: str | Path) -> list[str]:
+    """``[ABLATION_RESULTS]`` when ``out_dir`` holds one an earlier version wrote (no written list; the
+    ``settings`` and ``runs`` of a ``run_ablation`` result): it counts as this project's."""
+    path = Path(out_dir) / ABLATION_RESULTS
+    if written_files(out_dir) is not None or not path.is_file():
+        return []
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [ABLATION_RESULTS] if isinstance(saved, dict) and {"settings", "runs"} <= set(saved) else []
+
+
+def check_ablation_folders(out_dir: Path, variants: Sequence[str], seeds: Sequence[int],
+                           settings: AblationSettings) -> None:
+    """The output-folder rule for every folder an ablation writes, before the first run starts (a refusal
+    changes nothing): ``results.json``, each run's folder (``train.RUN_FILES``) and its evaluations' images,
+    detections and result files: absent or this project's (``provenance.OutputFolderError`` names the rest)."""
+    check_outputs(out_dir, [ABLATION_RESULTS], what="ablation results", also_ours=earlier_ablation_results(out_dir))
+    for seed in seeds:
+        for variant in variants:
+            run_dir = out_dir / f"{variant}_seed{seed}"
+            check_outputs(run_dir, RUN_FILES, what="a training run", also_ours=earlier_run_files(run_dir))
+            for split in ("seen", "unseen"):
+                for count in settings.counts:
+                    folder = run_dir / "eval" / f"{split}_{count}"
+                    check_folder(folder / "images", ("*_*.png",))
+                    check_folder(folder / "detections", ("[0-9]*.json",))
+                    check_result_files(folder, RESULT_FILES["multigen"])
+
+
 def run_ablation(variants: Sequence[str] = ("ldm", "both"), seeds: Sequence[int] = (0,),
                  settings: AblationSettings | None = None, out_dir: str | Path = "outputs/ablation",
                  base: str = str(TOY_BASE_DIR)) -> dict[str, Any]:
-    """Fine-tune and evaluate every (variant, seed); writes ``results.json`` and returns it."""
+    """Fine-tune and evaluate every (variant, seed); writes ``results.json`` and returns it. A ``results.json``
+    there that this project did not write is refused before anything is written (the output-folder rule)."""
     settings = settings or AblationSettings()
     out_dir = Path(out_dir)
+    check_ablation_folders(out_dir, variants, seeds, settings)
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; choose among {list(VARIANTS)}")
@@ -322,7 +362,8 @@ def run_ablation(variants: Sequence[str] = ("ldm", "both"), seeds: Sequence[int]
                 "train_minutes": train_minutes, "eval_minutes": (time.time() - began) / 60,
                 "final_losses": result.history[-1] if result.history else {}, "scores": scores})
             logger.info("%s seed %d done (%.1f min training)", variant, seed, train_minutes)
-    (out_dir / "results.json").write_text(json.dumps(runs, indent=1, default=str))
+    record_written(out_dir, {ABLATION_RESULTS: None})
+    (out_dir / ABLATION_RESULTS).write_text(json.dumps(runs, indent=1, default=str))
     return runs
 
 

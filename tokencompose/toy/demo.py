@@ -32,12 +32,16 @@ import matplotlib
 from ..cli_args import ArgumentParser, output_folder, positive_int
 from ..config import TOY_BASE_DIR
 from ..heatmaps import generate_with_attention, noun_heat_maps
+from ..provenance import check_outputs, record_written
 from ..sample import load_model
 from ..stats import paired_interval
 from ..viz import attention_maps_figure, loss_curves, sample_grid
 from .ablation import (
+    ABLATION_RESULTS,
     LABELS,
     AblationSettings,
+    check_ablation_folders,
+    earlier_ablation_results,
     held_out_prompts,
     interval_cell,
     mg_table,
@@ -61,6 +65,7 @@ def _figures(out: Path, runs: list[dict], settings: AblationSettings, base: str)
         images, attention = generate_with_attention(model, texts, [0] * len(texts), steps=settings.sample_steps,
                                                     guidance=settings.guidance, progress=False)
         safe = name.replace(" ", "_").replace("+", "plus")
+        record_written(out, {f"samples_{safe}.png": None})
         figure = sample_grid(list(images), [p.text.removeprefix("a photo of ") for p in prompts], columns=4,
                              title=name)
         figure.savefig(out / f"samples_{safe}.png")
@@ -68,6 +73,7 @@ def _figures(out: Path, runs: list[dict], settings: AblationSettings, base: str)
         nouns = list(prompts[0].objects)
         heat = noun_heat_maps(attention[:1], texts[0], nouns, model.tokenizer)
         attention_rows[name] = {noun: heat[noun] for noun in nouns}
+    record_written(out, dict.fromkeys(DEMO_FILES))
     figure = attention_maps_figure(attention_rows, title=f"attention of each noun: {texts[0]}")
     figure.savefig(out / "attention.png")
     lines += ["## Attention maps of one prompt (rows: models; columns: nouns)", "", "![attention](attention.png)",
@@ -113,15 +119,32 @@ def verdict(runs: list[dict]) -> str:
             "three-seed ablation (benchmarks/results/toy_ablation_*.md) is the experiment that decides.")
 
 
+#: the files the demo writes into its folder itself (``run_ablation`` adds ``results.json`` and a folder a run)
+DEMO_FILES = ("report.md", "attention.png", "losses.png")
+DEMO_PATTERNS = ("samples_*.png",)
+#: the variants the demo fine-tunes (``ablation.VARIANTS``): L_LDM only, and both grounding losses
+VARIANTS_RUN = ["ldm", "both"]
+
+
+def check_demo_folder(out_dir: str | Path) -> None:
+    """The output-folder rule for the demo (``provenance.check_outputs``), changing nothing: its report and
+    figures there, and ``results.json``, absent or this project's (a rerun resumes and replaces them)."""
+    check_outputs(out_dir, (*DEMO_FILES, ABLATION_RESULTS), DEMO_PATTERNS, what="a demo",
+                  also_ours=earlier_ablation_results(out_dir))
+
+
 def run_demo(out_dir: str | Path = "outputs/demo", settings: AblationSettings | None = None,
              base: str = str(TOY_BASE_DIR)) -> Path:
-    """Run the demo; returns the path of ``report.md``."""
+    """Run the demo; returns the path of ``report.md``. The output-folder rule first (``check_demo_folder``):
+    a file the project did not write under one of the demo's names is refused before anything is written."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     settings = settings or AblationSettings(steps=200, batch_size=16, prompts_per_count=8, images_per_prompt=4,
                                             sample_steps=25)
+    check_demo_folder(out)
+    check_ablation_folders(out, VARIANTS_RUN, [0], settings)  # every folder, before the first run starts
+    out.mkdir(parents=True, exist_ok=True)
     began = time.time()
-    results = run_ablation(["ldm", "both"], seeds=[0], settings=settings, out_dir=out, base=base)
+    results = run_ablation(VARIANTS_RUN, seeds=[0], settings=settings, out_dir=out, base=base)
     runs = results["runs"]
     lines = [
         "# tokencompose demo: TokenCompose on the toy world", "",

@@ -45,7 +45,7 @@ from ..cli_args import (
 from ..config import TOY_BASE_DIR
 from ..models import PADDING_MODES, Components, build_toy_model, encode_prompts, encode_text, save_toy_model
 from ..objective import NonFiniteLossError, all_finite
-from ..provenance import weights_digest
+from ..provenance import OutputFolderError, check_outputs, record_written, remove_written, weights_digest
 from ..schedules import cooldown_learning_rate, update_average
 from .probes import base_report, gates_markdown
 from .world import COLOUR_MODES, EXCLUDED_PAIRS, TOY_CATEGORIES, ToyScenes
@@ -148,10 +148,60 @@ def trained_modules(components: Components, settings: PretrainSettings) -> torch
     return components.unet
 
 
+#: what a pre-training writes into its model folder (``--out``) and its work folder (``--work-dir``)
+MODEL_FILES = ("unet", "text_encoder", "scheduler", "pretrain_settings.json", "gates.json", "README.md")
+WORK_FILES = ("checkpoint", "checkpoint.tmp", "log.csv", "run_settings.json")
+#: settings a resumed run may change: how long it runs, how often it saves
+_RESUMABLE_CHANGES = ("steps", "checkpoint_every")
+
+
+def check_pretrain_folders(out_dir: str | Path, work_dir: str | Path, settings: PretrainSettings, resume: bool = True,
+                           overwrite: bool = False) -> bool:
+    """The output-folder rule for a pre-training (``provenance.check_outputs``), changing nothing: files of
+    unknown origin under the names of ``MODEL_FILES`` in ``out_dir`` or ``WORK_FILES`` in ``work_dir`` are
+    refused; a model this project wrote in ``out_dir`` is replaced only with ``overwrite``; a checkpoint in
+    ``work_dir`` is resumed only when its recorded settings are this run's (but for ``steps``), else refused,
+    naming the settings that differ; started afresh (``resume=False``) only with ``overwrite``.
+    Returns whether the run resumes the checkpoint. ``provenance.OutputFolderError`` otherwise."""
+    out_dir, work_dir = Path(out_dir), Path(work_dir)
+    check_outputs(out_dir, MODEL_FILES, replace=overwrite, what="a toy model")
+    ours = check_outputs(work_dir, WORK_FILES, what="a pre-training's checkpoint and log")
+    if "checkpoint" not in ours:
+        return False
+    if not resume:
+        if not overwrite:
+            raise OutputFolderError(f"{work_dir} holds the checkpoint of an earlier pre-training; --no-resume would "
+                                    "replace it: pass --overwrite as well, or choose another --work-dir")
+        return False
+    recorded = _read_settings(work_dir / "run_settings.json")
+    if recorded is None:
+        raise OutputFolderError(f"{work_dir / 'checkpoint'} has no record of the settings that made it "
+                                f"({work_dir / 'run_settings.json'} is missing or unreadable), so resuming it could "
+                                "continue another run; choose another --work-dir, or start afresh with --no-resume "
+                                "--overwrite")
+    current = json.loads(json.dumps(asdict(settings)))
+    differ = [f"{name} {recorded.get(name)!r} -> {current.get(name)!r}" for name in sorted(set(recorded) | set(current))
+              if name not in _RESUMABLE_CHANGES and recorded.get(name) != current.get(name)]
+    if differ:
+        raise OutputFolderError(f"{work_dir} holds the checkpoint of a pre-training with other settings "
+                                f"({', '.join(differ)}); resuming it would continue that run under this run's name. "
+                                "Pass the same settings, choose another --work-dir, or start afresh with --no-resume "
+                                "--overwrite")
+    return True
+
+
+def _read_settings(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def pretrain_toy(out_dir: str | Path = "outputs/toy_base", settings: PretrainSettings | None = None,
                  work_dir: str | Path = "outputs/pretrain_toy", resume: bool = True,
                  device: str = "cpu", init_from: str | Path | None = None,
-                 new_world: bool = False) -> tuple[Components, float]:
+                 new_world: bool = False, overwrite: bool = False) -> tuple[Components, float]:
     """Train the toy base model, saved in diffusers layout to ``out_dir``.
 
     ``init_from``: a toy model folder whose ``pretrain_settings.json`` has this run's settings (a model that
@@ -163,12 +213,21 @@ def pretrain_toy(out_dir: str | Path = "outputs/toy_base", settings: PretrainSet
     start a new run at step 0 of ``settings`` (a warm start, e.g. a probe of whether a base's route carries
     over to another caption world).
 
+    The output-folder rule first (``check_pretrain_folders``): a model or checkpoint this project did not write
+    is never replaced; its own model in ``out_dir`` only with ``overwrite``; a checkpoint of other settings is
+    refused, not resumed.
+
     Returns the model with its EMA weights (on ``device``) and the training time in seconds, summed over
     resumed segments.
     """
     settings = settings or PretrainSettings()
     work_dir = Path(work_dir)
+    resume = check_pretrain_folders(out_dir, work_dir, settings, resume, overwrite)
+    if not resume:  # (a checkpoint there is this project's, and overwrite was given)
+        remove_written(work_dir, WORK_FILES)
     work_dir.mkdir(parents=True, exist_ok=True)
+    record_written(work_dir, dict.fromkeys(WORK_FILES))
+    (work_dir / "run_settings.json").write_text(json.dumps(asdict(settings), indent=1))
     components = build_toy_model(sample_size=settings.size, seed=settings.seed, padding=settings.padding)
     if settings.text_encoder not in ("frozen", "joint"):
         raise ValueError(f"text_encoder must be 'frozen' or 'joint', got {settings.text_encoder!r}")
@@ -258,7 +317,7 @@ def pretrain_toy(out_dir: str | Path = "outputs/toy_base", settings: PretrainSet
     trained.load_state_dict(ema)
     unet.eval()
     components.text_encoder.requires_grad_(False).eval()
-    save_toy_model(components, out_dir)
+    _write_model(components, out_dir)
     (Path(out_dir) / "pretrain_settings.json").write_text(json.dumps(dict(asdict(settings), seconds=seconds),
                                                                      indent=1))
     return components, seconds
@@ -269,6 +328,14 @@ _SAME_ARCHITECTURE = ("size", "padding", "text_encoder")
 #: settings that must match between a run and the model it continues from (``init_from``)
 _SAME_WORLD = ("size", "seed", "colour_mode", "padding", "text_encoder", "batch_size", "object_weights",
                "caption_dropout")
+
+
+def _write_model(components: Components, out_dir: str | Path) -> None:
+    """``save_toy_model`` into ``out_dir`` with its ``pretrain_settings.json`` listed as this project's first
+    (the caller checked the folder: ``check_pretrain_folders``)."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    record_written(out_dir, dict.fromkeys(("unet", "text_encoder", "scheduler", "pretrain_settings.json")))
+    save_toy_model(components, out_dir)
 
 
 def _initialise_from(folder: Path, components: Components, settings: PretrainSettings, new_world: bool = False
@@ -313,7 +380,8 @@ def export_checkpoint(work_dir: str | Path, out_dir: str | Path, settings: Pretr
     state = load_file(checkpoint / ("ema.safetensors" if weights == "ema" else "unet.safetensors"))
     trained = trained_modules(components, settings)
     trained.load_state_dict(state)
-    save_toy_model(components, out_dir)
+    check_outputs(out_dir, MODEL_FILES, what="a toy model")  # an earlier export of this project's is replaced
+    _write_model(components, out_dir)
     progress = json.loads((checkpoint / "state.json").read_text())
     (Path(out_dir) / "pretrain_settings.json").write_text(json.dumps(dict(
         asdict(settings), exported_step=progress["step"], exported_weights=weights,
@@ -352,6 +420,7 @@ def save_gates(out_dir: Path, report: dict, minutes: float, device: str = "cpu")
                   machine=(f"{torch.cuda.get_device_name(device)} GPU" if device.startswith("cuda") else
                            f"{platform.machine()} CPU, torch threads: {torch.get_num_threads()}, torch {torch.__version__}"))
     path = out_dir / GATES_FILE
+    record_written(out_dir, {GATES_FILE: None})
     path.write_text(json.dumps(record, indent=1, default=str))
     return path
 
@@ -410,6 +479,7 @@ DDIM {report['settings']['steps']} steps, CFG {report['settings']['guidance']}, 
 
 {gates_markdown({"this base": report})}"""
     path = Path(out_dir) / "README.md"
+    record_written(out_dir, {"README.md": None})
     path.write_text(text)
     return path
 
@@ -447,7 +517,11 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--eval-images", type=positive_int, default=128, help="held-out prompts per row of the card")
     parser.add_argument("--eval-steps", type=positive_int, default=25, help="DDIM steps of the evaluation samples")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--no-resume", action="store_true")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="start afresh (with --overwrite, over a checkpoint this project wrote in --work-dir)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a model this project wrote in --out (and, with --no-resume, its checkpoint in "
+                             "--work-dir); files it did not write are never replaced")
     parser.add_argument("--init-from", type=input_folder, default=None,
                         help="continue from a toy model folder of the same settings (an exported or shipped base) "
                              "at its step, with a fresh optimizer")
@@ -466,7 +540,7 @@ def cli(argv: list[str]) -> int:
                                 colour_mode=args.colours, padding=args.padding, text_encoder=args.text_encoder,
                                 loss_weighting=args.loss_weighting, single_object_until=args.single_object_until)
     _, seconds = pretrain_toy(args.out, settings, args.work_dir, resume=not args.no_resume, device=args.device,
-                              init_from=args.init_from, new_world=args.new_world)
+                              init_from=args.init_from, new_world=args.new_world, overwrite=args.overwrite)
     n = args.eval_images
     began = time.time()
     report = base_report(args.out, n=n, seg_prompts=min(48, n), intervention_prompts=min(64, n),

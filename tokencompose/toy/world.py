@@ -35,7 +35,6 @@ import json
 import logging
 import math
 import re
-import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +53,7 @@ from tokencompose.cli_args import (
 )
 from tokencompose.config import TOY_BASE_DIR
 from tokencompose.data import collate, encode_example, seed_for
+from tokencompose.provenance import check_outputs, record_written, remove_written
 
 logger = logging.getLogger(__name__)
 
@@ -688,6 +688,22 @@ def scene_batches_from_args(args: Any):
 # ----------------------------------------------------------------------------------------------------------
 
 
+#: the names a toy dataset's files take (``make_toy_dataset``): the output-folder rule guards them
+TOY_DATASET_NAMES = ("metadata.jsonl",)
+TOY_DATASET_PATTERNS = ("images/[0-9][0-9][0-9][0-9][0-9]*.png", "seg/[0-9][0-9][0-9][0-9][0-9]*/mask_*.png")
+#: scenes drawn, recorded as this project's and written at a time
+_SCENE_CHUNK = 256
+
+
+def check_toy_dataset_folder(out_dir: str | Path, overwrite: bool = False) -> list[str]:
+    """The output-folder rule for ``make_toy_dataset`` (``provenance.check_outputs``), changing nothing: files of
+    unknown origin under a toy dataset's names (``images/00000.png``, ``seg/00000/mask_*.png``,
+    ``metadata.jsonl``) are refused, naming them; a dataset this project wrote there is refused unless
+    ``overwrite``. Returns this project's files there (to be replaced)."""
+    return check_outputs(out_dir, TOY_DATASET_NAMES, TOY_DATASET_PATTERNS, replace=overwrite,
+                         what="a toy dataset")
+
+
 def make_toy_dataset(out_dir: str | Path, n: int, objects: tuple[int, int] = (1, 4), seed: int = 0,
                      categories: Sequence[Category] = TOY_CATEGORIES,
                      exclude_pairs: Sequence[Sequence[str]] = EXCLUDED_PAIRS,
@@ -699,46 +715,68 @@ def make_toy_dataset(out_dir: str | Path, n: int, objects: tuple[int, int] = (1,
     ``metadata.jsonl``: one ``{"file_name", "text", "attn_list": [[noun, mask path], ...]}`` a line, nouns
     in caption order, paths relative to ``out_dir``. Scene ``i`` is drawn from
     ``numpy.random.default_rng([seed, i])``: the same seed gives the same bytes, and a dataset of ``n``
-    scenes is the first ``n`` of a larger one. An existing dataset is replaced only with ``overwrite=True``.
+    scenes is the first ``n`` of a larger one.
+
+    The output-folder rule (``check_toy_dataset_folder``): files of unknown origin under those names raise
+    ``provenance.OutputFolderError`` before anything is written; a dataset this project wrote there is replaced
+    only with ``overwrite=True`` (its files, listed in the folder's written list, are removed first; no other
+    file is touched).
     """
     categories = check_world(categories)
     counts, probabilities = _count_probabilities(tuple(objects), object_weights, len(categories))
     _pairs_in_world(exclude_pairs, [c.name for c in categories])  # fail before writing anything
+    check_colour_mode(colour_mode)
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive number of scenes, got {n!r}")
     out_dir = Path(out_dir)
+    earlier = check_toy_dataset_folder(out_dir, overwrite)
     metadata_path = out_dir / "metadata.jsonl"
-    if metadata_path.exists():
-        if not overwrite:
-            raise FileExistsError(f"{metadata_path} already exists; pass overwrite=True (CLI: --overwrite) "
-                                  "or choose another folder")
-        for sub in ("images", "seg"):
-            shutil.rmtree(out_dir / sub, ignore_errors=True)
-        metadata_path.unlink()
+    if earlier:
+        logger.warning("%s: replacing the toy dataset this project wrote there (%d files)", out_dir, len(earlier))
+        remove_written(out_dir, earlier)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     digits = max(5, len(str(n - 1)))
     lines = []
-    for i in tqdm(range(n), desc="toy scenes", disable=n < 500):
-        rng = np.random.default_rng([seed, i])
-        k = int(rng.choice(counts, p=probabilities))
-        chosen = sample_categories(rng, k, categories, exclude_pairs)
-        colours = sample_colours(rng, k) if check_colour_mode(colour_mode) == "attribute" else None
-        scene = render_scene(chosen, rng, size=size, colours=colours)
-        stem = f"{i:0{digits}d}"
-        file_name = f"images/{stem}.png"
-        Image.fromarray(scene.image, mode="RGB").save(out_dir / file_name)
-        (out_dir / "seg" / stem).mkdir(parents=True, exist_ok=True)
-        attn_list = []
-        for name in scene.names:
-            mask_name = f"seg/{stem}/mask_{name}.png"
-            Image.fromarray(scene.masks[name].astype(np.uint8) * 255, mode="L").save(out_dir / mask_name)
-            attn_list.append([name, mask_name])
-        lines.append(json.dumps({"file_name": file_name, "text": scene.caption, "attn_list": attn_list}))
+    for first in tqdm(range(0, n, _SCENE_CHUNK), desc="toy scenes", disable=n < 500):
+        scenes = [_dataset_scene(seed, i, counts, probabilities, categories, exclude_pairs, size, colour_mode)
+                  for i in range(first, min(n, first + _SCENE_CHUNK))]
+        stems = [f"{i:0{digits}d}" for i in range(first, first + len(scenes))]
+        # listed as this project's before they are written: an interrupted run's files are its own
+        record_written(out_dir, {name: None for stem, scene in zip(stems, scenes, strict=True)
+                                 for name in (f"images/{stem}.png", *_mask_names(stem, scene))})
+        lines += [_write_scene(out_dir, stem, scene) for stem, scene in zip(stems, scenes, strict=True)]
+    record_written(out_dir, {"metadata.jsonl": None})
     tmp = metadata_path.with_suffix(".jsonl.tmp")
     tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     tmp.replace(metadata_path)  # the metadata appears only once every file it names is written
     logger.info("wrote %d toy scenes to %s", n, out_dir)
     return out_dir
+
+
+def _dataset_scene(seed: int, i: int, counts, probabilities, categories: Sequence[Category],
+                   exclude_pairs: Sequence[Sequence[str]], size: int, colour_mode: str) -> Scene:
+    """Scene ``i`` of a toy dataset of ``seed``: drawn from ``numpy.random.default_rng([seed, i])``."""
+    rng = np.random.default_rng([seed, i])
+    k = int(rng.choice(counts, p=probabilities))
+    chosen = sample_categories(rng, k, categories, exclude_pairs)
+    colours = sample_colours(rng, k) if colour_mode == "attribute" else None
+    return render_scene(chosen, rng, size=size, colours=colours)
+
+
+def _mask_names(stem: str, scene: Scene) -> list[str]:
+    return [f"seg/{stem}/mask_{name}.png" for name in scene.names]
+
+
+def _write_scene(out_dir: Path, stem: str, scene: Scene) -> str:
+    """Write one scene's image and masks; returns its ``metadata.jsonl`` line."""
+    file_name = f"images/{stem}.png"
+    Image.fromarray(scene.image, mode="RGB").save(out_dir / file_name)
+    (out_dir / "seg" / stem).mkdir(parents=True, exist_ok=True)
+    attn_list = []
+    for name, mask_name in zip(scene.names, _mask_names(stem, scene), strict=True):
+        Image.fromarray(scene.masks[name].astype(np.uint8) * 255, mode="L").save(out_dir / mask_name)
+        attn_list.append([name, mask_name])
+    return json.dumps({"file_name": file_name, "text": scene.caption, "attn_list": attn_list})
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -802,7 +840,9 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--size", type=positive_int, default=32, help="image side in pixels")
     parser.add_argument("--num-categories", type=positive_int, default=len(TOY_CATEGORIES),
                         help=f"use the first K of the {len(TOY_CATEGORIES)} default categories")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a toy dataset this project wrote in --out (files it did not write are never "
+                             "replaced or deleted)")
     parser.add_argument("--colours", choices=COLOUR_MODES, default="identity",
                         help="identity: each category in its own colour; attribute: random colours named in "
                              "the caption")
