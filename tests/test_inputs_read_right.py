@@ -310,3 +310,176 @@ def test_a_checkpoint_after_a_jump_is_never_named_good(tmp_path, monkeypatch, to
         _train_with_losses(monkeypatch, toy_base, tmp_path / "run", scale, factor=0, steps=6)
     assert caught.value.checkpoint is not None and caught.value.checkpoint.name == "checkpoint-1"
     assert "checkpoint-1" in str(caught.value) and "checkpoint-4" not in str(caught.value)
+
+
+# --------------------------------------------------------------------------------------------------
+# item 2: inputs read right or refused
+# --------------------------------------------------------------------------------------------------
+
+def _grey16(path, values):
+    """A 16-bit greyscale PNG (PIL mode I;16) of the uint16 ``values``."""
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.asarray(values, dtype=np.uint16)).save(path)
+    return path
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from tokencompose.images import open_rgb
+
+    path = _grey16(tmp_path / "g16.png", [[0, 257 * 10, 32896, 65535]])
+    assert Image.open(path).mode == "I;16"
+    assert np.asarray(open_rgb(path))[0, :, 0].tolist() == [0, 10, 128, 255]  # v / 257
+
+
+def test_a_sixteen_bit_training_image_keeps_its_grey(tokenizer, tmp_path):
+    from PIL import Image
+
+    from tokencompose.data import TokenComposeDataset
+
+    _grey16(tmp_path / "0.png", [[32896] * 8] * 8)  # mid grey in 16 bits: 128 / 255 in 8 bits
+    Image.new("L", (8, 8), 255).save(tmp_path / "m.png")
+    record = {"file_name": "0.png", "text": "a photo of a cat.", "attn_list": [["cat", "m.png"]]}
+    (tmp_path / "metadata.jsonl").write_text(json.dumps(record) + "\n")
+    pixels = TokenComposeDataset(tmp_path, tokenizer, 8, value_range=(0.0, 1.0))[0]["pixel_values"]
+    assert float(pixels.min()) == pytest.approx(128 / 255, abs=1e-6)
+    assert float(pixels.max()) == pytest.approx(128 / 255, abs=1e-6)
+
+
+def test_a_float_image_is_a_validation_problem_naming_its_mode(tokenizer, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from tokencompose.data import validate_dataset
+
+    Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32)).save(tmp_path / "0.tif")
+    Image.new("L", (8, 8), 255).save(tmp_path / "m.png")
+    record = {"file_name": "0.tif", "text": "a photo of a cat.", "attn_list": [["cat", "m.png"]]}
+    (tmp_path / "metadata.jsonl").write_text(json.dumps(record) + "\n")
+    problems = validate_dataset(tmp_path, tokenizer)
+    assert [p.kind for p in problems] == ["image_mode"]
+    assert "mode F" in problems[0].message and "'0.tif'" in problems[0].message
+
+
+@pytest.mark.parametrize("name", ["x.csv", "UP.JSON", "prompts.dat", "data/prompts"])
+def test_a_missing_prompt_file_is_not_taken_as_the_prompt(tmp_path, capsys, name):
+    from tokencompose.sample import read_prompts
+
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_prompts(name)
+    status, err = run(capsys, "sample", "--prompts", name, "--out", tmp_path / "out")
+    assert_named(status, err, repr(name), "does not exist")
+    assert not (tmp_path / "out").exists()
+
+
+def test_prompt_files_are_read_by_suffix_in_any_case_and_by_content(tmp_path):
+    from tokencompose.sample import read_prompts
+
+    upper = tmp_path / "UP.JSON"
+    upper.write_text(json.dumps([{"text": "a cat."}, "a dog."]))
+    assert read_prompts(upper) == ["a cat.", "a dog."]
+    no_suffix = tmp_path / "prompts"
+    no_suffix.write_text(json.dumps(["a kite."]))
+    assert read_prompts(no_suffix) == ["a kite."]
+    lines = tmp_path / "meta.data"
+    lines.write_text('{"text": "a bus."}\n{"text": "a car."}\n')
+    assert read_prompts(lines) == ["a bus.", "a car."]
+    table = tmp_path / "p.CSV"
+    table.write_text('id,prompt\n0,"a cat, a dog and a kite."\n1,a bus.\n')
+    assert read_prompts(table) == ["a cat, a dog and a kite.", "a bus."]
+    wide = tmp_path / "wide.csv"
+    wide.write_text("a,b\nc,d\n")
+    with pytest.raises(ValueError, match="no column headed text / prompt / caption"):
+        read_prompts(wide)
+    assert read_prompts("a photo of a cat.") == ["a photo of a cat."]  # a prompt is still a prompt
+
+
+@pytest.mark.parametrize(("field", "value", "words"), [
+    ("num_objects", True, ["item 1", "num_objects", "true"]),
+    ("text", None, ["item 1", "text", "null"]),
+    ("unique_id", "zero", ["item 1", "unique_id", '"zero"']),
+    ("obj_1_attributes", [""], ["item 1", "obj_1_attributes"]),
+])
+def test_multigen_fields_are_type_checked(tmp_path, capsys, field, value, words):
+    from tokencompose.evaluate import multigen
+
+    good = {"unique_id": 0, "num_objects": 1, "obj_1_attributes": ["circle"], "text": "a photo of a circle."}
+    bad = {**good, "unique_id": 1, field: value}
+    path = tmp_path / "prompts.json"
+    path.write_text(json.dumps([good, bad]))
+    with pytest.raises(ValueError) as caught:
+        multigen.load_prompts(path)
+    for word in words:
+        assert word in str(caught.value), (word, caught.value)
+    images = tmp_path / "images"
+    images.mkdir()
+    status, err = run(capsys, "evaluate", "multigen", "--prompts", path, "--images", images, "--detector", "toy",
+                      "--out", tmp_path / "out")
+    assert_named(status, err, *words)
+
+
+def test_an_upper_case_prompt_set_is_not_read_as_a_category_list(tmp_path):
+    from tokencompose.evaluate import multigen
+
+    entry = {"unique_id": 0, "num_objects": 2, "obj_1_attributes": ["cat"], "obj_2_attributes": ["dog"],
+             "text": "a photo of a cat and a dog."}
+    for name in ("SET.JSON", "set_without_suffix"):
+        path = tmp_path / name
+        path.write_text(json.dumps([entry]))
+        assert multigen.is_prompt_set(path)
+        assert multigen.load_categories(path) == ["cat", "dog"]
+    names = tmp_path / "names.txt"
+    names.write_text("cat\ndog\n")
+    assert not multigen.is_prompt_set(names)
+
+
+def test_a_prompt_past_77_tokens_is_warned_at_sampling(caplog):
+    from tokencompose.models import build_toy_model
+    from tokencompose.sample import generate
+
+    long = "a cat " * 100  # "a" and "cat" are one CLIP token each: 200 + start + end
+    caplog.set_level("WARNING", logger="tokencompose.tokens")
+    images = generate(build_toy_model(sample_size=8, seed=0), ["a cat.", long], [0], steps=1, progress=False)
+    assert images.shape[0] == 2
+    warned = [r.getMessage() for r in caplog.records if "tokens" in r.getMessage()]
+    assert len(warned) == 1 and "prompt 1 " in warned[0] and "202 tokens" in warned[0]
+    assert "prompt 0 " not in warned[0] and "first 77" in warned[0]
+
+
+def _finetuned_unet(folder, base):
+    """A run folder as ``train`` leaves it for SD: ``unet/`` and the ``training_config.json`` naming its base."""
+    (folder / "unet").mkdir(parents=True)
+    (folder / "unet" / "config.json").write_text("{}")  # refused before any weight is read
+    (folder / "training_config.json").write_text(json.dumps({"preset": "toy", "pretrained": str(base)}))
+    return folder / "unet"
+
+
+def test_a_finetuned_unet_samples_with_the_base_its_config_names(tmp_path, capsys):
+    from tokencompose.sample import base_of_finetune
+
+    base_a, base_b = tmp_path / "base_a", tmp_path / "base_b"
+    base_a.mkdir()
+    base_b.mkdir()
+    unet = _finetuned_unet(tmp_path / "run", base_a)
+    assert base_of_finetune(unet, None) == str(base_a)
+    assert base_of_finetune(unet, str(base_a)) == str(base_a)
+    with pytest.raises(ValueError, match="fine-tuned from .*base_a.* but base .*base_b"):
+        base_of_finetune(unet, str(base_b))
+    status, err = run(capsys, "sample", "--model", unet, "--base", base_b, "--prompts", "a photo of a cat.",
+                      "--out", tmp_path / "out")
+    assert_named(status, err, "base_a", "base_b", "training_config.json")
+
+
+def test_a_recorded_base_that_is_gone(tmp_path, caplog):
+    from tokencompose.sample import base_of_finetune
+
+    unet = _finetuned_unet(tmp_path / "run", tmp_path / "moved_away")
+    with pytest.raises(ValueError, match="moved_away.*not here.*--base"):
+        base_of_finetune(unet, None)
+    caplog.set_level("WARNING", logger="tokencompose.sample")
+    assert base_of_finetune(unet, "sd14") == "sd14"  # the user's copy, with a warning
+    assert "moved_away" in caplog.text

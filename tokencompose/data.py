@@ -53,6 +53,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .cli_args import ArgumentParser, input_folder
+from .images import ImageModeError, open_rgb, to_rgb
 from .tokens import MAX_LENGTH, PhraseNotFoundError, clip_tokenizer, noun_token_positions, token_positions
 
 logger = logging.getLogger(__name__)
@@ -305,6 +306,9 @@ def _check_record(record: Record, layout: _Layout, tokenizer) -> tuple[_CheckedR
             with Image.open(image_path) as image:
                 image.load()  # decode it all: a truncated file fails here, not in a training step
                 image_size = image.size
+                to_rgb(image, f"image {record.file_name!r}")  # a mode with no 8-bit meaning is refused here
+        except ImageModeError as error:
+            problem("image_mode", str(error), "save the image as an 8-bit (or 16-bit) PNG or JPEG")
         except DECODE_ERRORS as error:
             kind, message = _read_failure("image", f"image {record.file_name!r}", error)
             problem(kind, message, "resize it below PIL.Image.MAX_IMAGE_PIXELS (or raise that limit if you trust "
@@ -467,7 +471,7 @@ def _resize_crop(plane: Array, resolution: int, resample: int) -> Array:
 def _image_to_float(image: Array | Image.Image) -> Array:
     """An RGB image as float32 [H, W, 3] in [0, 1] (PIL image, uint8 array, or float array in [0, 1])."""
     if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+        return np.asarray(to_rgb(image), dtype=np.float32) / 255.0  # 16-bit scaled, not clipped
     array = np.asarray(image)
     if array.ndim == 2:
         array = np.repeat(array[:, :, None], 3, axis=2)
@@ -649,8 +653,7 @@ class TokenComposeDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         checked = self._examples[index]
-        with Image.open(checked.image_path) as image:
-            image = image.convert("RGB")
+        image = open_rgb(checked.image_path)  # 16-bit greyscale scaled to 8 bits (convert("RGB") clips it)
         masks = []
         for path in checked.mask_paths:
             with Image.open(path) as mask:

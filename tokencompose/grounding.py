@@ -17,6 +17,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image
 
+from .images import to_rgb
+
 logger = logging.getLogger("tokencompose.masks")
 
 
@@ -211,7 +213,7 @@ def as_rgb(image: Image.Image) -> Image.Image:
     """``image`` as RGB (both backends feed RGB to their models); a ``TypeError`` for anything but a PIL image."""
     if not isinstance(image, Image.Image):
         raise TypeError(f"expected a PIL.Image, got {type(image).__name__}; open the file with PIL.Image.open")
-    return image if image.mode == "RGB" else image.convert("RGB")
+    return to_rgb(image)  # 16-bit greyscale scaled, not clipped to black and white
 
 
 def segmenter_kind_of(settings: GroundingSettings) -> str:

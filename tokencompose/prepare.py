@@ -51,6 +51,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .cli_args import ArgumentParser, device, input_folder, output_folder, positive_int, probability
+from .images import open_rgb
 from .masks import (
     DEFAULT_GROUNDING_SETTINGS,
     GROUNDING_SETTINGS,
@@ -254,9 +255,7 @@ def _place_image(source: Path, target: Path, link: bool) -> None:
 
 
 def _read_image(path: Path) -> Image.Image:
-    with Image.open(path) as image:
-        image.load()  # decode now: a truncated or corrupt file fails here, not later
-        return image.convert("RGB")
+    return open_rgb(path)  # decoded now (a truncated or corrupt file fails here, not later); 16-bit scaled
 
 
 def _write_masks(out_dir: Path, caption: Caption, nouns: Sequence[str], masks: Mapping[str, Any],

@@ -73,6 +73,7 @@ from .cli_args import (
 from .config import resolve_device
 from .models import HUB_IDS, Components, WeightsNotFoundError, encode_prompts, load_components
 from .provenance import check_folder, claim_folder, model_digest, record_written, written_files
+from .tokens import warn_long_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -301,11 +302,7 @@ def load_model(model: Any, base: str | None = None, dtype: torch.dtype = torch.f
             return _to(components, device) if components.vae is None else pipeline_from_components(
                 components).to(device)
         _unet_folder(folder)  # raises when there is no UNet at all
-        if base is None:
-            raise ValueError(
-                f"{name!r} holds only a UNet: say which model it was fine-tuned from with base= (--base toy, "
-                "sd14, sd21, a hub id or a folder)"
-            )
+        base = base_of_finetune(folder, base)
         if base == "toy" or _is_toy_layout(base):
             from diffusers import UNet2DConditionModel  # lazy: seconds to import
 
@@ -320,6 +317,69 @@ def load_model(model: Any, base: str | None = None, dtype: torch.dtype = torch.f
     raise FileNotFoundError(
         f"model {name!r} is neither a preset (toy, sd14, sd21), nor a folder, nor a hub id (owner/name)"
     )
+
+
+def _model_key(name: str) -> str:
+    """What names one model: a preset's hub id or folder, a folder resolved, a hub id as it is."""
+    from .config import TOY_BASE_DIR
+
+    name = {"toy": str(TOY_BASE_DIR), **HUB_IDS}.get(name, name)
+    return str(Path(name).resolve()) if Path(name).exists() else name
+
+
+def _may_load(name: str) -> bool:
+    """Whether a base model named in a ``training_config.json`` can be looked for: a preset, an existing folder or
+    a hub id (owner/name), not a folder path that is gone."""
+    return name == "toy" or name in HUB_IDS or Path(name).exists() or (
+        re.fullmatch(r"[\w.-]+/[\w.-]+", name) is not None and not name.startswith((".", "/")))
+
+
+def recorded_base(unet_folder: Path) -> tuple[str | None, Path | None]:
+    """``(pretrained, file)``: the base model the ``training_config.json`` of a fine-tuned UNet's run names (in
+    the UNet folder or the run folder above it), or ``(None, None)`` when there is none to read."""
+    for config in (unet_folder / "training_config.json", unet_folder.parent / "training_config.json"):
+        try:
+            saved = json.loads(config.read_text(encoding="utf-8")) if config.is_file() else None
+        except (OSError, ValueError):
+            continue
+        if isinstance(saved, dict) and isinstance(saved.get("pretrained"), str) and saved["pretrained"].strip():
+            return saved["pretrained"], config
+    return None, None
+
+
+def base_of_finetune(unet_folder: Path, base: str | None) -> str:
+    """The base model whose text encoder, VAE and scheduler a bare fine-tuned UNet samples with.
+
+    The base its run's ``training_config.json`` names (``recorded_base``) when ``base`` is None; ``base`` when it
+    names the same model, or when the recorded one is a folder that is no longer here (with a warning). A UNet
+    fine-tuned on one base's text encoder reads another's embeddings as noise, so another base is refused.
+
+    Raises:
+        ValueError: no base given and none recorded (or the recorded folder is gone), or ``base`` differs from the
+            recorded one; the message names both and what to pass.
+    """
+    recorded, config = recorded_base(unet_folder)
+    if recorded is None:
+        if base is None:
+            raise ValueError(f"{str(unet_folder)!r} holds only a UNet and no training_config.json names its base: say "
+                             "which model it was fine-tuned from with base= (--base toy, sd14, sd21, a hub id or a folder)")
+        return base
+    available = _may_load(recorded)
+    if base is None:
+        if not available:
+            raise ValueError(f"{config} says the UNet in {str(unet_folder)!r} was fine-tuned from {recorded!r}, which "
+                             "is not here; pass that model (or a copy of it) with --base")
+        logger.info("sampling %s with the base its %s names: %s", unet_folder, config.name, recorded)
+        return recorded
+    if _model_key(base) == _model_key(recorded):
+        return base
+    if not available:
+        logger.warning("%s names the base %r, which is not here; sampling with --base %r as given", config, recorded,
+                       base)
+        return base
+    raise ValueError(f"the UNet in {str(unet_folder)!r} was fine-tuned from {recorded!r} ({config}), but base "
+                     f"{base!r} was given: its text encoder is not the one the UNet learned to read; leave --base out "
+                     f"(the recorded base is used) or pass {recorded!r}")
 
 
 #: the authors' released fine-tuned models (full diffusers pipelines on the Hugging Face Hub; "_A"/"_B" are their
@@ -674,6 +734,7 @@ def generate(model: Any, prompts: Sequence[str], seeds: Sequence[int], steps: in
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     generator = Generator(model, steps, guidance, height, width, mode, method=method,  # its provenance keys out_dir
                           nouns_of=nouns_of)
+    warn_long_prompts(prompts, getattr(generator.model, "tokenizer", None))  # as validate reports for captions
     jobs = [(index, int(seed)) for index in range(len(prompts)) for seed in seeds]
     todo = jobs
     folder = None
@@ -741,15 +802,78 @@ def parse_seeds(text: str) -> list[int]:
     return list(dict.fromkeys(seeds))
 
 
+#: suffixes of prompt files (compared in lower case: ``UP.JSON`` is a JSON file)
+PROMPT_SUFFIXES = (".json", ".jsonl", ".txt", ".csv", ".tsv")
+#: CSV columns that hold the prompt, by header name (lower case)
+PROMPT_COLUMNS = ("text", "prompt", "caption")
+
+
+def looks_like_path(text: str) -> bool:
+    """Whether a ``--prompts`` value names a file rather than being the prompt: it ends in a prompt-file suffix
+    (any case), or it has no spaces and holds a ``/`` or ``\\`` or ends in a file extension (``x.csv``,
+    ``prompts.dat``). A prompt has words separated by spaces."""
+    text = text.strip()
+    if Path(text).suffix.lower() in PROMPT_SUFFIXES:
+        return True
+    if any(char.isspace() for char in text):
+        return False
+    return "/" in text or "\\" in text or re.fullmatch(r".+\.[A-Za-z][A-Za-z0-9]{0,4}", text) is not None
+
+
+def _prompt_file_text(path: Path) -> str:
+    """The UTF-8 text of a prompt file (a leading BOM dropped); ``InputFileError`` when it is not UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise InputFileError(f"prompt file {path} is not UTF-8 text ({error.reason} at byte {error.start}); save it "
+                             "as UTF-8") from None
+
+
+def _csv_prompts(path: Path, text: str) -> list[str]:
+    """Prompts of a CSV/TSV file: the column headed text/prompt/caption, or the one column of a headerless file."""
+    import csv  # the only reader that needs it
+
+    rows = [row for row in csv.reader(text.splitlines(), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+            if any(cell.strip() for cell in row)]
+    if not rows:
+        raise InputFileError(f"prompt file {path} holds no prompts; write one prompt a row")
+    header = [cell.strip().lower() for cell in rows[0]]
+    column = next((header.index(name) for name in PROMPT_COLUMNS if name in header), None)
+    if column is not None:
+        return [row[column].strip() for row in rows[1:] if len(row) > column and row[column].strip()]
+    if all(len(row) == 1 for row in rows):
+        return [row[0].strip() for row in rows]
+    raise InputFileError(f"prompt file {path}: a table of {len(rows[0])} columns with no column headed "
+                         f"{' / '.join(PROMPT_COLUMNS)}; name the prompt column in a header row, or write one prompt a "
+                         "line in a .txt file")
+
+
+def _file_format(path: Path, text: str) -> str:
+    """``json``, ``jsonl``, ``csv`` or ``lines``: by suffix (any case), else by content (a ``[`` first: a JSON list;
+    a ``{`` first: JSON Lines; else one prompt a line)."""
+    suffix = path.suffix.lower()
+    if suffix in (".json", ".jsonl"):
+        return suffix[1:]
+    if suffix in (".csv", ".tsv"):
+        return "csv"
+    if suffix == ".txt":
+        return "lines"
+    start = text.lstrip()[:1]
+    return "json" if start == "[" else "jsonl" if start == "{" else "lines"
+
+
 def read_prompts(source: str | Path) -> list[str]:
     """Prompts from a file or the text itself.
 
-    ``.json``: a list of strings or of objects with ``"text"`` (the authors' MultiGen prompt sets);
-    ``.jsonl``: one object a line with ``"text"`` (the dataset's ``metadata.jsonl``); any other existing
-    file: one prompt a line (blank lines skipped). A string that is not a file is the prompt.
+    Files, by suffix (any case) or, for other names, by content: ``.json`` (or a file that starts with ``[``): a
+    list of strings or of objects with ``"text"`` (the authors' MultiGen prompt sets); ``.jsonl`` (or a first
+    ``{``): one object a line with ``"text"`` (the dataset's ``metadata.jsonl``); ``.csv`` / ``.tsv``: the column
+    headed text, prompt or caption, or the only column; any other file: one prompt a line (blank lines skipped).
+    A string that is not a file is the prompt, unless it looks like a path (``looks_like_path``).
 
     Raises:
-        FileNotFoundError: a missing file (a name ending in .json/.jsonl/.txt, or a path: no spaces, a ``/``).
+        FileNotFoundError: a missing file (a path-like argument: a prompt-file suffix in any case, or no spaces
+            and a ``/`` or a file extension).
         InputFileError: a folder, blank text, a file that is not UTF-8, malformed or that holds no prompts.
     """
     text = str(source)
@@ -760,24 +884,23 @@ def read_prompts(source: str | Path) -> list[str]:
         raise InputFileError(f"prompt file {text!r} is a folder; pass a .json/.jsonl/.txt file of prompts, or the "
                              "prompt itself")
     if not path.is_file():
-        if text.endswith((".json", ".jsonl", ".txt")) or ("/" in text and not any(c.isspace() for c in text)):
+        if looks_like_path(text):
             raise FileNotFoundError(f"prompt file {text!r} does not exist; check the path (a prompt given as "
-                                    "text has words, not a path)")
+                                    "text has words separated by spaces)")
         return [text]
-    if path.suffix == ".json":
+    content = _prompt_file_text(path)
+    kind = _file_format(path, content)
+    if kind == "json":
         data = read_json_file(path, "prompt file")
         if not isinstance(data, list):
             raise InputFileError(f"{path}: expected a JSON list of prompts or of objects with 'text', got a JSON "
                                  f"{type(data).__name__}")
         items = [(f"entry {number}", item) for number, item in enumerate(data)]
-    elif path.suffix == ".jsonl":
+    elif kind == "jsonl":
         items = [(f"line {number}", item) for number, item in read_json_lines(path, "prompt file")]
     else:
-        try:
-            lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
-        except UnicodeDecodeError as error:
-            raise InputFileError(f"prompt file {path} is not UTF-8 text ({error.reason} at byte {error.start}); "
-                                 "save it as UTF-8, one prompt a line") from None
+        lines = (_csv_prompts(path, content) if kind == "csv"
+                 else [line.strip() for line in content.splitlines() if line.strip()])
         if not lines:
             raise InputFileError(f"prompt file {path} holds no prompts; write one prompt a line")
         return lines

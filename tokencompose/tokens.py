@@ -205,6 +205,27 @@ def token_positions(prompt: str, phrase: str, tokenizer, occurrence: int = 0) ->
     return positions
 
 
+def prompt_length(prompt: str, tokenizer) -> int:
+    """Tokens of ``prompt`` with CLIP's start and end tokens, untruncated (CLIP reads at most ``MAX_LENGTH``)."""
+    return _count_tokens(prompt, tokenizer) + 2
+
+
+def warn_long_prompts(prompts: Sequence[str], tokenizer, what: str = "prompt") -> list[int]:
+    """Log one warning naming the prompts longer than CLIP's 77 tokens (their tail is cut off before the text
+    encoder, as ``validate`` reports for captions); returns their indices. Nothing when ``tokenizer`` is None."""
+    if tokenizer is None:
+        return []
+    lengths = {prompt: prompt_length(prompt, tokenizer) for prompt in dict.fromkeys(prompts)}  # each text once
+    long = [i for i, prompt in enumerate(prompts) if lengths[prompt] > MAX_LENGTH]
+    if long:
+        shown = "; ".join(f"{what} {i} ({prompts[i][:40]!r}..., {len(prompts[i]):,} characters) is "
+                          f"{lengths[prompts[i]]:,} tokens" for i in long[:3])
+        more = f"; and {len(long) - 3} more" if len(long) > 3 else ""
+        logger.warning("%s%s: CLIP reads the first %d tokens (start + %d + end), the rest is cut off and does not "
+                       "reach the image; shorten them", shown, more, MAX_LENGTH, MAX_LENGTH - 2)
+    return long
+
+
 def noun_token_positions(prompt: str, nouns: Sequence[str], tokenizer) -> list[list[int]]:
     """``token_positions`` of each noun of a caption; a noun listed twice takes its next occurrence."""
     seen: dict[str, int] = {}

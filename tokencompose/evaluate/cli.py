@@ -215,7 +215,7 @@ def multigen_cli(argv: list[str]) -> int:
     source = Path(args.prompts)
     generated_prompts = out / "prompts.json" if source.suffix != ".json" else None
     _check_out(args, out, _out_files("multigen", generated_prompts))
-    if source.suffix == ".json" and not source.is_file():
+    if source.suffix.lower() == ".json" and not source.is_file():
         parser.error(f"prompt file {source} not found (the authors' files: coco_obj_comp_5_1k.json, "
                      "ade20k_obj_comp_5_1k.json, are in data/reference/ of a clone of this repository)")
     counts_text = args.num_objects or ("2,3,4" if args.prompts == "toy" else "5")
@@ -227,7 +227,7 @@ def multigen_cli(argv: list[str]) -> int:
     colour_mode = model_colour_mode(args.model)
     prompt_file = None
     try:
-        if source.suffix == ".json":
+        if multigen.is_prompt_set(source):  # by suffix (any case) or content, not a category list
             read_json_file(source, "MultiGen prompt file")  # a malformed file is named with its line
             prompts = multigen.load_prompts(source)
         else:

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from tokencompose.images import to_rgb
 from tokencompose.models import WeightsNotFoundError
 from tokencompose.tokens import clip_tokenizer
 
@@ -254,7 +255,7 @@ class OwlDetector:
 def to_pil(image: Any) -> Any:
     """An RGB ``PIL.Image`` from a PIL image or an H x W x 3 array (uint8, or float in [0, 1])."""
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return to_rgb(image)  # 16-bit greyscale scaled, not clipped
     array = np.asarray(image)
     if array.ndim != 3 or array.shape[2] != 3:
         raise ValueError(f"expected an H x W x 3 RGB image, got an array of shape {array.shape}")

@@ -34,6 +34,7 @@ from PIL import Image
 from scipy import linalg
 
 from ..cli_args import ArgumentParser, input_folder
+from ..images import open_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +93,7 @@ def _metric(device: str):
 
 def _batches(paths: list[Path], size: int) -> Iterable:
     for start in range(0, len(paths), size):
-        arrays = [np.asarray(Image.open(p).convert("RGB").resize((299, 299), Image.BICUBIC)) for p in
-                  paths[start:start + size]]
+        arrays = [np.asarray(open_rgb(p).resize((299, 299), Image.BICUBIC)) for p in paths[start:start + size]]
         yield torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)  # uint8 [B, 3, 299, 299]
 
 

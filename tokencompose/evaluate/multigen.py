@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 
 from tokencompose.cli_args import UserError
 from tokencompose.evaluate.detectors import Detection, draw_detections, to_pil
+from tokencompose.images import open_rgb
 from tokencompose.provenance import (
     MANIFEST,
     WRITTEN_PREFIX,
@@ -110,17 +111,26 @@ class MultiGenPrompt:
         if missing:
             raise ValueError(f"{where}: missing {missing}; a MultiGen prompt has unique_id, num_objects, "
                              "obj_1_attributes ... obj_<num_objects>_attributes and text")
-        count = entry["num_objects"]
-        if not isinstance(count, int) or count < 1:
-            raise ValueError(f"{where}: num_objects must be a positive integer, got {count!r}")
+        count, unique_id, text = entry["num_objects"], entry["unique_id"], entry["text"]
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:  # JSON true is not 1 object
+            raise ValueError(f"{where}: num_objects must be a whole number >= 1, got {json.dumps(count)}; write "
+                             "the number of objects the prompt names")
+        if isinstance(unique_id, str) and unique_id.strip().isdigit():
+            unique_id = int(unique_id)
+        if isinstance(unique_id, bool) or not isinstance(unique_id, int) or unique_id < 0:
+            raise ValueError(f"{where}: unique_id must be a whole number >= 0, got {json.dumps(unique_id)}; write "
+                             "the prompt's index")
+        if not isinstance(text, str) or not text.strip():  # null would be sampled as the prompt "None"
+            raise ValueError(f"{where}: text must be the prompt (a non-empty string), got {json.dumps(text)}")
         objects = []
         for k in range(1, count + 1):
             attributes = entry.get(f"obj_{k}_attributes")
-            if not isinstance(attributes, list) or not attributes or not isinstance(attributes[0], str):
+            if not isinstance(attributes, list) or not attributes or not isinstance(attributes[0], str) \
+                    or not attributes[0].strip():
                 raise ValueError(f"{where}: obj_{k}_attributes must be a list whose first item is the category "
-                                 f"name (num_objects is {count}), got {attributes!r}")
+                                 f"name (num_objects is {count}), got {json.dumps(attributes)}")
             objects.append(attributes[0])
-        return cls(int(entry["unique_id"]), tuple(objects), str(entry["text"]))
+        return cls(unique_id, tuple(objects), text)
 
 
 def multigen_caption(names: Sequence[str]) -> str:
@@ -142,6 +152,18 @@ def multigen_caption(names: Sequence[str]) -> str:
     return f"a photo of {listed}."
 
 
+def is_prompt_set(path: str | Path) -> bool:
+    """Whether ``path`` names a MultiGen prompt file: a ``.json`` suffix in any case (``UP.JSON``), or an existing
+    file of another name whose content starts with ``[`` (a JSON list), not a category list."""
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        return True
+    if not path.is_file():
+        return False
+    with open(path, encoding="utf-8-sig", errors="replace") as handle:
+        return handle.read(4096).lstrip().startswith("[")
+
+
 def load_categories(source: str | Path) -> list[str]:
     """Category names: "coco" (COCO's 80, ``data/coco_categories.txt``) or a file (the toy world's:
     ``tokencompose.toy.world.category_names()``).
@@ -153,7 +175,7 @@ def load_categories(source: str | Path) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"category list {path} not found; pass 'coco', a text file with one "
                                 "name a line, or a MultiGen prompt .json")
-    if path.suffix == ".json":
+    if is_prompt_set(path):
         return sorted({name for prompt in load_prompts(path) for name in prompt.objects})
     names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
     names = [n for n in names if n and not n.startswith("#")]
@@ -558,8 +580,7 @@ def _detector_settings(detector: Any) -> dict[str, Any]:
 
 
 def _load_rgb(path: Path) -> Any:
-    with Image.open(path) as image:
-        return image.convert("RGB")
+    return open_rgb(path)  # 16-bit greyscale scaled, not clipped
 
 
 def detect_images(detector: Any, images: Sequence[Any], names: Sequence[str]) -> list[list[Detection]]:
