@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tokencompose.models import build_toy_model, save_toy_model
+from tokencompose.toy import probes
 from tokencompose.toy.ablation import held_out_prompts
 from tokencompose.toy.probes import (
     ROUTING_ROWS,
@@ -127,3 +128,43 @@ def test_intervention_runs_on_a_tiny_model(tmp_path, mode):
     folder = _toy_folder(tmp_path / "m", padding="zero", colour_mode="attribute")
     result = intervention(folder, mode=mode, n=3, count=2, steps=3, batch_size=2)
     assert result["n"] == 3 and set(result["mg"]) == {1, 2}
+
+
+def test_mass_on_regions_by_hand():
+    noun_map = np.zeros((4, 4))
+    noun_map[0, 0], noun_map[3, 3], noun_map[1, 2] = 2.0, 1.0, 1.0
+    a = np.zeros((4, 4), dtype=bool)
+    a[0, :2] = True  # holds the 2.0
+    b = np.zeros((4, 4), dtype=bool)
+    b[3, 3] = True  # holds the 1.0
+    shares = probes.mass_on_regions(noun_map, {"a": a, "b": b})
+    assert shares == {"a": 0.5, "b": 0.25, "background": 0.25}
+    flat = probes.mass_on_regions(np.ones((4, 4)), {"a": a})
+    assert flat == {"a": 2 / 16, "background": 14 / 16}
+    with pytest.raises(ValueError, match="no mass"):
+        probes.mass_on_regions(np.zeros((4, 4)), {"a": a})
+
+
+def test_place_examples_on_a_tiny_model(tmp_path):
+    folder = _toy_folder(tmp_path / "m")
+    examples = probes.place_examples(folder, n=2, steps=4, early=2, batch_size=2)
+    assert len(examples) == 2
+    for example in examples:
+        nouns = example["nouns"]
+        assert example["early"].shape == example["final"].shape == (len(nouns), 16, 16)
+        assert example["image"].shape == (16, 16, 3) and len(example["drawn"]) == len(nouns)
+        missing = [noun for noun, drawn in zip(nouns, example["drawn"], strict=True) if not drawn]
+        assert sorted(example["missing_mass"]) == sorted(missing)
+        assert set(example["regions"]) <= {noun for noun, drawn in zip(nouns, example["drawn"], strict=True) if drawn}
+    # the oracle's early maps sit on its layout: each noun's mass is concentrated on its own mask of the layout
+    # (several times the mask's share of the image; the coarse layers blur it, so not all of it)
+    oracle = probes.place_examples(folder, n=2, steps=4, early=2, batch_size=2, oracle_steps=2)
+    prompts = probes.held_out_prompts(2, 4, unseen=True, seed=1234)
+    layouts = probes.oracle_layouts(prompts, 0, 1234, 16, "identity")
+    for example, layout in zip(oracle, layouts, strict=True):
+        for i in range(len(example["nouns"])):
+            own = {"own": layout[i].numpy() > 0}
+            shares, area = probes.mass_on_regions(example["early"][i], own), probes.mass_on_regions(np.ones((16, 16)), own)
+            assert shares["own"] > 3 * area["own"], (shares, area)
+    with pytest.raises(ValueError, match="early must be"):
+        probes.place_examples(folder, n=1, steps=4, early=5)

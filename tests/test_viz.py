@@ -320,3 +320,22 @@ def test_score_bars_one_panel_per_split_one_bar_per_series_and_intervals():
     assert figure.dpi >= 100
     with pytest.raises(ValueError, match="3 values for 2 categories"):
         viz.score_bars({"x": {"a": [(1, 0, 2)] * 3}}, ["MG1", "MG2"])
+
+
+def test_early_place_figure_marks_missing_nouns_and_outlines_drawn_objects():
+    image = np.zeros((32, 32, 3), dtype=np.uint8)
+    region = np.zeros((32, 32), dtype=bool)
+    region[4:12, 4:12] = True
+    example = {"image": image, "nouns": ["circle", "star"], "drawn": [True, False],
+               "early": np.random.default_rng(0).random((2, 32, 32)), "regions": {"circle": region}}
+    figure = viz.early_place_figure({"L_LDM only": example, "grounded": {**example, "nouns": ["circle", "star", "ring"],
+                                                                         "drawn": [True, False, True],
+                                                                         "early": np.ones((3, 32, 32))}})
+    titles = [ax.get_title() for ax in figure.axes]
+    assert "star: MISSING" in titles and "circle: drawn" in titles and "ring: drawn" in titles
+    # one colour bar a row, and the drawn object outlined on every map (a contour per map panel)
+    assert sum(1 for ax in figure.axes if ax.get_label() == "<colorbar>") == 2
+    map_panels = [ax for ax in figure.axes if ax.get_title().endswith(("drawn", "MISSING"))]
+    assert len(map_panels) == 5 and all(ax.collections for ax in map_panels)
+    with pytest.raises(ValueError, match="no rows"):
+        viz.early_place_figure({})

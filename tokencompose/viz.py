@@ -702,3 +702,38 @@ def score_bars(panels: Mapping[str, Mapping[str, Sequence[tuple[float, float, fl
         style_axes(ax, title=panel, ylabel=ylabel if ax is axes.flat[0] else None)
     axes.flat[0].legend(fontsize=STYLE.legend_size)
     return finish_figure(figure, title)
+
+
+def early_place_figure(rows: Mapping[str, Mapping[str, Any]], title: str | None = None, dpi: int = DPI) -> Figure:
+    """Where each noun's attention sits early in sampling, and which objects were drawn: one row a model.
+
+    Args:
+        rows: ``{row label: example}``, each example as ``toy.probes.place_examples`` gives it (``image``,
+            ``nouns``, ``drawn``, ``early`` ``[nouns, H, W]``, ``regions`` of the drawn objects).
+
+    Each row shows the final image, then every noun's early map over it (grey), with the outline of every drawn
+    object's final region; a missing noun's title says so. The maps of a row share one colour scale and bar.
+    """
+    if not rows:
+        raise ValueError("no rows to draw")
+    columns = 1 + max(len(example["nouns"]) for example in rows.values())
+    figure, axes = new_figure(len(rows), columns, dpi=dpi, extra_width=0.6, extra_height=0.3 * len(rows))
+    cells = {}
+    for r, (label, example) in enumerate(rows.items()):
+        image = to_numpy_image(example["image"])
+        axes[r, 0].imshow(image, interpolation="nearest")
+        style_axes(axes[r, 0], title=_wrap(label, 22), blank=True)
+        drawn_union = None
+        for region in example["regions"].values():
+            region = _as_array(region).astype(bool)
+            drawn_union = region if drawn_union is None else drawn_union | region
+        for c in range(1, 1 + len(example["nouns"])):
+            cells[(r, c)] = (axes[r, c], _map_array(example["early"][c - 1]), image, drawn_union)
+        for c in range(1 + len(example["nouns"]), columns):
+            figure.delaxes(axes[r, c])
+    _draw_map_grid(figure, cells, "row", colorbar=True, signed=False)
+    for (r, c), (ax, _, _, _) in cells.items():
+        example = list(rows.values())[r]
+        noun = example["nouns"][c - 1]
+        style_axes(ax, title=f"{noun}: {'drawn' if example['drawn'][c - 1] else 'MISSING'}")
+    return finish_figure(figure, title)

@@ -288,6 +288,21 @@ class AttentionEdit:
         return probs
 
 
+def oracle_layouts(prompts: Sequence, start: int, seed: int, size: int, colour_mode: str) -> list[torch.Tensor]:
+    """The oracle's layout of each prompt: ``[nouns, size, size]`` masks of a scene rendered for prompt
+    ``start + i`` with ``numpy.random.default_rng([seed, start + i])`` (the same layout in every probe)."""
+    layouts = []
+    for offset, prompt in enumerate(prompts):
+        layout_rng = np.random.default_rng([seed, start + offset])
+        colours = None
+        if colour_mode == "attribute":
+            palette = {c.name: c for c in TOY_COLOURS}
+            colours = [palette[w] for w in caption_colours(prompt.text, list(prompt.objects))]
+        scene = render_scene([get_category(o) for o in prompt.objects], layout_rng, size=size, colours=colours)
+        layouts.append(torch.from_numpy(np.stack([scene.masks[o] for o in prompt.objects])))
+    return layouts
+
+
 def intervention(model_dir: str | Path, mode: str = "none", n: int = 64, count: int = 4, unseen: bool = False,
                  fraction: float = 0.4, factor: float = 3.0, seed: int = 1234, steps: int = 25,
                  guidance: float = 3.0, batch_size: int = 32, band: tuple[int, int] | None = None,
@@ -308,7 +323,7 @@ def intervention(model_dir: str | Path, mode: str = "none", n: int = 64, count: 
     prompts = held_out_prompts(n, count, unseen=unseen, seed=seed, colour_mode=colour_mode)
     size = components.unet.config.sample_size
     first, cutoff = band if band is not None else (0, int(round(fraction * steps)))  # edited: steps first..cutoff-1
-    if not 0 <= first < cutoff <= steps:
+    if band is not None and not 0 <= first < cutoff <= steps:  # (a fraction of very few steps may edit none)
         raise ValueError(f"band ({first}, {cutoff}) must satisfy 0 <= first < stop <= steps ({steps})")
     images = []
     for start in range(0, n, batch_size):
@@ -325,20 +340,9 @@ def intervention(model_dir: str | Path, mode: str = "none", n: int = 64, count: 
                                        guidance=guidance, progress=False, excite=toy_excite_settings(size),
                                        token_indices=indices))
             continue
-        masks = None
-        if mode == "oracle":
-            masks = []
-            for offset, prompt in enumerate(chunk):
-                layout_rng = np.random.default_rng([seed, start + offset])
-                colours = None
-                if colour_mode == "attribute":
-                    palette = {c.name: c for c in TOY_COLOURS}
-                    colours = [palette[w] for w in caption_colours(prompt.text, list(prompt.objects))]
-                scene = render_scene([get_category(o) for o in prompt.objects], layout_rng, size=size,
-                                     colours=colours)
-                masks.append(torch.from_numpy(np.stack([scene.masks[o] for o in prompt.objects])))
+        masks = oracle_layouts(chunk, start, seed, size, colour_mode) if mode == "oracle" else None
         edit = AttentionEdit(mode, positions, masks, factor=factor, guided=guidance != 1.0, overlap=overlap)
-        edit.active = first == 0
+        edit.active = first == 0 < cutoff
         recorder = attach_recorder(components.unet, groups=("down", "mid", "up"), detach=True, edit=edit)
 
         def step_end(i: int, t: int, edit: AttentionEdit = edit, recorder=recorder) -> None:
@@ -622,3 +626,103 @@ def early_place_markdown(result: dict) -> str:
             lines.append(f"| {band} | {split} | {cell(stats['peak'])} | {cell(stats['overlap'])} | "
                          f"{cell(stats['density'])} |")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# where a missing noun's early attention goes: examples for figures, and the share of its mass on each object
+# --------------------------------------------------------------------------------------------------
+
+
+def mass_on_regions(noun_map: np.ndarray | torch.Tensor, regions: dict[str, np.ndarray]) -> dict[str, float]:
+    """Share of a (non-negative) map's mass on each named region ``[H, W]`` bool and on the rest, "background".
+
+    Regions may overlap (each share counts its whole region), so the shares of the regions and the background
+    sum to 1 only when the regions are disjoint."""
+    values = np.clip(np.asarray(noun_map, dtype=np.float64), 0, None)
+    total = values.sum()
+    if total <= 0:
+        raise ValueError("the map has no mass to share out")
+    shares = {name: float(values[np.asarray(region, dtype=bool)].sum() / total) for name, region in regions.items()}
+    union = np.zeros(values.shape, dtype=bool)
+    for region in regions.values():
+        union |= np.asarray(region, dtype=bool)
+    shares["background"] = float(values[~union].sum() / total)
+    return shares
+
+
+def _shown(summed) -> dict[str, list[torch.Tensor]]:
+    """The summed maps of the places a figure shows (mid + up; down is recorded only so an edit acts there)."""
+    return {key: maps for key, maps in summed.maps().items() if not key.startswith("down")}
+
+
+def _noun_maps(maps: torch.Tensor, positions: Sequence[Sequence[int]]) -> np.ndarray:
+    """``[77, H, W]`` token maps -> ``[nouns, H, W]``: each noun's tokens summed."""
+    return torch.stack([maps[list(tokens)].sum(dim=0) for tokens in positions]).numpy()
+
+
+def place_examples(model_dir: str | Path, n: int = 8, count: int = 4, unseen: bool = True, seed: int = 1234,
+                   steps: int = 25, early: int = 5, guidance: float = 3.0, oracle_steps: int = 0,
+                   batch_size: int = 32) -> list[dict]:
+    """Sample ``n`` held-out ``count``-object prompts (seeds 0..n-1, DDIM ``steps``) while recording each noun's
+    cross-attention (mid + up layers, heads and layers averaged), and return, per image: ``text``, ``nouns``,
+    ``image`` ``[H, W, 3]`` uint8, ``drawn`` (the toy detector's verdict per noun), ``early`` and ``final``
+    ``[nouns, H, W]`` maps (summed over the first ``early`` steps / all steps), ``regions`` (each drawn object's
+    final region, ``[H, W]`` bool) and ``missing_mass`` (for each missing noun, ``mass_on_regions`` of its early
+    map over the drawn objects' regions: does its attention sit on another object, or on the background?) with
+    ``area``, the shares a flat map would give (each region's share of the image).
+
+    With ``oracle_steps`` > 0 every noun's map is replaced by its object's mask of the oracle's layout
+    (``oracle_layouts``, as ``intervention(mode="oracle")``) on every cross-attention layer for the first
+    ``oracle_steps`` steps; the recorded maps are the edited ones. Same prompts and seeds as ``intervention``."""
+    from ..heatmaps import AttentionSum, aggregate_attention
+
+    if not 1 <= early <= steps:
+        raise ValueError(f"early must be a step count in 1..{steps}, got {early}")
+    components = load_components(str(model_dir))
+    colour_mode = model_colour_mode(model_dir)
+    prompts = held_out_prompts(n, count, unseen=unseen, seed=seed, colour_mode=colour_mode)
+    size = components.unet.config.sample_size
+    detector = ToyDetector(colour_mode=colour_mode)
+    guided = guidance != 1.0
+    examples = []
+    for start in range(0, n, batch_size):
+        chunk = prompts[start:start + batch_size]
+        positions = [noun_token_positions(p.text, list(p.objects), components.tokenizer) for p in chunk]
+        edit = None
+        if oracle_steps > 0:
+            edit = AttentionEdit("oracle", positions, oracle_layouts(chunk, start, seed, size, colour_mode),
+                                 guided=guided)
+        # every place is recorded (an edit acts only where a recorder is); mid + up are shown
+        recorder = attach_recorder(components.unet, groups=("down", "mid", "up"), mode="cross",
+                                   keep="cond" if guided else "all", detach=True, edit=edit)
+        summed = AttentionSum(recorder, keep_heads=False)
+        snapshot: dict[str, torch.Tensor] = {}
+
+        def step(index: int, timestep: int, summed=summed, snapshot=snapshot, edit=edit) -> None:
+            summed.step(index, timestep)
+            if summed.steps == early:
+                snapshot["early"] = aggregate_attention(_shown(summed), (size, size), protocol="layer-mean")
+            if edit is not None:
+                edit.active = index + 1 < oracle_steps
+
+        try:
+            images = generate_toy(components, [p.text for p in chunk], list(range(start, start + len(chunk))),
+                                  steps=steps, guidance=guidance, progress=False, callback=step)
+        finally:
+            recorder.detach()
+        final = aggregate_attention(_shown(summed), (size, size), protocol="layer-mean")
+        for offset, (prompt, image) in enumerate(zip(chunk, images, strict=True)):
+            nouns = list(prompt.objects)
+            found = {d.name for d in detector.detect(image, [c.name for c in detector.categories])}
+            segmentation = detector.segment(image)
+            regions = {noun: np.asarray(segmentation[noun], dtype=bool) for noun in nouns
+                       if noun in found and segmentation.get(noun) is not None and np.asarray(segmentation[noun]).any()}
+            early_maps = _noun_maps(snapshot["early"][offset], positions[offset])
+            examples.append({
+                "text": prompt.text, "nouns": nouns, "image": image, "drawn": [noun in found for noun in nouns],
+                "early": early_maps, "final": _noun_maps(final[offset], positions[offset]), "regions": regions,
+                "missing_mass": {noun: mass_on_regions(early_maps[i], regions)
+                                 for i, noun in enumerate(nouns) if noun not in found},
+                # the same shares of a flat map: each region's share of the image (what "no preference" gives)
+                "area": mass_on_regions(np.ones(early_maps.shape[1:]), regions)})
+    return examples
