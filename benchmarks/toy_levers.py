@@ -28,21 +28,21 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from tokencompose.evaluate.paper import TABLE1_MULTIGEN_COCO, TABLE2_OBJECT_ACCURACY, gains  # noqa: E402
 from tokencompose.stats import paired_interval  # noqa: E402
 from tokencompose.toy.ablation import outcome_rows  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 GUIDANCE = "3.0"
-#: the paper's Table 1 (COCO MultiGen, SD 1.4, 10 images a prompt), as the authors' README prints it
-PAPER_MG = {"SD 1.4": {3: 50.74, 4: 11.68}, "Attend-and-Excite": {3: 65.10, 4: 28.01},
-            "TokenCompose": {3: 76.16, 4: 28.81}}
-#: the paper's Table 2 VISOR object accuracy (L_LDM only vs both losses) and Table 4 segmentation mIoU
-PAPER_OA = {"ldm": 38.02, "both": 52.15}
+#: the paper's numbers (tokencompose/evaluate/paper.py holds them): Table 1 MultiGen, Table 2 VISOR OA
+PAPER_MG = TABLE1_MULTIGEN_COCO
+PAPER_OA = {"ldm": TABLE2_OBJECT_ACCURACY["L_LDM only"], "both": TABLE2_OBJECT_ACCURACY["+ L_token + L_pixel"]}
+#: Table 4, segmentation mIoU of the attention maps (DAAM's protocol)
 PAPER_MIOU = {"SD 1.4": 0.5371, "TokenCompose": 0.5876}
 
 
 def paper_gain(lever: str, k: int) -> float:
-    return PAPER_MG[lever][k] - PAPER_MG["SD 1.4"][k]
+    return gains(lever, "SD 1.4")[k]
 
 
 def cell(stat: dict | None) -> str:
