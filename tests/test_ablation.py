@@ -330,3 +330,16 @@ def test_token_routes_benchmark_smoke(tmp_path):
     assert "| attribute base (WIP) | attribute |" in text and "| first base (control) | noun |" in text
     assert "| first base (control) | attribute |" not in text  # the identity world names no colour
     assert text.count("<!-- readme:begin -->") == 1
+
+
+def test_mg_comparison_reads_the_intervals():
+    from tokencompose.toy.ablation import mg_comparison
+
+    def result(hits):  # one row of hits (one image) a prompt
+        return {"unseen": {"4": {"outcomes": {"hits": [[h] for h in hits]}}}}
+
+    high, low = result([4, 4, 3, 3] * 10), result([1, 2, 1, 0] * 10)
+    assert "A is higher, with intervals apart" in mg_comparison({"A": high, "B": low}, "A", "B")
+    assert "B is higher" in mg_comparison({"A": low, "B": high}, "A", "B")
+    assert "cannot tell them apart" in mg_comparison({"A": high, "B": high}, "A", "B")
+    assert mg_comparison({"A": high, "B": low}, "A", "B").startswith("Unseen MG3: A 100.0 [")

@@ -88,3 +88,14 @@ def test_the_committed_finding_names_the_paper_and_the_l_ldm_only_control():
 
     table = finding_table()
     assert "paper, SD 1.4" in table and "L_LDM only" in table and "oracle layout" in table
+
+
+def test_levers_readings_group_by_the_interval():
+    from tokencompose.results import levers_readings
+
+    levers = {"training": [{"lever": "a", "MG3": {"mean": 3, "low": 1, "high": 5}},
+                           {"lever": "b", "MG3": {"mean": -1, "low": -4, "high": 2}},
+                           {"lever": "c", "MG3": None}],
+              "sampling": [{"lever": "d", "model": "base", "MG3": {"mean": -9, "low": -12, "high": -6}}]}
+    assert levers_readings(levers) == {"gain": ["a"], "loss": ["d (base)"], "none shown": ["b"],
+                                       "not measured": ["c"]}

@@ -57,3 +57,18 @@ def finding_table(root: str | Path | None = None) -> str:
         raise FileNotFoundError(f"no finding in {path}: it is written by python benchmarks/toy_levers.py in a "
                                 "checkout of the repository")
     return table
+
+
+def levers_readings(levers: dict) -> dict[str, list[str]]:
+    """``benchmarks/results/toy_levers.json`` grouped by what each measured lever did to MG3: ``{"gain": [...],
+    "loss": [...], "none shown": [...], "not measured": [...]}``, each entry "lever (model)". A gain is a paired
+    95% interval above 0, a loss one below 0."""
+    groups: dict[str, list[str]] = {"gain": [], "loss": [], "none shown": [], "not measured": []}
+    for kind in ("training", "sampling"):
+        for row in levers.get(kind, []):
+            name = row["lever"] + (f" ({row['model']})" if row.get("model") else "")
+            stat = row.get("MG3")
+            key = ("not measured" if stat is None else "gain" if stat["low"] > 0 else
+                   "loss" if stat["high"] < 0 else "none shown")
+            groups[key].append(name)
+    return groups

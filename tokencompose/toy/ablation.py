@@ -227,6 +227,20 @@ def mg_table(scores: dict[str, dict[str, Any]], columns: dict[str, str] | None =
     return "\n".join(lines)
 
 
+def mg_comparison(scores: dict[str, dict[str, Any]], a: str, b: str, split: str = "unseen", k: int = 3) -> str:
+    """A sentence comparing MG_k of two ``evaluate_model`` results ``scores[a]`` and ``scores[b]`` on ``split``:
+    both with their 95% intervals (clustered by prompt) and whether the intervals are apart. Unpaired and
+    one seed: a lesson's check, not the measured comparison (``paired_difference`` over seeds is)."""
+    x, y = (cluster_interval(split_rows(scores[name][split], k)) for name in (a, b))
+    if x["low"] > y["high"]:
+        verdict = f"{a} is higher, with intervals apart"
+    elif y["low"] > x["high"]:
+        verdict = f"{b} is higher, with intervals apart"
+    else:
+        verdict = "the intervals overlap: this run cannot tell them apart"
+    return (f"{split.capitalize()} MG{k}: {a} {interval_cell(x)}, {b} {interval_cell(y)}; {verdict}.")
+
+
 def mg_figure(scores: dict[str, dict[str, Any]], title: str | None = None):
     """Bars of MG_1..MG_n per model (``evaluate_model`` results), seen and unseen side by side, with 95%
     intervals clustered by prompt (``viz.score_bars``)."""
