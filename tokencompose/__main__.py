@@ -15,6 +15,7 @@ Anything else is a bug and keeps its traceback; ``--debug`` (``python -m tokenco
 
 from __future__ import annotations
 
+import difflib
 import errno
 import importlib
 import logging
@@ -76,7 +77,9 @@ def dispatch(argv: list[str], commands: Mapping[str, tuple[str, str, str]], prog
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in commands:
-        print(f"unknown command {name!r}\n\n{usage(prog, commands)}", file=sys.stderr)
+        close = difflib.get_close_matches(name, list(commands), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        print(f"unknown command {name!r}{hint}\n\n{usage(prog, commands)}", file=sys.stderr)
         return 2
     module_name, function_name, _ = commands[name]
     try:
@@ -128,13 +131,13 @@ def train_cli(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Dispatch ``argv[0]`` to its module's ``cli`` function; returns the exit status.
 
-    ``--debug`` before the command (or ``TOKENCOMPOSE_DEBUG=1``) re-raises the errors that are otherwise
+    ``--debug`` before or after the command (or ``TOKENCOMPOSE_DEBUG=1``) re-raises the errors that are otherwise
     printed as ``error: <message>`` with status 2 (module docstring). argparse's exits become return values.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
-    while argv and argv[0] == "--debug":
-        debug, argv = True, argv[1:]
+    if "--debug" in argv[: argv.index("--") if "--" in argv else len(argv)]:  # before or after the command
+        debug, argv = True, [arg for arg in argv if arg != "--debug"]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not argv:
         print(usage("python -m tokencompose", COMMANDS))

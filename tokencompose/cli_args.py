@@ -11,9 +11,13 @@ errors the same way; ``--debug`` shows the traceback instead).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import os
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +31,20 @@ class InputFileError(UserError, ValueError):
     ``ValueError`` too, for callers of the library functions that read such files)."""
 
 
+#: what argparse takes for a (negative) value rather than a flag: anything that starts with a minus and a digit
+#: (``-1e-4``, ``-1,1,1,1``) and ``-inf`` / ``-nan``; argparse's own pattern takes ``-1e-4`` for a flag and answers
+#: ``--learning-rate -1e-4`` with "expected one argument". No flag of this package starts with a digit.
+NEGATIVE_NUMBER = re.compile(r"^-\.?\d|^-(inf|infinity|nan)$", re.IGNORECASE)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser, whose error is one line on stderr (no usage block) that points at ``--help``;
-    exit status 2, as argparse."""
+    exit status 2, as argparse. A value such as ``-1e-4`` or ``-inf`` is read as a (negative) value, so the
+    flag's type names what it accepts, instead of being taken for a flag."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = NEGATIVE_NUMBER
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -47,6 +62,34 @@ def positive_int(text: str) -> int:
     value = _integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
+#: the noise levels (timesteps) every scheduler here is trained on: SD's and the toy preset's
+NOISE_LEVELS = 1000
+#: the most sampling steps: DDIM cannot take more steps than there are noise levels (diffusers refuses once the
+#: model is loaded; the toy sampler would repeat timesteps)
+MAX_SAMPLING_STEPS = NOISE_LEVELS
+#: the most prompts a command generates: MultiGen's sets hold 1,000; a typo such as 1000000000 is refused, not run
+MAX_PROMPTS = 100_000
+
+
+def sampling_steps(text: str) -> int:
+    """A number of sampling (denoising) steps: 1 to ``MAX_SAMPLING_STEPS``, checked before any model loads."""
+    value = positive_int(text)
+    if value > MAX_SAMPLING_STEPS:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {MAX_SAMPLING_STEPS} (the noise levels the models are trained on), got {text!r}; the "
+            "paper samples with 50")
+    return value
+
+
+def prompt_count(text: str) -> int:
+    """A number of prompts to generate: 1 to ``MAX_PROMPTS``."""
+    value = positive_int(text)
+    if value > MAX_PROMPTS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_PROMPTS:,} prompts, got {text!r}; MultiGen's sets "
+                                         "hold 1,000")
     return value
 
 
@@ -231,3 +274,22 @@ def read_json_lines(path: str | Path, what: str = "file") -> list[tuple[int, Any
                 raise InputFileError(f"{what} {path}:{number}: malformed JSON ({error.msg}, column {error.colno}); "
                                      "a .jsonl file holds one JSON value a line") from None
     return values
+
+
+#: the errors of a file system with no room left (a full disk, a full quota)
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextmanager
+def disk_full_is_named(where: str | Path, kept: str | Callable[[], str], again: str) -> Iterator[None]:
+    """Turn an ``OSError`` of a full disk (or quota) raised inside into a ``UserError`` that says so: where it
+    was writing (``where``, or the file the error names), what is kept (``kept``: what was finished and is safe;
+    a function is called when the error happens) and how to go on (``again``). Any other error passes unchanged."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in DISK_FULL:
+            raise
+        kept_now = kept() if callable(kept) else kept
+        raise UserError(f"the disk is full: could not write {error.filename or where} ({error.strerror}); "
+                        f"{kept_now}; free some space (or choose a folder on another disk), then {again}") from error

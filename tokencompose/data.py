@@ -40,6 +40,7 @@ Before training, ``validate_dataset`` reports every problem of a folder, with fi
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -52,7 +53,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .cli_args import ArgumentParser, input_folder
+from .cli_args import NAME_MAX, ArgumentParser, input_folder
 from .images import ImageModeError, open_rgb, to_rgb
 from .tokens import MAX_LENGTH, PhraseNotFoundError, clip_tokenizer, noun_token_positions, token_positions
 
@@ -203,13 +204,60 @@ def _layout(root: str | Path, seg_dir: str | Path | None = None) -> _Layout:
     return layout
 
 
+class _BadPath(Exception):
+    """A metadata path that names no file any file system can hold or reach; the message says why."""
+
+
+def _name_fault(relative: str) -> str | None:
+    """Why ``relative`` can name no file (a NUL byte, a name longer than ``NAME_MAX`` bytes), else ``None``."""
+    if "\0" in relative:
+        return "holds a NUL byte, which no file name can hold"
+    longest = max(Path(relative).parts, key=lambda part: len(os.fsencode(part)), default="")
+    if len(os.fsencode(longest)) > NAME_MAX:
+        return (f"has a name of {len(os.fsencode(longest))} bytes ({longest[:30]!r}...); file systems take at most "
+                f"{NAME_MAX}")
+    return None
+
+
+def _resolve(path: Path) -> Path:
+    """``path`` with its symlinks followed; a symlink loop (or a path that cannot be resolved) is a ``_BadPath``."""
+    try:
+        return path.resolve()
+    except RuntimeError:  # Python < 3.13: "Symlink loop from ..."
+        raise _BadPath(f"is a symlink loop ({path} links back to itself)") from None
+    except OSError as error:
+        raise _BadPath(f"is a symlink loop ({path} links back to itself)" if error.errno == errno.ELOOP
+                       else f"cannot be resolved: {error.strerror}") from None
+
+
 def _inside(base: Path, relative: str) -> Path | None:
-    """``base / relative`` resolved (symlinks followed) if it stays inside ``base``, else ``None``."""
+    """``base / relative`` resolved (symlinks followed) if it stays inside ``base``, else ``None``.
+
+    Raises:
+        _BadPath: ``relative`` holds a NUL byte or a name too long for any file system, or is a symlink loop.
+    """
     if not relative or os.path.isabs(relative) or relative.startswith(("/", "\\")) or ":" in relative[:3]:
         return None
+    fault = _name_fault(relative)
+    if fault:
+        raise _BadPath(fault)
     base = base.resolve()
-    candidate = (base / relative).resolve()
+    candidate = _resolve(base / relative)
     return candidate if candidate.is_relative_to(base) else None
+
+
+def _shown(name: str, limit: int = 60) -> str:
+    """``repr(name)``, its middle cut when it is longer than ``limit`` characters (a 300-character name)."""
+    return repr(name) if len(name) <= limit else f"{name[:limit // 2]!r}...{name[-limit // 2:]!r}"
+
+
+def _not_a_file(path: Path) -> str:
+    """Why an existing-or-not ``path`` is not a readable file: a folder, a broken symlink, or not there."""
+    if path.is_dir():
+        return f"is a folder, not a file ({path})"
+    if path.is_symlink():
+        return f"is a symlink to nothing ({path} -> {os.readlink(path)})"
+    return f"not found at {path}"
 
 
 def _image_path(layout: _Layout, file_name: str) -> Path | None:
@@ -294,13 +342,20 @@ def _check_record(record: Record, layout: _Layout, tokenizer) -> tuple[_CheckedR
                 f"{MAX_LENGTH}", "shorten the caption (tokens past 77 are cut off)")
 
     image_size = None
-    image_path = _image_path(layout, record.file_name)
-    if image_path is None:
+    bad_path = None
+    try:
+        image_path = _image_path(layout, record.file_name)
+    except _BadPath as error:
+        image_path, bad_path = None, str(error)
+    if bad_path is not None:
+        problem("bad_path", f"image path {_shown(record.file_name)} {bad_path}",
+                "fix 'file_name' so it names an image file")
+    elif image_path is None:
         problem("path_leaves_folder", f"image path {record.file_name!r} leaves the dataset folder "
                 f"{layout.image_dir}", "use a path relative to the dataset folder, without '..' or symlinks out")
     elif not image_path.is_file():
-        problem("missing_image", f"image {record.file_name!r} not found at {image_path}",
-                "add the image or fix 'file_name'")
+        problem("missing_image", f"image {record.file_name!r} {_not_a_file(image_path)}",
+                "add the image or fix 'file_name' so it names an image file")
     else:
         try:
             with Image.open(image_path) as image:
@@ -318,13 +373,18 @@ def _check_record(record: Record, layout: _Layout, tokenizer) -> tuple[_CheckedR
     for noun, mask in record.attn_list:
         if mask is None:
             continue
-        mask_path = _mask_path(layout, mask)
+        try:
+            mask_path = _mask_path(layout, mask)
+        except _BadPath as error:
+            problem("bad_path", f"mask path {_shown(mask)} of noun {noun!r} {error}",
+                    "fix the mask path so it names a PNG file, or write null")
+            continue
         if mask_path is None:
             problem("path_leaves_folder", f"mask path {mask!r} of noun {noun!r} leaves the dataset folder "
                     f"{layout.root}", "use a path relative to the dataset folder, without '..' or symlinks out")
             continue
         if not mask_path.is_file():
-            problem("missing_mask", f"mask {mask!r} of noun {noun!r} not found at {mask_path}",
+            problem("missing_mask", f"mask {mask!r} of noun {noun!r} {_not_a_file(mask_path)}",
                     "add the mask file, or write null for a noun without a mask")
             continue
         what = f"mask {mask!r} of noun {noun!r}"
@@ -388,6 +448,10 @@ def _scan(root: str | Path, tokenizer, seg_dir: str | Path | None = None
     if not layout.root.is_dir():
         return [], [Problem(str(layout.root), None, "missing_folder", "dataset folder not found",
                             "pass the folder that holds metadata.jsonl")], 0
+    if layout.metadata.is_dir() or layout.metadata.is_symlink() and not layout.metadata.is_file():
+        return [], [Problem(str(layout.metadata), None, "unreadable_metadata", f"{METADATA_FILE} "
+                            f"{_not_a_file(layout.metadata)}", f"make {METADATA_FILE} a file of one JSON record a "
+                            "line (python -m tokencompose prepare / toy-data write one)")], 0
     if not layout.metadata.is_file():
         return [], [Problem(str(layout.metadata), None, "missing_metadata", f"no {METADATA_FILE} in "
                             f"{layout.root} (nor in {layout.root / 'train'})",

@@ -21,6 +21,7 @@ ViT-H text: 23 layers used, width 1024, GELU), upcast attention, latents 4 x 96 
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,7 +154,105 @@ def save_toy_model(components: Components, folder: str | Path, dtype: torch.dtyp
     return folder
 
 
+#: a model part's weight files, as diffusers and transformers write them (safetensors first, then pickles)
+WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "model.safetensors", "diffusion_pytorch_model.bin",
+                "pytorch_model.bin")
+#: the parts of a model folder: subfolder -> its config file (a VAE only in latent-space models)
+MODEL_PARTS = {"unet": "config.json", "text_encoder": "config.json", "scheduler": "scheduler_config.json",
+               "vae": "config.json"}
+
+
+def _safetensors_fault(path: Path) -> str | None:
+    """Why a ``.safetensors`` file cannot be read whole (too short, a bad header, truncated data), else ``None``."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if length < 0 or length > size - 8:
+            return f"is {size} bytes, cut short before the end of its safetensors header (truncated?)"
+        try:
+            header = json.loads(handle.read(length))
+            end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"),
+                      default=0)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            return "has no valid safetensors header: it is not a safetensors file, or it is damaged"
+    if 8 + length + end > size:
+        return f"is truncated: {size:,} bytes of the {8 + length + end:,} its header describes"
+    return None
+
+
+def _pickle_fault(path: Path) -> str | None:
+    """Why a pickled ``.bin`` weight file is refused (``torch.load(weights_only=True)``: damaged, or it holds
+    code or objects besides tensors), else ``None``."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure is the file's
+        return (f"is a pickle file that torch.load(weights_only=True) refuses ({type(error).__name__}): it holds "
+                "objects besides tensors, or it is damaged; save the weights as safetensors "
+                "(save_pretrained(..., safe_serialization=True))")
+    return None
+
+
+def _part_fault(folder: Path, config_name: str) -> str | None:
+    """What is wrong with one model part's folder (a UNet, a text encoder, a scheduler), naming the file."""
+    if not (folder / config_name).is_file():
+        return f"{folder / config_name} is missing"
+    if config_name == "scheduler_config.json":
+        return None
+    weights = [folder / name for name in WEIGHT_FILES if (folder / name).is_file()]
+    if not weights:
+        if any(folder.glob("*.index.json")):
+            return None  # sharded weights: left to diffusers / transformers
+        return f"{folder} holds no weights file (expected one of {', '.join(WEIGHT_FILES)})"
+    fault = _safetensors_fault(weights[0]) if weights[0].suffix == ".safetensors" else _pickle_fault(weights[0])
+    return f"{weights[0]} {fault}" if fault else None
+
+
+def weights_fault(folder: str | Path) -> str | None:
+    """The first thing wrong with the files of a local model folder, naming the file: a missing part, config or
+    weights file, a truncated or damaged safetensors file, a pickle ``.bin`` that is not plain weights; ``None``
+    when nothing is found (the error is then the loader's). ``folder``: a model folder (``unet/``,
+    ``text_encoder/``, ``scheduler/``, maybe ``vae/``) or a bare UNet folder (``config.json``)."""
+    folder = Path(folder)
+    if (folder / "config.json").is_file() and not (folder / "unet").is_dir():
+        return _part_fault(folder, "config.json")
+    for part, config_name in MODEL_PARTS.items():
+        if part == "vae" and not (folder / part).is_dir():
+            continue
+        if not (folder / part).is_dir():
+            return f"{folder} has no {part}/ folder"
+        fault = _part_fault(folder / part, config_name)
+        if fault:
+            return fault
+    return None
+
+
+def local_load_error(folder: str | Path, error: Exception, what: str = "model") -> WeightsNotFoundError:
+    """The error for a local model folder that would not load: the file that is wrong (``weights_fault``), or the
+    loader's first line, and what to do; no hub hint, since a local folder is read as it is."""
+    fault = weights_fault(folder) or f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"
+    return WeightsNotFoundError(
+        f"cannot load the {what} in folder {str(folder)!r}: {fault}. The folder is read as it is (the hub is not "
+        "asked): copy it again whole, or re-save it (save_pretrained, or the command that wrote it)")
+
+
+def looks_like_a_path(name: str) -> bool:
+    """Whether ``name`` can only be a local path, not a hub id ``owner/name``: absolute, ``./``, ``../``, ``~``, or
+    more than one ``/``."""
+    return name.startswith(("/", ".", "~", "\\")) or name.count("/") > 1 or ":" in name[:3]
+
+
+def missing_folder_error(name: str) -> WeightsNotFoundError:
+    """A model named by a path that does not exist: said so, without the hub's hints."""
+    return WeightsNotFoundError(f"no model folder {name!r}: it does not exist (from {Path.cwd()}); check the path, "
+                                "or pass a preset (toy, sd14, sd21) or a hub id owner/name")
+
+
 def _load_error(source: str, error: Exception) -> WeightsNotFoundError:
+    if Path(source).is_dir():
+        return local_load_error(source, error)
+    if looks_like_a_path(source):
+        return missing_folder_error(source)
     return WeightsNotFoundError(
         f"could not load model weights from {source!r} ({type(error).__name__}: {str(error).splitlines()[0][:200]}).\n"
         "Tried: a local folder of that name, then the Hugging Face hub. To get them:\n"

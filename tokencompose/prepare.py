@@ -126,6 +126,10 @@ def read_captions(path: str | os.PathLike) -> list[Caption]:
     ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file and line of a bad entry.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"captions file {str(path)!r} is a folder; pass --captions a JSONL file with one "
+                         '{"file_name": "0001.jpg", "text": "a cat and a kite"} a line (or a CSV/TSV with a '
+                         "file_name,text header)")
     if not path.is_file():
         raise FileNotFoundError(
             f"captions file {str(path)!r} not found: pass --captions a JSONL file with one "
@@ -162,6 +166,9 @@ def read_captions(path: str | os.PathLike) -> list[Caption]:
                 if not isinstance(entry["text"], str):
                     raise ValueError(f"{source}: 'text' must be a string, got {entry['text']!r}")
                 captions.append(Caption(_check_file_name(entry["file_name"], source), entry["text"], source))
+    if not captions:
+        raise ValueError(f"captions file {path} holds no captions; write one {{\"file_name\": ..., \"text\": ...}} "
+                         "a line (or CSV/TSV rows under a file_name,text header)")
     return captions
 
 

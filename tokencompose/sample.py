@@ -64,14 +64,23 @@ from .cli_args import (
     InputFileError,
     UserError,
     device,
+    disk_full_is_named,
     non_negative_float,
     output_folder,
     positive_int,
     read_json_file,
     read_json_lines,
+    sampling_steps,
 )
 from .config import resolve_device
-from .models import HUB_IDS, Components, WeightsNotFoundError, encode_prompts, load_components
+from .models import (
+    HUB_IDS,
+    Components,
+    WeightsNotFoundError,
+    encode_prompts,
+    load_components,
+    local_load_error,
+)
 from .provenance import check_folder, claim_folder, model_digest, record_written, written_files
 from .tokens import warn_long_prompts
 
@@ -227,13 +236,17 @@ def load_pipeline(base: str = "sd14", unet_dir: str | Path | None = None, dtype:
         try:
             kwargs["unet"] = UNet2DConditionModel.from_pretrained(folder, subfolder=subfolder, torch_dtype=dtype)
         except Exception as error:  # noqa: BLE001 - one actionable message
-            raise WeightsNotFoundError(f"could not load the fine-tuned UNet from {str(unet_dir)!r}: {error}") from error
+            raise local_load_error(folder / (subfolder or ""), error, "fine-tuned UNet") from error
     try:
         pipe = StableDiffusionPipeline.from_pretrained(source, torch_dtype=dtype, **kwargs)
     except Exception as error:  # noqa: BLE001
+        if Path(source).is_dir():
+            raise local_load_error(source, error, "Stable Diffusion pipeline") from error
         raise WeightsNotFoundError(
             f"could not load the Stable Diffusion pipeline {source!r} ({type(error).__name__}: "
             f"{str(error).splitlines()[0][:200] if str(error) else ''}).\n"
+            + (f"It was read as a hub id: there is no folder {source!r} here (from {Path.cwd()}); if you meant a "
+               "folder, check the path.\n" if base not in HUB_IDS else "") +
             "To get the weights: accept the model licence on huggingface.co and run `huggingface-cli login`, or "
             f"download once (`huggingface-cli download {source} --local-dir DIR`) and pass DIR as the base.\n"
             "Offline, use the toy preset (`--model toy`)."
@@ -308,8 +321,11 @@ def load_model(model: Any, base: str | None = None, dtype: torch.dtype = torch.f
 
             components = load_components(base, dtype=dtype)
             unet_folder, subfolder = _unet_folder(folder)
-            components.unet = UNet2DConditionModel.from_pretrained(unet_folder, subfolder=subfolder,
-                                                                   torch_dtype=dtype)
+            try:
+                components.unet = UNet2DConditionModel.from_pretrained(unet_folder, subfolder=subfolder,
+                                                                       torch_dtype=dtype)
+            except Exception as error:  # noqa: BLE001 - one message naming the file
+                raise local_load_error(unet_folder / (subfolder or ""), error, "fine-tuned UNet") from error
             return _to(components, device)
         return load_pipeline(base, unet_dir=folder, dtype=dtype, device=device, scheduler=scheduler)
     if re.fullmatch(r"[\w.-]+/[\w.-]+", name):  # looks like a hub id
@@ -699,6 +715,28 @@ def _check_prompt_record(out_dir: Path, prompts: Sequence[str], overwrite: bool 
     return len(prompts) > len(old)
 
 
+def _save_batch(folder: Path, batch: Sequence[tuple[int, int]], array: np.ndarray, prompts: Sequence[str]) -> None:
+    """A batch's images under their names, all or none: each is written to a ``.partial.png`` file, then the
+    folder's manifest records them, then they are renamed into place. A failed write (a full disk) removes the
+    batch's partial files and records nothing, so the folder holds only whole images that its manifest names."""
+    partials = []
+    try:
+        for (index, seed), image in zip(batch, array, strict=True):
+            partials.append(folder / f"{index}_{seed}.partial.png")
+            try:
+                Image.fromarray(image).save(partials[-1])
+            except OSError as error:  # name the image (a failed write() names no file)
+                error.filename = error.filename or str(folder / image_name(index, seed))
+                raise
+        record_written(folder, {image_name(i, s): prompts[i] for i, s in batch})
+    except BaseException:
+        for partial in partials:
+            partial.unlink(missing_ok=True)
+        raise
+    for (index, seed), partial in zip(batch, partials, strict=True):
+        partial.replace(folder / image_name(index, seed))  # renames need no space: they cannot fail half-way
+
+
 def generate(model: Any, prompts: Sequence[str], seeds: Sequence[int], steps: int = 50,
              guidance: float | None = None, out_dir: str | Path | None = None, batch_size: int = 8,
              height: int | None = None, width: int | None = None, progress: bool = True, mode: str = "fast",
@@ -761,12 +799,7 @@ def generate(model: Any, prompts: Sequence[str], seeds: Sequence[int], steps: in
             if folder is None:
                 images.append(array)
             else:
-                for (index, seed), image in zip(batch, array, strict=True):
-                    path = folder / image_name(index, seed)
-                    partial = path.with_name(path.stem + ".partial.png")
-                    Image.fromarray(image).save(partial)
-                    partial.replace(path)  # an interrupted run never leaves a truncated image under its name
-                record_written(folder, {image_name(i, s): prompts[i] for i, s in batch})
+                _save_batch(folder, batch, array, prompts)
             bar.update(len(batch))
     if folder is None:
         return np.concatenate(images)
@@ -779,6 +812,17 @@ def generate(model: Any, prompts: Sequence[str], seeds: Sequence[int], steps: in
 
 #: the most seeds (images a prompt) one ``--seeds`` may name: a typo such as 0-99999999 is refused, not run
 MAX_SEEDS = 100_000
+#: the largest seed: torch's generators and NumPy take 64-bit seeds, and a larger one fails only once the model is
+#: loaded ("Overflow when unpacking long long")
+MAX_SEED_VALUE = 2**63 - 1
+
+
+def _check_seed_value(seed: int, text: str) -> int:
+    """``seed``, refused (``ValueError`` naming it and ``text``) when it is larger than ``MAX_SEED_VALUE``."""
+    if seed > MAX_SEED_VALUE:
+        raise ValueError(f"seed {seed} in --seeds {text!r} is larger than the largest seed, {MAX_SEED_VALUE} "
+                         "(2**63 - 1); use smaller seeds, e.g. 0-9")
+    return seed
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -788,7 +832,7 @@ def parse_seeds(text: str) -> list[int]:
         part = part.strip()
         match = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
         if match:
-            low, high = int(match.group(1)), int(match.group(2))
+            low, high = int(match.group(1)), _check_seed_value(int(match.group(2)), text)
             if high < low:
                 raise ValueError(f"seed range {part!r} runs backwards; write LOW-HIGH, e.g. 0-9")
             if high - low + 1 + len(seeds) > MAX_SEEDS:
@@ -796,7 +840,7 @@ def parse_seeds(text: str) -> list[int]:
                                  "split the run into smaller ranges")
             seeds.extend(range(low, high + 1))
         elif re.fullmatch(r"\d+", part):
-            seeds.append(int(part))
+            seeds.append(_check_seed_value(int(part), text))
         else:
             raise ValueError(f"cannot read seeds {text!r}: use a range '0-9', a list '0,3,5', or both '0-2,7'")
     return list(dict.fromkeys(seeds))
@@ -935,7 +979,7 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--seeds", default="0-9", help="seeds of every prompt: '0-9', '0,3,5' (default 0-9)")
     parser.add_argument("--out", required=True, type=output_folder,
                         help="folder for {prompt_index}_{seed}.png (resumable)")
-    parser.add_argument("--steps", type=positive_int, default=50)
+    parser.add_argument("--steps", type=sampling_steps, default=50)
     parser.add_argument("--guidance", type=non_negative_float, default=None, help="default: 3.0 toy, 7.5 SD")
     parser.add_argument("--mode", type=sampling_mode_arg, default="fast", metavar="{fast,authors}",
                         help="fast (default): batched, float16 on CUDA (float32 on CPU), SDPA attention; authors: "
@@ -974,9 +1018,12 @@ def cli(argv: list[str]) -> int:
         model = load_model(args.model, base=args.base, dtype=settings.dtype, device=settings.device,
                            scheduler=args.scheduler)
         model = prepare_for_sampling(model, settings)
-        paths = generate(model, prompts, seeds, steps=args.steps, guidance=args.guidance, out_dir=args.out,
-                         batch_size=settings.batch_size, height=args.height, width=args.width, mode=settings.mode,
-                         overwrite=args.overwrite, method=args.method)
+        with disk_full_is_named(args.out, kept=f"every image already in {args.out} is whole and recorded (a batch "
+                                "is written all or none)", again="run the same command again: finished images "
+                                "are skipped"):
+            paths = generate(model, prompts, seeds, steps=args.steps, guidance=args.guidance, out_dir=args.out,
+                             batch_size=settings.batch_size, height=args.height, width=args.width,
+                             mode=settings.mode, overwrite=args.overwrite, method=args.method)
     except (ValueError, FileNotFoundError) as error:  # seeds, prompts, sizes, another run's prompts in --out
         if isinstance(error, UserError):
             raise

@@ -101,9 +101,11 @@ from tqdm.auto import tqdm
 from .attention import attach_recorder
 from .checkpoints import ema_state, flatten_optimizer, load_ema, load_optimizer, publish
 from .cli_args import (
+    NOISE_LEVELS,
     ArgumentParser,
     UserError,
     device,
+    disk_full_is_named,
     input_folder,
     non_negative_float,
     non_negative_int,
@@ -335,16 +337,21 @@ def _save_checkpoint(output_dir: Path, step: int, unet, optimizer, ema, scaler, 
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in unet.state_dict().items()}, tmp / "unet.safetensors")
-    optimizer_tensors, optimizer_meta = flatten_optimizer(optimizer)
-    save_file({k: v.cpu() for k, v in optimizer_tensors.items()}, tmp / "optimizer.safetensors")
-    ema_meta = None
-    if ema is not None:
-        ema_tensors, ema_meta = ema_state(ema, [name for name, _ in unet.named_parameters()])
-        save_file(ema_tensors, tmp / "ema.safetensors")
-    state = {"step": step, "optimizer": optimizer_meta, "scaler": scaler.state_dict() if scaler else None,
-             "ema": ema_meta, "config": _config_dict(config)}
-    (tmp / "state.json").write_text(json.dumps(state))
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in unet.state_dict().items()}, tmp / "unet.safetensors")
+        optimizer_tensors, optimizer_meta = flatten_optimizer(optimizer)
+        save_file({k: v.cpu() for k, v in optimizer_tensors.items()}, tmp / "optimizer.safetensors")
+        ema_meta = None
+        if ema is not None:
+            ema_tensors, ema_meta = ema_state(ema, [name for name, _ in unet.named_parameters()])
+            save_file(ema_tensors, tmp / "ema.safetensors")
+        state = {"step": step, "optimizer": optimizer_meta, "scaler": scaler.state_dict() if scaler else None,
+                 "ema": ema_meta, "config": _config_dict(config)}
+        (tmp / "state.json").write_text(json.dumps(state))
+    except OSError as error:  # a full disk: the half-written folder goes, the checkpoints before it stay whole
+        shutil.rmtree(tmp, ignore_errors=True)
+        error.filename = error.filename or str(final)
+        raise
     publish(tmp, final)
     for old in _checkpoint_dirs(output_dir)[:-limit]:
         shutil.rmtree(old, ignore_errors=True)
@@ -420,7 +427,12 @@ def _save_final(output_dir: Path, unet, ema, components: Components, config: Con
     target = output_dir / "unet"
     tmp = output_dir / "unet.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    unet.save_pretrained(tmp, safe_serialization=True)
+    try:
+        unet.save_pretrained(tmp, safe_serialization=True)
+    except OSError as error:  # a full disk: the half-written folder goes; the run's checkpoints stay whole
+        shutil.rmtree(tmp, ignore_errors=True)
+        error.filename = error.filename or str(target)
+        raise
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
     if components.vae is None:  # a pixel-space (toy) model: make the folder a whole loadable model
@@ -799,7 +811,20 @@ def timestep_window(text: str) -> tuple[int, int]:
     if not sep or window is None or not 0 <= window[0] < window[1]:
         raise argparse.ArgumentTypeError(f"expected LOW:HIGH, whole numbers with 0 <= LOW < HIGH (e.g. 600:1000 "
                                          f"for the high-noise steps of a 1000-step schedule), got {text!r}")
+    if window[1] > NOISE_LEVELS:  # a window past the schedule would ground fewer steps than it says, or none
+        raise argparse.ArgumentTypeError(f"HIGH must be at most {NOISE_LEVELS}, the timesteps of the schedule, got "
+                                         f"{text!r}; e.g. 600:1000 for the high-noise steps")
     return window
+
+
+def spike_factor(text: str) -> float:
+    """``--loss-spike-factor``: 0 (off) or a factor above 1 (a loss no larger than the level is no jump)."""
+    value = non_negative_float(text)
+    if 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or larger than 1 (a jump is a loss this many times the "
+                                         f"usual level; at {text} every ordinary step would stop the run), got "
+                                         f"{text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -837,7 +862,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true",
                         help="start afresh in an --output-dir that holds an earlier run of this project's, replacing "
                              "it (files this project did not write are never replaced)")
-    parser.add_argument("--loss-spike-factor", type=non_negative_float, default=100.0,
+    parser.add_argument("--loss-spike-factor", type=spike_factor, default=100.0,
                         help="stop when a step's loss exceeds this many times the median of the last steps "
                              "(default 100; 0: only non-finite losses stop a run)")
     parser.add_argument("--no-progress", action="store_true")
@@ -857,6 +882,14 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, TrainOptions]:
     return config, options
 
 
+def _kept_checkpoint(output_dir: Path) -> str:
+    """What a full disk leaves of a run in ``output_dir``: its latest whole checkpoint, if any (for the message)."""
+    found = _checkpoint_dirs(output_dir) if output_dir.is_dir() else []
+    if not found:
+        return "no checkpoint had been written yet, so the run starts again from its first step"
+    return f"nothing else was lost: the run's checkpoints are whole, the latest is {found[-1]}"
+
+
 def run_from_args(args: argparse.Namespace,
                   batches_for: Callable[[Config], BatchSource | None] | None = None,
                   objective_for: Callable[[Config], Objective | None] | None = None) -> int:
@@ -872,8 +905,10 @@ def run_from_args(args: argparse.Namespace,
     """
     try:
         config, options = config_from_args(args)
-        result = train(config, options, batches=batches_for(config) if batches_for else None,
-                       objective=objective_for(config) if objective_for else None)
+        with disk_full_is_named(config.output_dir, kept=lambda: _kept_checkpoint(Path(config.output_dir)),
+                                again="run the same command with --resume latest"):
+            result = train(config, options, batches=batches_for(config) if batches_for else None,
+                           objective=objective_for(config) if objective_for else None)
     except (ValueError, ImportError) as error:  # check_config, the base model's settings, an optional package
         if isinstance(error, (DatasetError, RunFolderError)):
             raise

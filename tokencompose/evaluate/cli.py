@@ -38,8 +38,10 @@ from tokencompose.cli_args import (
     output_folder,
     positive_int,
     probability,
+    prompt_count,
     read_json_file,
     result_file,
+    sampling_steps,
 )
 from tokencompose.evaluate import multigen, segmentation, visor
 from tokencompose.evaluate.detectors import OwlDetector
@@ -78,7 +80,7 @@ def _add_common(parser: argparse.ArgumentParser, detector: str, images_per_promp
     parser.add_argument("--threshold", type=probability, default=0.1, help="detection score threshold (0.1)")
     parser.add_argument("--n-images", type=positive_int, default=images_per_prompt,
                         help=f"images a prompt, seeds 0..N-1 (default {images_per_prompt})")
-    parser.add_argument("--steps", type=positive_int, default=50, help="sampling steps (50)")
+    parser.add_argument("--steps", type=sampling_steps, default=50, help="sampling steps (50)")
     parser.add_argument("--guidance", type=non_negative_float, default=None, help="guidance scale (toy 3.0, SD 7.5)")
     parser.add_argument("--mode", type=sampling_mode_arg, default="fast", metavar="{fast,authors}",
                         help="how --model samples: fast (default: batched, float16 on CUDA, float32 on CPU, SDPA "
@@ -202,7 +204,7 @@ def multigen_cli(argv: list[str]) -> int:
     parser.add_argument("--prompts", required=True,
                         help="a MultiGen prompt file (authors' JSON), or 'coco' / 'toy' / a category list "
                              "file to generate --num-prompts prompts from")
-    parser.add_argument("--num-prompts", type=positive_int, default=100, help="prompts to generate (default 100)")
+    parser.add_argument("--num-prompts", type=prompt_count, default=100, help="prompts to generate (default 100)")
     parser.add_argument("--num-objects", default=None,
                         help="objects a generated prompt: '5', or a cycled list '2,3,4' (default: 5; toy: 2,3,4)")
     parser.add_argument("--prompt-seed", type=non_negative_int, default=0, help="seed of the prompt generator")
@@ -218,7 +220,7 @@ def multigen_cli(argv: list[str]) -> int:
     if source.suffix.lower() == ".json" and not source.is_file():
         parser.error(f"prompt file {source} not found (the authors' files: coco_obj_comp_5_1k.json, "
                      "ade20k_obj_comp_5_1k.json, are in data/reference/ of a clone of this repository)")
-    counts_text = args.num_objects or ("2,3,4" if args.prompts == "toy" else "5")
+    counts_text = args.num_objects if args.num_objects is not None else "2,3,4" if args.prompts == "toy" else "5"
     try:
         counts = [positive_int(k) for k in counts_text.split(",")]
     except argparse.ArgumentTypeError:
@@ -326,16 +328,16 @@ def segmentation_cli(argv: list[str]) -> int:
     parser.add_argument("--model", default="toy", help="toy, sd14, sd21, a folder or hub id (sample.load_model)")
     parser.add_argument("--base", default=None, help="the base model of a bare fine-tuned UNet folder")
     parser.add_argument("--prompts", default=None, help="file or text; toy default: --n-prompts random scenes")
-    parser.add_argument("--n-prompts", type=positive_int, default=20, help="toy: random 2-3 object prompts to draw")
+    parser.add_argument("--n-prompts", type=prompt_count, default=20, help="toy: random 2-3 object prompts to draw")
     parser.add_argument("--prompt-seed", type=non_negative_int, default=0, help="toy: seed of the random prompts")
     parser.add_argument("--seeds", default="0", help="seeds of every prompt, e.g. 0-4")
-    parser.add_argument("--masks", default=None, help="SD: folder of {prompt_index}_{seed}/mask_{noun}.png")
+    parser.add_argument("--masks", type=input_folder, default=None, help="SD: folder of {prompt_index}_{seed}/mask_{noun}.png")
     parser.add_argument("--threshold", type=probability, default=segmentation.DEFAULT_THRESHOLD)
     parser.add_argument("--protocol", choices=PROTOCOLS, default=segmentation.DEFAULT_PROTOCOL,
                         help="heat maps as DAAM's code makes them (daam: down + up layers, each head upsampled and "
                              "clamped, scored at image size; the default) or the earlier variant (layer-mean: mid + "
                              "up layers, heads then layers averaged, scored at latent size)")
-    parser.add_argument("--steps", type=positive_int, default=50)
+    parser.add_argument("--steps", type=sampling_steps, default=50)
     parser.add_argument("--guidance", type=finite_float, default=None)
     parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--interval", choices=["normal", "bootstrap"], default="normal")

@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 from scipy import linalg
 
-from ..cli_args import ArgumentParser, input_folder
+from ..cli_args import ArgumentParser, InputFileError, input_folder
 from ..images import open_rgb
 
 logger = logging.getLogger(__name__)
@@ -99,11 +99,15 @@ def _batches(paths: list[Path], size: int) -> Iterable:
 
 def fid(real_dir: str | Path, generated_dir: str | Path, device: str = "cpu", batch_size: int = 32) -> float:
     """FID between the PNG/JPEG images of two folders (raises ``FIDUnavailableError`` offline)."""
+    if Path(real_dir).resolve() == Path(generated_dir).resolve():
+        raise InputFileError(f"--real and --generated are the same folder ({real_dir}): FID would compare the "
+                             "images with themselves (0); pass the real images and the generated ones")
     real = sorted(p for p in Path(real_dir).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     fake = sorted(p for p in Path(generated_dir).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     if len(real) < 2 or len(fake) < 2:
-        raise ValueError(f"FID needs at least 2 images in each folder: {len(real)} in {real_dir}, "
-                         f"{len(fake)} in {generated_dir}")
+        raise InputFileError(f"FID needs at least 2 images (.png, .jpg, .jpeg) in each folder: found {len(real)} in "
+                             f"{real_dir} (--real) and {len(fake)} in {generated_dir} (--generated); pass the folders "
+                             "that hold the images (e.g. sample's --out)")
     metric = _metric(device)
     for batch in _batches(real, batch_size):
         metric.update(batch.to(device), real=True)

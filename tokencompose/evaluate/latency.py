@@ -40,6 +40,7 @@ from tokencompose.cli_args import (
     non_negative_int,
     positive_int,
     result_file,
+    sampling_steps,
 )
 from tokencompose.models import Components, WeightsNotFoundError
 from tokencompose.provenance import check_outputs, record_written, result_and_table
@@ -211,7 +212,7 @@ def cli(argv: list[str]) -> int:
                         "is put into --base)")
     parser.add_argument("--prompts", default=None, help="file or text (default: one MultiGen-style prompt)")
     parser.add_argument("--batch", type=positive_int, default=1, help="images a timed call (the prompt list repeated)")
-    parser.add_argument("--steps", type=positive_int, default=50)
+    parser.add_argument("--steps", type=sampling_steps, default=50)
     parser.add_argument("--guidance", type=finite_float, default=None)
     parser.add_argument("--runs", type=positive_int, default=5)
     parser.add_argument("--warmup", type=non_negative_int, default=1)

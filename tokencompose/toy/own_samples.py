@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..cli_args import non_negative_float, positive_int, sampling_steps
 from ..data import seed_for
 from ..losses import grounding_losses
 from ..models import encode_text
@@ -221,11 +222,11 @@ def add_own_sample_arguments(parser: Any) -> None:
     parser.add_argument("--own-samples", action="store_true",
                         help="toy preset: L_LDM on fresh scenes + L_token, L_pixel and a presence term on the model's "
                              "own samples (CoMat's idea; tokencompose.toy.own_samples); implies --toy-scenes")
-    parser.add_argument("--own-prompts", type=int, default=defaults.prompts,
+    parser.add_argument("--own-prompts", type=positive_int, default=defaults.prompts,
                         help=f"own samples a step (default {defaults.prompts})")
-    parser.add_argument("--own-sample-steps", type=int, default=defaults.sample_steps,
+    parser.add_argument("--own-sample-steps", type=sampling_steps, default=defaults.sample_steps,
                         help=f"DDIM steps of an own sample (default {defaults.sample_steps})")
-    parser.add_argument("--presence-weight", type=float, default=defaults.presence_weight,
+    parser.add_argument("--presence-weight", type=non_negative_float, default=defaults.presence_weight,
                         help=f"mu, the presence term's weight (default {defaults.presence_weight})")
 
 

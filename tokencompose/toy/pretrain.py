@@ -35,12 +35,14 @@ from tqdm.auto import tqdm
 from ..checkpoints import flatten_optimizer, load_optimizer, publish
 from ..cli_args import (
     ArgumentParser,
+    InputFileError,
     device,
     input_folder,
     non_negative_int,
     output_folder,
     positive_float,
     positive_int,
+    sampling_steps,
 )
 from ..config import TOY_BASE_DIR
 from ..models import PADDING_MODES, Components, build_toy_model, encode_prompts, encode_text, save_toy_model
@@ -348,16 +350,18 @@ def _initialise_from(folder: Path, components: Components, settings: PretrainSet
 
     saved_file = folder / "pretrain_settings.json"
     if not saved_file.is_file():
-        raise FileNotFoundError(f"{saved_file} not found: --init-from needs a toy model written by pretrain-toy")
+        raise InputFileError(f"--init-from {str(folder)!r} is not a toy model written by pretrain-toy (no "
+                             f"{saved_file.name} in it); pass the --out folder of a pretrain-toy run")
     saved = json.loads(saved_file.read_text())
     mine = json.loads(json.dumps(asdict(settings)))
     different = [k for k in (_SAME_ARCHITECTURE if new_world else _SAME_WORLD) if saved.get(k) != mine.get(k)]
     if different:
         listed = ", ".join(f"{k}: {saved.get(k)!r} there, {mine.get(k)!r} here" for k in different)
-        raise ValueError(f"{folder} was trained with other settings ({listed}); continue it with the same ones")
+        raise InputFileError(f"--init-from {folder} was trained with other settings ({listed}); continue it with "
+                             "the same ones (or pass --new-world to keep only its architecture)")
     step = 0 if new_world else int(saved.get("exported_step", saved.get("steps", 0)))
     if step >= settings.steps:
-        raise ValueError(f"{folder} is already at step {step}; ask for more --steps than that")
+        raise InputFileError(f"--init-from {folder} is already at step {step}; ask for more --steps than that")
     unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=torch.float32)
     components.unet.load_state_dict(unet.state_dict())
     if settings.text_encoder == "joint":
@@ -515,7 +519,7 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--single-object-until", type=non_negative_int, default=defaults.single_object_until,
                         help="curriculum: one-object scenes only before this step (0 = none)")
     parser.add_argument("--eval-images", type=positive_int, default=128, help="held-out prompts per row of the card")
-    parser.add_argument("--eval-steps", type=positive_int, default=25, help="DDIM steps of the evaluation samples")
+    parser.add_argument("--eval-steps", type=sampling_steps, default=25, help="DDIM steps of the evaluation samples")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--no-resume", action="store_true",
                         help="start afresh (with --overwrite, over a checkpoint this project wrote in --work-dir)")

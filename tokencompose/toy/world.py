@@ -504,8 +504,8 @@ def render_scene(categories: Sequence[Category], rng: np.random.Generator, size:
         raise ValueError(f"render_scene needs one or more distinct categories, got {names}")
     if colours is not None and (len(colours) != len(categories) or len({c.rgb for c in colours}) != len(colours)):
         raise ValueError(f"render_scene needs one distinct colour per object, got {list(colours)} for {names}")
-    if not isinstance(size, (int, np.integer)) or size < 16:
-        raise ValueError(f"image size must be an integer >= 16, got {size!r}")
+    if not isinstance(size, (int, np.integer)) or size < MIN_SCENE_SIZE:
+        raise ValueError(f"image size must be an integer >= {MIN_SCENE_SIZE}, got {size!r}")
     low, high = default_object_size(size) if object_size is None else object_size
     if not 2 <= low <= high <= size:
         raise ValueError(f"object_size must be (min, max) with 2 <= min <= max <= size={size}, got {(low, high)}")
@@ -827,11 +827,27 @@ def degrade(image: Any, rng: np.random.Generator | None = None, noise: float = 0
 # ----------------------------------------------------------------------------------------------------------
 
 
+#: the most scenes one ``toy-data`` writes (a few KB each): a typo such as ``-n 1000000000000`` is refused before
+#: the folder is touched, not run for years
+MAX_SCENES = 1_000_000
+#: the smallest scene (pixels a side) the renderer draws
+MIN_SCENE_SIZE = 16
+
+
+def scene_count(text: str) -> int:
+    """``-n`` of ``toy-data``: 1 to ``MAX_SCENES`` scenes."""
+    value = positive_int(text)
+    if value > MAX_SCENES:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SCENES:,} scenes, got {text!r}; write a larger "
+                                         "dataset in parts (--seed differs per part)")
+    return value
+
+
 def cli(argv: list[str]) -> int:
     """``python -m tokencompose toy-data --out DIR -n N``: write a toy-world dataset (authors' format)."""
     parser = ArgumentParser(prog="tokencompose toy-data", description=cli.__doc__)
     parser.add_argument("--out", required=True, type=output_folder, help="dataset folder to write")
-    parser.add_argument("-n", type=positive_int, required=True, help="number of scenes")
+    parser.add_argument("-n", type=scene_count, required=True, help=f"number of scenes (at most {MAX_SCENES:,})")
     parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--min-objects", type=positive_int, default=1)
     parser.add_argument("--max-objects", type=positive_int, default=4)
@@ -847,6 +863,8 @@ def cli(argv: list[str]) -> int:
                         help="identity: each category in its own colour; attribute: random colours named in "
                              "the caption")
     args = parser.parse_args(argv)
+    if args.size < MIN_SCENE_SIZE:  # before the folder is made
+        parser.error(f"image size must be an integer >= {MIN_SCENE_SIZE}, got {args.size}")
     if not 1 <= args.num_categories <= len(TOY_CATEGORIES):
         parser.error(f"--num-categories must be in 1..{len(TOY_CATEGORIES)}, got {args.num_categories}")
     weights = None
