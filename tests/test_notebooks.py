@@ -36,7 +36,7 @@ REQUIRED_PARAMETERS = ("preset", "device", "seed", "output_dir")
 BRANCHES: dict[str, dict] = {
     # no fine-tuned model given: the notebook fine-tunes the base itself (nbval evaluates 05's model)
     "06_": {"finetuned": "", "finetune_steps": 2, "n_prompts": 3, "images_per_prompt": 1, "sample_steps": 4,
-            "latency_runs": 1, "segmentation_prompts": 2},
+            "latency_runs": 1, "segmentation_prompts": 2, "toy_visor_limit": 2},
 }
 
 #: the Makefile line that lists the notebooks ``make test`` runs with nbval
