@@ -30,7 +30,7 @@ lab: setup
 test: test-main test-flair test-8bit
 
 # nbval re-runs notebooks at their committed parameters and compares the `# NBVAL_CHECK_OUTPUT` cells with
-# the committed outputs (stale outputs fail). `make test` runs every lesson, 00-07, in order (06 evaluates the
+# the committed outputs (stale outputs fail). `make test` runs every lesson, 00-08, in order (06 evaluates the
 # model 05 trained), and notebooks/solutions/: about 9 minutes on 2 cores (05-07: 7 of them, measured
 # 2026-12-01). `make nbval` runs the same set alone.
 NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb)) $(sort $(wildcard notebooks/solutions/*.ipynb))

@@ -1,8 +1,9 @@
 """Regenerate the measured results pages from the result files, so they never drift from them.
 
-Two generated places: ``benchmarks/README.md`` between the results markers (every results file, below), and the
-README's finding (between ``<!-- finding:begin -->`` and ``<!-- finding:end -->``), copied from the finding
-block of ``benchmarks/results/toy_levers.md`` (``benchmarks/toy_levers.py``).
+Generated places: ``benchmarks/README.md`` between the results markers (every results file, below), and the
+finding of ``README.md`` and ``notebooks/README.md`` (between ``<!-- finding:begin -->`` and
+``<!-- finding:end -->``), copied from the finding block of ``benchmarks/results/toy_levers.md``
+(``benchmarks/toy_levers.py``).
 
 Sources, in this order: the default toy base model's card (``config.TOY_BASE_DIR / README.md``), then every
 ``benchmarks/results/*.md``. From each file the section takes its title (first ``#`` heading), the line that
@@ -106,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="only check that both pages are up to date")
     args = parser.parse_args(argv)
-    pages = {REPO_ROOT / RESULTS_PAGE: updated_readme, REPO_ROOT / "README.md": updated_front}
+    pages = {REPO_ROOT / RESULTS_PAGE: updated_readme, REPO_ROOT / "README.md": updated_front,
+             REPO_ROOT / "notebooks" / "README.md": updated_front}
     stale = []
     for path, update in pages.items():
         current = path.read_text(encoding="utf-8")

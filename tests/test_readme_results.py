@@ -18,8 +18,9 @@ def test_results_page_and_finding_match_the_result_files():
     page = ROOT / "benchmarks" / "README.md"
     assert module.updated_readme(page.read_text()) == page.read_text(), (
         "benchmarks/README.md is out of date: run `python scripts/readme_results.py`")
-    assert module.updated_front((ROOT / "README.md").read_text()) == (ROOT / "README.md").read_text(), (
-        "README.md's finding is out of date: run `python scripts/readme_results.py`")
+    for front in (ROOT / "README.md", ROOT / "notebooks" / "README.md"):
+        assert module.updated_front(front.read_text()) == front.read_text(), (
+            f"{front.relative_to(ROOT)}'s finding is out of date: run `python scripts/readme_results.py`")
 
 
 def test_the_finding_is_copied_from_toy_levers(tmp_path):
