@@ -343,3 +343,12 @@ def test_mg_comparison_reads_the_intervals():
     assert "B is higher" in mg_comparison({"A": low, "B": high}, "A", "B")
     assert "cannot tell them apart" in mg_comparison({"A": high, "B": high}, "A", "B")
     assert mg_comparison({"A": high, "B": low}, "A", "B").startswith("Unseen MG3: A 100.0 [")
+
+
+def test_measured_results_finds_the_committed_files_by_default():
+    """The default folder is the repository's benchmarks/results (the toy world moved one package down once and
+    the default silently found nothing)."""
+    from tokencompose.toy.ablation import measured_results
+
+    names = [entry["name"] for entry in measured_results(patterns=("toy_ablation_cpu_noun_base.md", "toy_levers.md"))]
+    assert names == ["toy_ablation_cpu_noun_base", "toy_levers"]

@@ -553,7 +553,7 @@ def measured_results(folder: str | Path | None = None,
     ``folder`` defaults to ``benchmarks/results`` of the checkout this package lives in; an installed package
     without the repository has none (returns ``[]``).
     """
-    folder = Path(folder) if folder is not None else Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    folder = Path(folder) if folder is not None else Path(__file__).resolve().parents[2] / "benchmarks" / "results"
     entries = []
     for path in [path for pattern in patterns for path in sorted(folder.glob(pattern))]:
         text = path.read_text(encoding="utf-8")
