@@ -305,7 +305,7 @@ def attention_miou(model_dir: str | Path, settings: AblationSettings) -> dict[st
     if settings.seg_prompts <= 0:
         return None
 
-    prompts = held_out_prompts(settings.seg_prompts, 3, unseen=True, seed=settings.prompt_seed + 1,
+    prompts = held_out_prompts(settings.seg_prompts, SEG_OBJECTS, unseen=True, seed=settings.prompt_seed + 1,
                                colour_mode=model_colour_mode(model_dir))
     result = segmentation_transfer(str(model_dir), [p.text for p in prompts], seeds=(0,),
                                    nouns=[list(p.objects) for p in prompts], steps=settings.sample_steps,
@@ -592,6 +592,8 @@ RATIOS = (0.01, 0.03, 0.1, 0.3)
 #: objects a held-out prompt names (AblationSettings.counts) and the MG_k reported on them (k = 1..4)
 PROMPT_OBJECTS = 4
 MG_KS = tuple(range(1, PROMPT_OBJECTS + 1))
+#: objects a prompt of the segmentation-transfer check names (``segmentation_mIoU``'s prompts)
+SEG_OBJECTS = 3
 #: the MG_k the ratio sweep averages to choose the loss weights
 SWEEP_KS = (2, 3, 4)
 #: the paper's VISOR Object Accuracy of the same rows on SD 1.4 (Wang et al., CVPR 2024: base from Table 1,
