@@ -11,23 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_run import assert_named, run
 from PIL import Image
 
 from tokencompose.__main__ import USER_ERRORS, main
 from tokencompose.data import TokenComposeDataset, validate_dataset
-
-
-def run(capsys, *argv):
-    """``(exit status, stderr)`` of ``python -m tokencompose *argv``; stdout is dropped."""
-    status = main([str(a) for a in argv])
-    return status, capsys.readouterr().err
-
-
-def assert_named(status, err, *needles):
-    assert status == 2, err
-    assert "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, (needle, err)
 
 
 @pytest.fixture

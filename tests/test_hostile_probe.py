@@ -35,24 +35,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_run import assert_named, run
 from PIL import Image
 
 from tokencompose.__main__ import main
 from tokencompose.cli_args import MAX_PROMPTS, MAX_SAMPLING_STEPS, NOISE_LEVELS
-
-
-def run(capsys, *argv):
-    """``(exit status, stderr)`` of ``python -m tokencompose *argv``; stdout is dropped."""
-    status = main([str(a) for a in argv])
-    return status, capsys.readouterr().err
-
-
-def assert_named(status, err, *needles):
-    """Status 2, no traceback, and every needle in the message."""
-    assert status == 2, err
-    assert "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, (needle, err)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import cli_run
 import pytest
+from cli_run import run
 
 from tokencompose import tokens
 from tokencompose.__main__ import main
@@ -23,20 +25,9 @@ from tokencompose.tokens import MAX_LENGTH, N_MERGES, PhraseNotFoundError, Token
 CAT_IDS = [49406, 320, 1125, 539, 320, 2368, 269, 49407]
 
 
-def run(capsys, *argv):
-    """``(exit status, stderr)`` of ``python -m tokencompose *argv``."""
-    status = main([str(a) for a in argv])
-    return status, capsys.readouterr().err
-
-
 def assert_named(status, err, *needles):
     """One line ``error: ...`` with exit status 2, no traceback, naming each of ``needles``."""
-    assert status == 2, err
-    assert "Traceback" not in err, err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, err
-    for needle in needles:
-        assert needle in errors[0], (needle, err)
+    cli_run.assert_named(status, err, *needles, one_line=True)
 
 
 # --------------------------------------------------------------------------------------------------
