@@ -75,6 +75,11 @@ def visor_prompts(categories: Sequence[str], limit: int | None = None, seed: int
                 prompts.append({"unique_id": len(prompts), "num_objects": 2, "obj_1_attributes": [a],
                                 "obj_2_attributes": [b], "rel_type": relation,
                                 "text": f"{article(a)} {a} {relation} {article(b)} {b}"})
+    return subsample(prompts, limit, seed)
+
+
+def subsample(prompts: list[dict[str, Any]], limit: int | None, seed: int = 0) -> list[dict[str, Any]]:
+    """A seeded random ``limit`` of ``prompts`` in their order (all of them when ``limit`` is None or larger)."""
     if limit is not None:
         if not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be a positive number of prompts, got {limit!r}")

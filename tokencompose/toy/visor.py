@@ -21,10 +21,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from tokencompose.evaluate.multigen import detected_names
-from tokencompose.evaluate.visor import visor_prompts
+from tokencompose.evaluate.visor import subsample, visor_prompts
 from tokencompose.toy.world import EXCLUDED_PAIRS, category_names
 
 #: which prompts ``toy_visor_prompts`` keeps: every pair, pairs seen together in training, or excluded pairs
@@ -45,13 +43,7 @@ def toy_visor_prompts(limit: int | None = None, seed: int = 0, split: str = "all
     prompts = visor_prompts(category_names())
     if split != "all":
         prompts = [p for p in prompts if is_unseen(p) == (split == "unseen")]
-    if limit is not None:
-        if not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be a positive number of prompts, got {limit!r}")
-        if limit < len(prompts):
-            chosen = np.random.default_rng(seed).choice(len(prompts), size=limit, replace=False)
-            prompts = [prompts[i] for i in sorted(chosen.tolist())]
-    return prompts
+    return subsample(prompts, limit, seed)
 
 
 def object_accuracy_rows(detections: Mapping[str, Mapping[str, Any]], prompts: Sequence[Mapping[str, Any]],
