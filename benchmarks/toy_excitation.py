@@ -171,12 +171,29 @@ def report(results: dict[str, dict[str, dict]], models: dict, digests: dict[str,
     return "\n".join(lines) + "\n", numbers
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags naming the models (the base and the ablation's fine-tunes of ``--seeds``) and the prompt count;
+    ``toy_oracle_bands.py`` shares them."""
     parser.add_argument("--ablation-work", required=True, help="the --work folder of benchmarks/toy_ablation.py")
     parser.add_argument("--base", default=str(TOY_BASE_DIR), help="the base the ablation fine-tuned")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--prompts", type=int, default=128, help="4-object prompts (one image each)")
+
+
+def sampling_settings(prompts: int, unseen: bool, steps: int, guidance: float, fraction: float, factor: float,
+                      batch_size: int) -> dict:
+    """The settings every cached run is keyed by (``run``); one builder, so ``toy_oracle_bands.py``'s plain and
+    0-``fraction`` oracle runs hit this script's cache."""
+    return {"n": prompts, "count": COUNT, "unseen": unseen, "prompt_seed": PROMPT_SEED, "steps": steps,
+            "guidance": guidance, "fraction": fraction, "factor": factor, "batch_size": batch_size,
+            # Attend-and-Excite's settings (the maps' side follows each model: half its image): part of the
+            # cache key, so changed settings sample again
+            "attend_excite": json.loads(json.dumps(dataclasses.asdict(ExciteSettings())))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(parser)
     parser.add_argument("--seen", action="store_true", help="seen combinations (default: unseen, as MultiGen's "
                         "question is about combinations not trained on)")
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps (the gates' 25)")
@@ -191,12 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     models = models_of(args.base, Path(args.ablation_work), args.seeds)
-    settings = {"n": args.prompts, "count": COUNT, "unseen": not args.seen, "prompt_seed": PROMPT_SEED,
-                "steps": args.steps, "guidance": args.guidance, "fraction": args.fraction, "factor": args.factor,
-                "batch_size": args.batch_size,
-                # Attend-and-Excite's settings (the maps' side follows each model: half its image): part of the
-                # cache key, so changed settings sample again
-                "attend_excite": json.loads(json.dumps(dataclasses.asdict(ExciteSettings())))}
+    settings = sampling_settings(args.prompts, not args.seen, args.steps, args.guidance, args.fraction, args.factor,
+                                 args.batch_size)
     digests = {name: weights_digest(folder) for name, (_, _, folder) in models.items()}  # once: it reads every file
     results: dict[str, dict[str, dict]] = {}
     for name, (_, _, folder) in models.items():

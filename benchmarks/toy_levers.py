@@ -29,6 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from tokencompose.evaluate.paper import TABLE1_MULTIGEN_COCO, TABLE2_OBJECT_ACCURACY, gains  # noqa: E402
+from tokencompose.results import interval_reading  # noqa: E402
 from tokencompose.stats import paired_interval  # noqa: E402
 from tokencompose.toy.ablation import SEG_OBJECTS, outcome_rows  # noqa: E402
 
@@ -52,13 +53,9 @@ def cell(stat: dict | None) -> str:
 
 
 def reading(stat: dict | None) -> str:
-    if stat is None:
-        return "not measured"
-    if stat["low"] > 0:
-        return "**gain**"
-    if stat["high"] < 0:
-        return "loss"
-    return "none shown"
+    """``results.interval_reading``, a gain in bold (the table's one word that matters)."""
+    text = interval_reading(stat)
+    return f"**{text}**" if text == "gain" else text
 
 
 def _load(name: str) -> dict | None:

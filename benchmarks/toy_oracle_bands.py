@@ -30,7 +30,6 @@ under the digest of the model's weights and the settings.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import shlex
@@ -42,9 +41,15 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import torch  # noqa: E402
 
-from benchmarks.toy_excitation import COUNT, PROMPT_SEED, VARIANT_LABELS, cell, models_of, run, success_rows  # noqa: E402
-from tokencompose.attend_excite import ExciteSettings  # noqa: E402
-from tokencompose.config import TOY_BASE_DIR  # noqa: E402
+from benchmarks.toy_excitation import (  # noqa: E402
+    VARIANT_LABELS,
+    add_model_arguments,
+    cell,
+    models_of,
+    run,
+    sampling_settings,
+    success_rows,
+)
 from tokencompose.provenance import weights_digest  # noqa: E402
 from tokencompose.results import repository_path  # noqa: E402
 from tokencompose.stats import paired_interval  # noqa: E402
@@ -148,10 +153,7 @@ def report(results: dict, models: dict, digests: dict, settings: dict, labels: l
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ablation-work", required=True, help="the --work folder of benchmarks/toy_ablation.py")
-    parser.add_argument("--base", default=str(TOY_BASE_DIR), help="the base the ablation fine-tuned")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--prompts", type=int, default=128)
+    add_model_arguments(parser)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--fraction", type=float, default=0.4, help="toy_excitation's edited share of the steps")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -164,10 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     if not 5 < fraction_steps < args.steps:
         parser.error(f"--fraction {args.fraction} of {args.steps} steps must edit more than 5 and fewer than all steps")
     models = models_of(args.base, Path(args.ablation_work), args.seeds)
-    # toy_excitation.py's settings, field for field, so its cached plain and oracle runs are reused
-    settings = {"n": args.prompts, "count": COUNT, "unseen": True, "prompt_seed": PROMPT_SEED, "steps": args.steps,
-                "guidance": 3.0, "fraction": args.fraction, "factor": 3.0, "batch_size": args.batch_size,
-                "attend_excite": json.loads(json.dumps(dataclasses.asdict(ExciteSettings())))}
+    # toy_excitation.py's settings (its defaults: unseen, CFG 3, factor 3), so its cached plain and oracle runs are reused
+    settings = sampling_settings(args.prompts, True, args.steps, 3.0, args.fraction, 3.0, args.batch_size)
     table = variants(args.steps, fraction_steps)
     digests = {name: weights_digest(folder) for name, (_, _, folder) in models.items()}
     results: dict[str, dict[str, dict]] = {}

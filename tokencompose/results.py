@@ -59,6 +59,14 @@ def finding_table(root: str | Path | None = None) -> str:
     return table
 
 
+def interval_reading(stat: dict | None) -> str:
+    """What a paired 95% interval shows: "gain" (above 0), "loss" (below 0), "none shown" (it spans 0), or
+    "not measured" (no interval)."""
+    if stat is None:
+        return "not measured"
+    return "gain" if stat["low"] > 0 else "loss" if stat["high"] < 0 else "none shown"
+
+
 def levers_readings(levers: dict) -> dict[str, list[str]]:
     """``benchmarks/results/toy_levers.json`` grouped by what each measured lever did to MG3: ``{"gain": [...],
     "loss": [...], "none shown": [...], "not measured": [...]}``, each entry "lever (model)". A gain is a paired
@@ -67,8 +75,5 @@ def levers_readings(levers: dict) -> dict[str, list[str]]:
     for kind in ("training", "sampling"):
         for row in levers.get(kind, []):
             name = row["lever"] + (f" ({row['model']})" if row.get("model") else "")
-            stat = row.get("MG3")
-            key = ("not measured" if stat is None else "gain" if stat["low"] > 0 else
-                   "loss" if stat["high"] < 0 else "none shown")
-            groups[key].append(name)
+            groups[interval_reading(row.get("MG3"))].append(name)
     return groups
